@@ -1,0 +1,77 @@
+"""Neuron non-linearities σ (SPEC §2).
+
+An activation maps a k-state pre-activation ``u[..., k]`` to new k states.
+Plain activations act elementwise on every state.  A *state-aware* activation
+``backprop_<name>`` writes ``σ(u[..., 0])`` into state 0 and ``σ'(u[..., 1:])``
+into the other states: with it, the k=2 BLUR step is exactly an SGD step
+(SPEC §4).
+
+Activations are referred to by name so that layers and models serialise;
+``get(name)`` returns the function.
+"""
+
+import tensorflow as tf
+
+__all__ = ["get", "names", "derivative"]
+
+
+def _relu_tanh(u):
+    return tf.nn.relu(tf.tanh(u))
+
+
+def _identity(u):
+    return tf.identity(u)
+
+
+# name -> (σ, σ')
+_ELEMENTWISE = {
+    "relu_tanh": (_relu_tanh, lambda u: tf.cast(u > 0, u.dtype) * (1.0 - tf.square(tf.tanh(u)))),
+    "tanh": (tf.tanh, lambda u: 1.0 - tf.square(tf.tanh(u))),
+    "relu": (tf.nn.relu, lambda u: tf.cast(u > 0, u.dtype)),
+    "sigmoid": (tf.sigmoid, lambda u: tf.sigmoid(u) * (1.0 - tf.sigmoid(u))),
+    "linear": (_identity, tf.ones_like),
+}
+_ALIASES = {"identity": "linear", None: "linear"}
+_BACKPROP_PREFIX = "backprop_"
+
+
+def names():
+    """All accepted activation names."""
+    base = sorted(_ELEMENTWISE) + sorted(k for k in _ALIASES if k)
+    return base + [_BACKPROP_PREFIX + n for n in sorted(_ELEMENTWISE)]
+
+
+def _canonical(name):
+    return _ALIASES.get(name, name)
+
+
+def derivative(name):
+    """σ' of an elementwise activation, in closed form (no autodiff)."""
+    name = _canonical(name)
+    if name not in _ELEMENTWISE:
+        raise ValueError(f"Unknown activation {name!r}; expected one of {names()}.")
+    return _ELEMENTWISE[name][1]
+
+
+def _state_aware(name):
+    sigma, dsigma = _ELEMENTWISE[name]
+
+    def backprop_activation(u):
+        return tf.concat([sigma(u[..., :1]), dsigma(u[..., 1:])], axis=-1)
+
+    backprop_activation.__name__ = _BACKPROP_PREFIX + name
+    return backprop_activation
+
+
+def get(activation):
+    """Return the activation function for a name (or pass a callable through)."""
+    if callable(activation):
+        return activation
+    name = _canonical(activation)
+    if isinstance(name, str) and name.startswith(_BACKPROP_PREFIX):
+        base = _canonical(name[len(_BACKPROP_PREFIX):])
+        if base in _ELEMENTWISE:
+            return _state_aware(base)
+    elif name in _ELEMENTWISE:
+        return _ELEMENTWISE[name][0]
+    raise ValueError(f"Unknown activation {activation!r}; expected one of {names()} or a callable.")

@@ -1,0 +1,48 @@
+"""The forward pass (SPEC §2 steps 1–2).
+
+``z^{l+1}[b, j, c] = Σ_i Σ_d ā^l[b, i, d] ν[d, c] W^l[i, j, c]`` with the bias
+neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.
+"""
+
+import tensorflow as tf
+
+from blur_keras import activations
+from blur_keras.normalization import normalize_activations, normalize_synapses
+from blur_keras.states import mix_states, per_state_matmul, with_bias_neuron
+
+__all__ = ["input_states", "forward_layer", "neuron_update", "scalar"]
+
+
+def scalar(v):
+    """A per-population scalar ``[*P]`` broadcast against ``[*P, B, n, k]``."""
+    return v[..., None, None, None]
+
+
+def input_states(x, k):
+    """Input layer after reset: ``a^0[..., 0] = x``, other states 0."""
+    x = tf.convert_to_tensor(x)
+    zeros = tf.zeros(tf.concat([tf.shape(x), [k - 1]], axis=0), x.dtype)
+    return tf.concat([x[..., None], zeros], axis=-1)
+
+
+def neuron_update(current, drive, params, config):
+    """Pre-activation ``f · a + η · drive`` (``current=None`` means a freshly reset layer),
+    batch-normalised with the genome's γ, β when ``config.activation_norm``."""
+    u = scalar(params["eta"]) * drive
+    if current is not None:
+        u = scalar(params["f"]) * current + u
+    if config.activation_norm:
+        u = normalize_activations(u, params["gamma"], params["beta"], config.norm_epsilon)
+    return u
+
+
+def forward_layer(a_below, w, params, config, activation, current=None):
+    """New states of layer l+1 from layer l through forward synapses ``w``.
+
+    ``a_below``: ``[*P, B, n_l, k]``; ``w``: ``[*P, n_l + 1, n_{l+1}, k]``;
+    ``params``: this layer pair's genome entries, aligned to the population.
+    """
+    if config.synapse_norm:
+        w = normalize_synapses(w, params["syn_scale"], config.synapse_norm_epsilon)
+    z = per_state_matmul(mix_states(with_bias_neuron(a_below), params["nu"]), w)
+    return activations.get(activation)(neuron_update(current, z, params, config))

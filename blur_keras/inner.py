@@ -1,0 +1,111 @@
+"""One BLUR inner step (an "unroll") and prediction, as pure functions (SPEC §2).
+
+State in, state out: ``inner_step(genome_params, synapses, x, targets, config)``
+returns new synapses and the layer states, so it can be unrolled, compiled
+with XLA and differentiated with respect to the genome.  No loss and no
+gradient exist inside.
+
+Population axes (SPEC §6): synapses may carry leading axes ``P`` (species,
+replicas); genome entries carry a prefix of them (left-aligned, e.g. species
+only); ``x`` and ``targets`` broadcast against them.
+"""
+
+from blur_keras.backward import backward_layer
+from blur_keras.config import BlurConfig
+from blur_keras.feedback import apply_feedback
+from blur_keras.forward import forward_layer, input_states
+from blur_keras.genome import align_to_population, select_layer
+from blur_keras.synapses import update_pair
+
+__all__ = ["layer_activations", "forward_pass", "backward_pass", "inner_step", "predict",
+           "layer_params"]
+
+
+def layer_activations(config, num_layers, forward=None, backward=None):
+    """Forward and backward σ names for layers 1…L (index 0 is layer 1).
+
+    Hidden layers use ``config.hidden_activation``, layer L
+    ``config.last_activation``, the backward pass ``config.backward_activation``;
+    a non-None entry of ``forward``/``backward`` overrides its layer.
+    """
+    fwd = [config.hidden_activation] * (num_layers - 1) + [config.last_activation]
+    bwd = [config.backward_activation] * num_layers
+    for defaults, overrides in ((fwd, forward), (bwd, backward)):
+        for i, name in enumerate(overrides or ()):
+            if name is not None:
+                defaults[i] = name
+    return tuple(fwd), tuple(bwd)
+
+
+def layer_params(params, layer, per_layer, num_population_axes):
+    """Genome entries of layer pair ``layer``, aligned to the population axes."""
+    return align_to_population(select_layer(params, layer, per_layer), num_population_axes)
+
+
+def _num_population_axes(synapses):
+    return len(synapses[0][0].shape) - 3
+
+
+def _k(synapses):
+    return synapses[0][0].shape[-1]
+
+
+def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
+                 forward_activations=None):
+    """Reset and forward (SPEC §2 steps 1–2). Returns the states ``[a^0, …, a^L]``."""
+    num_pop = _num_population_axes(synapses)
+    fwd = forward_activations or layer_activations(config, len(synapses))[0]
+    states = [input_states(x, _k(synapses))]
+    for l, (w, _) in enumerate(synapses):
+        p = layer_params(params, l, per_layer, num_pop)
+        states.append(forward_layer(states[-1], w, p, config, fwd[l]))
+    return states
+
+
+def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False,
+                  backward_activations=None):
+    """Backward (SPEC §2 step 4), l = L−1 … 1; the input layer is never changed."""
+    num_pop = _num_population_axes(synapses)
+    bwd = backward_activations or layer_activations(config, len(synapses))[1]
+    states = list(states)
+    for l in range(len(synapses) - 1, 0, -1):
+        p = layer_params(params, l, per_layer, num_pop)
+        # V^l connects layer l+1 to layer l; layer l is written with its own backward σ
+        states[l] = backward_layer(states[l + 1], states[l], synapses[l][1], p, config,
+                                   bwd[l - 1])
+    return states
+
+
+def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
+    """Hebbian update of every pair (SPEC §2 step 5)."""
+    num_pop = _num_population_axes(synapses)
+    new = []
+    for l, (w, v) in enumerate(synapses):
+        p = layer_params(params, l, per_layer, num_pop)
+        new.append(update_pair(w, v, states[l], states[l + 1], p, config))
+    return tuple(new)
+
+
+def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
+               forward_activations=None, backward_activations=None):
+    """One inner step on a batch: reset, forward, feedback, backward, synapse update.
+
+    Args:
+      params: genome dict (``Genome.params()``).
+      synapses: tuple of ``(W^l, V^l)``.
+      x: inputs ``[*P', B, n_0]``.
+      targets: ``[*P', B, n_L]`` (±1 one-hot for target feedback, the
+        regression target for error feedback).
+    Returns:
+      ``(new_synapses, states)``; ``states[-1][..., 0]`` is the prediction the
+      network made on ``x`` before this update.
+    """
+    states = forward_pass(params, synapses, x, config, per_layer, forward_activations)
+    states[-1] = apply_feedback(states[-1], targets, config.feedback)
+    states = backward_pass(params, synapses, states, config, per_layer, backward_activations)
+    return update_synapses(params, synapses, states, config, per_layer), states
+
+
+def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):
+    """A forward pass on new inputs; the output is state 0 of the last layer (SPEC §2 step 6)."""
+    return forward_pass(params, synapses, x, config, per_layer, forward_activations)[-1][..., 0]

@@ -1,0 +1,30 @@
+"""Normalisations that keep BLUR stable and transferable (SPEC §3)."""
+
+import tensorflow as tf
+
+__all__ = ["normalize_activations", "normalize_synapses"]
+
+
+def normalize_activations(u, gamma, beta, epsilon=1e-3):
+    """Batch-normalise a pre-activation per neuron and state, then scale and shift.
+
+    ``u``: ``[*P, B, n, k]``; ``gamma``, ``beta``: ``[*P', k]`` (per-state).
+    ``out = γ (u − mean_b u) / sqrt(var_b u + ε) + β``.
+    """
+    mean, var = tf.nn.moments(u, axes=[-3], keepdims=True)
+    u_hat = (u - mean) * tf.math.rsqrt(var + epsilon)
+    return gamma[..., None, None, :] * u_hat + beta[..., None, None, :]
+
+
+def normalize_synapses(w, scale=None, epsilon=1e-8):
+    """Column-normalise synapses for computing activations.
+
+    ``w``: ``[*P, n_src, n_dst, k]`` (forward W including its bias row, or a
+    backward V).  ``out[..., i, j, c] = w[..., i, j, c] / sqrt(Σ_i w[..., i, j, c]² + ε)``,
+    times ``scale`` (a scalar per population member) when given.  The stored
+    synapses are not changed.
+    """
+    out = w * tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-3, keepdims=True) + epsilon)
+    if scale is not None:
+        out = out * scale[..., None, None, None]
+    return out

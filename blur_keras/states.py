@@ -1,0 +1,39 @@
+"""The two contractions every BLUR pass is made of (SPEC §2).
+
+A 4-operand contraction ``Σ_i Σ_d a[b,i,d] ν[d,c] W[i,j,c]`` is computed as
+``mix_states`` (a k×k matrix applied to the state axis) followed by
+``per_state_matmul`` (one batched matmul per state/channel c).  Both broadcast
+over leading population axes.
+"""
+
+import tensorflow as tf
+
+__all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron"]
+
+
+def mix_states(a, m):
+    """``out[..., b, i, c] = Σ_d a[..., b, i, d] m[..., d, c]``.
+
+    ``a``: ``[*P, B, n, k]``; ``m``: ``[*P', k, k]`` with ``P'`` broadcastable
+    to ``P`` (use ``genome.align_to_population`` first).
+    """
+    return tf.matmul(a, m[..., None, :, :])
+
+
+def per_state_matmul(x, w):
+    """``out[..., b, j, c] = Σ_i x[..., b, i, c] w[..., i, j, c]``."""
+    return tf.einsum("...bic,...ijc->...bjc", x, w)
+
+
+def per_state_outer(p, q, reduction="sum"):
+    """``out[..., i, j, c] = Σ_b p[..., b, i, c] q[..., b, j, c]`` (or the batch mean)."""
+    out = tf.einsum("...bic,...bjc->...ijc", p, q)
+    if reduction == "mean":
+        out = out / tf.cast(tf.shape(p)[-3], out.dtype)
+    return out
+
+
+def with_bias_neuron(a):
+    """Append the bias neuron, whose k states are all 1: ``[..., B, n, k] -> [..., B, n+1, k]``."""
+    ones = tf.ones_like(a[..., :1, :])
+    return tf.concat([a, ones], axis=-2)

@@ -1,0 +1,112 @@
+"""Synapses: initialisation, the Hebbian update, Oja decay, saturation, syncs
+(SPEC §1, §2 step 5, §3).
+
+Forward synapses ``W^l``: ``[*P, n_l + 1, n_{l+1}, k]`` (row ``n_l`` is the
+bias); backward synapses ``V^l``: ``[*P, n_{l+1}, n_l, k]``.
+"""
+
+import tensorflow as tf
+
+from blur_keras.states import mix_states, per_state_outer, with_bias_neuron
+
+__all__ = [
+    "hebbian_delta", "oja_term", "saturate", "sync", "update_pair", "init_synapses",
+]
+
+
+def _post_mix(a, post):
+    """``Σ_d μ̃[c, d] a[..., b, j, d]``, i.e. ``a @ μ̃ᵀ``."""
+    return mix_states(a, tf.linalg.matrix_transpose(post))
+
+
+def hebbian_delta(a_src, a_dst, params, reduction="sum", oja=False):
+    """``Δ[i, j, c] = Σ_b (Σ_e a_src[b,i,e] ν̃[e,c]) (Σ_d μ̃[c,d] a_dst[b,j,d])``.
+
+    For ``W^l`` pass ``a_src = ā^l`` (with bias neuron) and ``a_dst = a^{l+1}``;
+    for ``V^l`` pass ``a_src = a^{l+1}`` and ``a_dst = a^l``.  Returns the delta
+    and the mixed post-synaptic states (needed by the Oja term).
+    """
+    post = _post_mix(a_dst, params["post"])
+    return per_state_outer(mix_states(a_src, params["pre"]), post, reduction), post
+
+
+def oja_term(w, post, params, reduction="sum"):
+    """``−sign(η̃) · |m_oja| · w[i, j, c] · Σ_b post[b, j, c]²`` (batch mean under "mean")."""
+    energy = tf.reduce_sum(tf.square(post), axis=-3)  # [*P, n_dst, k]
+    if reduction == "mean":
+        energy = energy / tf.cast(tf.shape(post)[-3], post.dtype)
+    coeff = -tf.sign(params["eta_syn"]) * tf.abs(params["oja"])
+    return coeff[..., None, None, None] * w * energy[..., None, :, :]
+
+
+def saturate(w, alpha):
+    """``α tanh(w / α)`` with a per-population scalar α."""
+    alpha = alpha[..., None, None, None]
+    return alpha * tf.tanh(w / alpha)
+
+
+def sync(w, v, symmetric=False, single_state=False):
+    """Apply the symmetric (``V := W[:n]ᵀ``) and single-state (every channel := channel 0) ties."""
+    if single_state:
+        w = tf.broadcast_to(w[..., :1], tf.shape(w))
+        if not symmetric:
+            v = tf.broadcast_to(v[..., :1], tf.shape(v))
+    if symmetric:
+        v = tf.transpose(w[..., :-1, :, :], _swap_perm(len(w.shape)))
+    return w, v
+
+
+def _swap_perm(rank):
+    perm = list(range(rank))
+    perm[-3], perm[-2] = perm[-2], perm[-3]
+    return perm
+
+
+def update_pair(w, v, a_lower, a_upper, params, config):
+    """One synapse update of the pair (W^l, V^l) from the states after the backward pass.
+
+    ``W ← f̃ W + η̃ (ΔW + Oja)``, likewise V (unless symmetric), then optional
+    saturation, then the syncs.
+    """
+    reduction = config.batch_reduction
+    f_syn = params["f_syn"][..., None, None, None]
+    eta_syn = params["eta_syn"][..., None, None, None]
+    a_bar = with_bias_neuron(a_lower)
+    dw, post_w = hebbian_delta(a_bar, a_upper, params, reduction)
+    if config.oja:
+        dw = dw + oja_term(w, post_w, params, reduction)
+    w_new = f_syn * w + eta_syn * dw
+    if config.symmetric:
+        v_new = v
+    else:
+        dv, post_v = hebbian_delta(a_upper, a_lower, params, reduction)
+        if config.oja:
+            dv = dv + oja_term(v, post_v, params, reduction)
+        v_new = f_syn * v + eta_syn * dv
+    if config.saturation:
+        w_new = saturate(w_new, params["alpha"])
+        v_new = saturate(v_new, params["alpha"])
+    return sync(w_new, v_new, config.symmetric, config.single_state)
+
+
+def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, dtype=tf.float32):
+    """Random synapses for layer sizes ``n_0 … n_L``.
+
+    ``W[:n_l] ~ N(0, scale² / n_l)``, bias row 0; ``V ~ N(0, scale² / n_{l+1})``;
+    stateless (``seed``: int or shape-[2] tensor) so it compiles with XLA and is
+    reproducible.  Returns a tuple of ``(W, V)`` pairs with the syncs applied.
+    """
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 0:
+        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+    pop = list(population_shape)
+    seeds = tf.random.experimental.stateless_split(seed, 2 * (len(sizes) - 1))
+    pairs = []
+    for l, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = tf.random.stateless_normal(pop + [n, m, k], seeds[2 * l], dtype=dtype) * (scale / n ** 0.5)
+        w = tf.concat([w, tf.zeros(pop + [1, m, k], dtype)], axis=-3)
+        v = tf.random.stateless_normal(pop + [m, n, k], seeds[2 * l + 1], dtype=dtype) * (scale / m ** 0.5)
+        if config is not None:
+            w, v = sync(w, v, config.symmetric, config.single_state)
+        pairs.append((w, v))
+    return tuple(pairs)
