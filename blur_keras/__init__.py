@@ -7,3 +7,6 @@ from blur_keras.inner import forward_pass, inner_step, predict
 from blur_keras.synapses import init_synapses
 
 __version__ = "0.1.0"
+from blur_keras.errors import NonFiniteError
+from blur_keras.layers import BlurDense
+from blur_keras.model import BlurModel

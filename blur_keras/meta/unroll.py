@@ -1,0 +1,201 @@
+"""The meta-loss: T BLUR inner steps from fresh synapses, then a query (SPEC §5).
+
+Everything here is a pure function of tensors, so it compiles with
+``tf.function(jit_compile=True)`` and differentiates with respect to the
+genome.  Shapes (SPEC §6): the genome carries a leading species axis ``S``;
+synapses are ``[S, R, ...]`` (``R`` replicas: synapse initialisations sharing
+one genome); a batch is the dict
+
+* ``train_x``: ``[T, S, R, B, F]`` float, ``train_y``: ``[T, S, R, B]`` int;
+* ``query_x``: ``[S, R, Bq, F]`` float, ``query_y``: ``[S, R, Bq]`` int.
+
+Long unrolls: ``recompute=c`` stores only the synapses at every c-th inner
+step in the forward pass and recomputes the c steps of a segment when the
+gradient is taken (gradient checkpointing), so activation memory grows with
+``T / c + c`` instead of ``T``.
+"""
+
+import tensorflow as tf
+
+from blur_keras.inner import inner_step, predict
+from blur_keras.synapses import init_synapses
+
+__all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
+
+LOSSES = ("xent", "mse")
+
+
+def pm1_targets(labels, num_classes, dtype=tf.float32):
+    """Integer labels -> ±1 one-hot (SPEC §2 step 3)."""
+    return tf.one_hot(tf.cast(labels, tf.int32), num_classes, on_value=1.0, off_value=-1.0,
+                      dtype=dtype)
+
+
+def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.0):
+    """Synapses ``[S, R, ...]``.
+
+    ``seed``: a ``[2]`` seed (one draw for the whole population) or ``[R, 2]``
+    (one draw per replica, each ``[S, ...]``; what the distributed trainer
+    uses so that a replica's synapses do not depend on the device count).
+    """
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 1:
+        return init_synapses(seed, sizes, k, (species, replicas), config, scale)
+    per_replica = [init_synapses(seed[r], sizes, k, (species,), config, scale)
+                   for r in range(seed.shape[0])]
+    return tuple(
+        tuple(tf.stack([rep[l][i] for rep in per_replica], axis=1) for i in range(2))
+        for l in range(len(sizes) - 1))
+
+
+def _flatten(synapses):
+    return [t for pair in synapses for t in pair]
+
+
+def _pack(flat):
+    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
+def _accuracy(logits, labels):
+    """Accuracy per leading position: ``[..., B, C]`` and ``[..., B]`` -> ``[...]``."""
+    hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+    return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
+
+
+def _segment_fn(names, num_flat, config, per_layer, num_steps):
+    """``c`` inner steps as a function of flat tensors (for recomputation)."""
+
+    def run(*args):
+        params = dict(zip(names, args[:len(names)]))
+        flat = list(args[len(names):len(names) + num_flat])
+        xs, ts, ys = args[len(names) + num_flat:]
+        synapses = _pack(flat)
+        accs = []
+        for i in range(num_steps):
+            synapses, states = inner_step(params, synapses, xs[i], ts[i], config, per_layer)
+            accs.append(tf.reduce_mean(_accuracy(states[-1][..., 0], ys[i]), axis=-1))
+        return (*_flatten(synapses), tf.stack(accs))
+
+    return run
+
+
+def _recomputed(fn, num_params, num_flat):
+    """``fn`` whose intermediates are recomputed in the backward pass."""
+
+    @tf.custom_gradient
+    def wrapped(*args):
+        outputs = fn(*args)
+
+        def grad(*dys):
+            dys = list(dys)
+            # the accuracy output has no gradient
+            dys[-1] = tf.zeros_like(outputs[-1])
+            diff_args = list(args[:num_params + num_flat])
+            with tf.GradientTape() as tape:
+                tape.watch(diff_args)
+                again = fn(*diff_args, *args[num_params + num_flat:])
+            grads = tape.gradient(list(again[:-1]), diff_args, output_gradients=dys[:-1],
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return (*grads, *[None] * (len(args) - num_params - num_flat))
+
+        return outputs, grad
+
+    return wrapped
+
+
+def unroll(params, synapses, train_x, train_y, config, per_layer=False, recompute=0):
+    """T inner steps, one per training batch.
+
+    Args:
+      params: genome dict (species axis leading).
+      synapses: tuple of ``(W, V)``, ``[S, R, ...]``.
+      train_x: ``[T, S, R, B, F]``; train_y: ``[T, S, R, B]`` int labels.
+      recompute: 0 stores every step's intermediates for the gradient; c > 0
+        recomputes them, c inner steps at a time.
+    Returns:
+      ``(synapses, inner_accuracy)``: the synapses after T steps, and ``[T, S]``
+      the accuracy of the network's prediction on each training batch just
+      before learning from it (the inner-loop learning curve).
+    """
+    num_steps = int(train_x.shape[0])
+    num_classes = int(synapses[-1][0].shape[-2])
+    train_t = pm1_targets(train_y, num_classes, train_x.dtype)
+    names = sorted(params)
+    flat = _flatten(synapses)
+    p_list = [params[n] for n in names]
+    seg = max(1, int(recompute)) if recompute else 1
+    seg = min(seg, num_steps)
+    num_segments, rest = divmod(num_steps, seg)
+    fn = _segment_fn(names, len(flat), config, per_layer, seg)
+    if recompute:
+        fn = _recomputed(fn, len(names), len(flat))
+
+    def body(i, flat, accs):
+        idx = i * seg + tf.range(seg)
+        xs, ts, ys = (tf.gather(a, idx) for a in (train_x, train_t, train_y))
+        out = fn(*p_list, *flat, xs, ts, ys)
+        return i + 1, list(out[:-1]), accs.write(i, out[-1])
+
+    accs = tf.TensorArray(tf.float32, size=num_segments, element_shape=[seg, None],
+                          infer_shape=False)
+    if num_segments == 1:
+        _, flat, accs = body(tf.constant(0), flat, accs)
+    else:
+        _, flat, accs = tf.while_loop(
+            lambda i, *_: i < num_segments, body, (tf.constant(0), flat, accs),
+            maximum_iterations=num_segments)
+    inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
+    if rest:
+        tail = _segment_fn(names, len(flat), config, per_layer, rest)
+        out = tail(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
+        flat = list(out[:-1])
+        inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
+    return _pack(flat), inner_acc
+
+
+def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
+              init_scale=1.0, logit_scale=1.0):
+    """Meta-loss of a population of genomes on one batch of tasks (SPEC §5).
+
+    Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
+    a forward pass on the query batch, then the softmax cross-entropy (or MSE
+    to the ±1 targets) of state 0 of the last layer.
+
+    Args:
+      params: genome dict, every entry with a leading species axis ``S``.
+      seed: ``[2]`` or ``[R, 2]`` int seed of the synapse initialisation.
+      batch: dict of ``train_x, train_y, query_x, query_y`` (module docstring).
+      config: ``BlurConfig``.
+      sizes: layer sizes ``n_0 … n_L``.
+      loss: ``"xent"`` or ``"mse"``.
+      recompute: gradient-checkpoint segment length (0: off).
+      logit_scale: query logits are ``logit_scale ×`` state 0 (tanh outputs
+        lie in [−1, 1]).
+    Returns:
+      ``(loss, aux)``: ``loss`` is ``[S]`` (mean over replicas and query
+      examples); ``aux`` holds ``accuracy`` ``[S]`` (query accuracy),
+      ``inner_accuracy`` ``[T, S]`` and ``finite`` ``[S]`` (bool).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
+    train_x = tf.convert_to_tensor(batch["train_x"])
+    species, replicas = int(train_x.shape[1]), int(train_x.shape[2])
+    k = int(params["nu"].shape[-1])
+    synapses = init_population_synapses(seed, sizes, k, species, replicas, config, init_scale)
+    synapses, inner_acc = unroll(params, synapses, train_x, batch["train_y"], config, per_layer,
+                                 recompute)
+    query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
+    query_y = tf.cast(batch["query_y"], tf.int32)
+    out = predict(params, synapses, query_x, config, per_layer)  # [S, R, Bq, C]
+    num_classes = sizes[-1]
+    if loss == "xent":
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=query_y, logits=logit_scale * out)
+    else:
+        per_example = tf.reduce_mean(
+            tf.square(out - pm1_targets(query_y, num_classes, out.dtype)), axis=-1)
+    per_species = tf.reduce_mean(per_example, axis=[1, 2])
+    acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [species, -1])), axis=-1)
+    finite = tf.logical_and(finite, tf.math.is_finite(per_species))
+    return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "finite": finite}
