@@ -17,7 +17,7 @@ def mix_states(a, m):
     ``a``: ``[*P, B, n, k]``; ``m``: ``[*P', k, k]`` with ``P'`` broadcastable
     to ``P`` (use ``genome.align_to_population`` first).
     """
-    return tf.matmul(a, m[..., None, :, :])
+    return tf.einsum("...bid,...dc->...bic", a, m)
 
 
 def per_state_matmul(x, w):
@@ -29,7 +29,7 @@ def per_state_outer(p, q, reduction="sum"):
     """``out[..., i, j, c] = Σ_b p[..., b, i, c] q[..., b, j, c]`` (or the batch mean)."""
     out = tf.einsum("...bic,...bjc->...ijc", p, q)
     if reduction == "mean":
-        out = out / tf.cast(tf.shape(p)[-3], out.dtype)
+        out = out / tf.cast(tf.shape(p)[-2], out.dtype)
     return out
 
 
