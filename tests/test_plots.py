@@ -1,0 +1,34 @@
+import json
+
+import numpy as np
+import pytest
+
+import blur_keras as bk
+from blur_keras import plots
+
+
+def _is_png(path):
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_curves_and_genome(tmp_path):
+    p = plots.plot_curves({"learned": [0.2, 0.5, 0.7], "sgd": [(1, 0.1), (3, 0.4)]},
+                          str(tmp_path / "c.png"), title="t")
+    assert _is_png(p)
+    assert _is_png(plots.plot_genome(bk.Genome.random(3, seed=0), str(tmp_path / "g.png")))
+    with pytest.raises(ValueError, match="pick a species"):
+        plots.plot_genome(bk.Genome.random(2, species=2), str(tmp_path / "x.png"))
+    with pytest.raises(ValueError, match="sequence of values or of \\(x, y\\) pairs"):
+        plots.plot_curves({"bad": np.zeros((2, 3))}, str(tmp_path / "y.png"))
+
+
+def test_plot_meta_history_from_jsonl(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "w") as fh:
+        for step in range(5):
+            fh.write(json.dumps({"step": step, "meta_loss": [1.0 / (step + 1), 2.0],
+                                 "unroll": 5, "note": "x"}) + "\n")
+    records = plots.read_jsonl(str(path))
+    out = plots.plot_meta_history(records, str(tmp_path / "sub" / "m.png"))
+    assert _is_png(out)
