@@ -1,5 +1,26 @@
-"""Meta-training of BLUR genomes: the meta-loss, outer optimisers, checkpoints, export."""
+"""Meta-training of BLUR genomes (SPEC §5): the meta-loss, outer optimisers, runs, export.
 
-from blur_keras.meta.unroll import meta_loss, pm1_targets, unroll
+* :func:`meta_loss` (``unroll``): pure meta-loss of a genome population through T inner steps;
+* :class:`GradientTrainer` (``trainer``): per-species Adam under a ``tf.distribute`` strategy;
+* :class:`CMAESTrainer` (``cma_es``): CMA-ES over the genome, population on the species axis;
+* :func:`meta_train`, :class:`Curriculum` (``experiment``): a whole gin-configured run;
+* :func:`choose_strategy` (``strategy``), :class:`RunCheckpoint` (``checkpoint``),
+  :func:`export_saved_model` (``export``), :func:`sgd_accuracy` / :func:`genome_accuracy`
+  (``baselines``).
+"""
 
-__all__ = ["meta_loss", "pm1_targets", "unroll"]
+from blur_keras.meta.baselines import genome_accuracy, sgd_accuracy
+from blur_keras.meta.checkpoint import RunCheckpoint
+from blur_keras.meta.cma_es import CMAESTrainer
+from blur_keras.meta.experiment import Curriculum, MetaTrainingDiverged, meta_train
+from blur_keras.meta.export import LearnedRule, export_saved_model
+from blur_keras.meta.optim import adam_update, species_norm
+from blur_keras.meta.strategy import NoTPUError, choose_strategy
+from blur_keras.meta.trainer import GradientTrainer
+from blur_keras.meta.unroll import meta_loss, pm1_targets
+
+__all__ = [
+    "CMAESTrainer", "Curriculum", "GradientTrainer", "LearnedRule", "MetaTrainingDiverged",
+    "NoTPUError", "RunCheckpoint", "adam_update", "choose_strategy", "export_saved_model",
+    "genome_accuracy", "meta_loss", "meta_train", "pm1_targets", "sgd_accuracy", "species_norm",
+]

@@ -31,7 +31,8 @@ def pm1_targets(labels, num_classes, dtype=tf.float32):
                       dtype=dtype)
 
 
-def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.0):
+def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.0,
+                             dtype=tf.float32):
     """Synapses ``[S, R, ...]``.
 
     ``seed``: a ``[2]`` seed (one draw for the whole population) or ``[R, 2]``
@@ -40,8 +41,8 @@ def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.
     """
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 1:
-        return init_synapses(seed, sizes, k, (species, replicas), config, scale)
-    per_replica = [init_synapses(seed[r], sizes, k, (species,), config, scale)
+        return init_synapses(seed, sizes, k, (species, replicas), config, scale, dtype)
+    per_replica = [init_synapses(seed[r], sizes, k, (species,), config, scale, dtype)
                    for r in range(seed.shape[0])]
     return tuple(
         tuple(tf.stack([rep[l][i] for rep in per_replica], axis=1) for i in range(2))
@@ -147,6 +148,8 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
     if rest:
         tail = _segment_fn(names, len(flat), config, per_layer, rest)
+        if recompute:
+            tail = _recomputed(tail, len(names), len(flat))
         out = tail(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
         flat = list(out[:-1])
         inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
@@ -154,7 +157,7 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
-              init_scale=1.0, logit_scale=1.0):
+              init_scale=1.0, logit_scale=1.0, shared_synapses=False):
     """Meta-loss of a population of genomes on one batch of tasks (SPEC §5).
 
     Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
@@ -171,6 +174,11 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
       recompute: gradient-checkpoint segment length (0: off).
       logit_scale: query logits are ``logit_scale ×`` state 0 (tanh outputs
         lie in [−1, 1]).
+      shared_synapses: every species starts from the same synapses (common
+        random numbers, e.g. for comparing CMA-ES candidates).
+
+    The data may carry a species axis of 1 (``train_x [T, 1, R, B, F]``): all
+    species then see the same batches.
     Returns:
       ``(loss, aux)``: ``loss`` is ``[S]`` (mean over replicas and query
       examples); ``aux`` holds ``accuracy`` ``[S]`` (query accuracy),
@@ -179,14 +187,24 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
     if loss not in LOSSES:
         raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
     train_x = tf.convert_to_tensor(batch["train_x"])
-    species, replicas = int(train_x.shape[1]), int(train_x.shape[2])
+    species, replicas = int(params["nu"].shape[0]), int(train_x.shape[2])
     k = int(params["nu"].shape[-1])
-    synapses = init_population_synapses(seed, sizes, k, species, replicas, config, init_scale)
+    dtype = params["nu"].dtype
+    train_x = tf.cast(train_x, dtype)
+    if shared_synapses:
+        synapses = init_population_synapses(seed, sizes, k, 1, replicas, config, init_scale,
+                                            dtype)
+        synapses = tuple(tuple(tf.broadcast_to(t, [species] + t.shape[1:].as_list()) for t in pair)
+                         for pair in synapses)
+    else:
+        synapses = init_population_synapses(seed, sizes, k, species, replicas, config, init_scale,
+                                            dtype)
     synapses, inner_acc = unroll(params, synapses, train_x, batch["train_y"], config, per_layer,
                                  recompute)
     query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
     query_y = tf.cast(batch["query_y"], tf.int32)
     out = predict(params, synapses, query_x, config, per_layer)  # [S, R, Bq, C]
+    query_y = tf.broadcast_to(query_y, tf.shape(out)[:-1])
     num_classes = sizes[-1]
     if loss == "xent":
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -196,6 +214,7 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
             tf.square(out - pm1_targets(query_y, num_classes, out.dtype)), axis=-1)
     per_species = tf.reduce_mean(per_example, axis=[1, 2])
     acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
+    acc = tf.cast(acc, tf.float32)
     finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [species, -1])), axis=-1)
     finite = tf.logical_and(finite, tf.math.is_finite(per_species))
     return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "finite": finite}

@@ -1,0 +1,166 @@
+"""Meta-step speed and memory.
+
+    python benchmarks/meta_step.py                 # the issue's setting, CPU or GPU
+    python benchmarks/meta_step.py --quick         # a smaller network, for a smoke run
+
+Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 species,
+1 replica. Reports
+
+* meta-steps/s at T = 10 (a full meta-step: fresh synapses, T inner steps, query, gradient
+  through the unroll, per-species Adam), compiled with XLA;
+* peak memory of one meta-step at T = 10, 50, 200, without and with recomputation (gradient
+  checkpointing, segment length ceil(sqrt(T))): the TensorFlow allocator's peak during a
+  meta-step after the compiling one (on a CPU with ``TF_CPU_ALLOCATOR_USE_BFC=true`` so that the
+  CPU allocator keeps statistics; XLA's buffers come from it), each configuration in a fresh
+  process. The process's peak resident set (compilation included) is reported beside it.
+
+The data are random tensors of MNIST 10x10's shapes (speed and memory depend on shapes only).
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _available_mb():
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def make_batch(tf, T, S, R, B, F, C, seed=0):
+    g = tf.random.Generator.from_seed(seed)
+    return {"train_x": g.uniform([T, S, R, B, F]), "train_y": g.uniform([T, S, R, B], 0, C, tf.int32),
+            "query_x": g.uniform([S, R, B, F]), "query_y": g.uniform([S, R, B], 0, C, tf.int32)}
+
+
+def build(args, T, recompute):
+    import tensorflow as tf
+
+    from blur_keras import BlurConfig, Genome
+    from blur_keras.meta.trainer import GradientTrainer
+
+    sizes = (args.features, args.hidden, args.classes)
+    genome = Genome.random(args.k, seed=0, species=args.species, transform_std=0.5,
+                           synapse_update=-0.01)
+    trainer = GradientTrainer(genome, BlurConfig(activation_norm=True, synapse_norm=True), sizes,
+                              recompute=recompute, jit_compile=True)
+    batch = make_batch(tf, T, args.species, args.replicas, args.batch, args.features, args.classes)
+    return tf, trainer, batch
+
+
+def child(args):
+    """One (T, recompute) configuration: prints a JSON line."""
+    tf, trainer, batch = build(args, args.T, args.recompute)
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    t0 = time.time()
+    trainer.train_step(batch)
+    first = time.time() - t0
+    times, peak = [], None
+    for _ in range(max(1, args.steps)):
+        try:
+            tf.config.experimental.reset_memory_stats(device)
+        except ValueError:
+            pass
+        t0 = time.time()
+        trainer.train_step(batch)
+        times.append(time.time() - t0)
+        try:
+            info = tf.config.experimental.get_memory_info(device)
+            peak = max(peak or 0, info["peak"])
+        except ValueError:  # no allocator statistics on this device
+            pass
+    out = {"T": args.T, "recompute": args.recompute, "first_call_s": round(first, 2),
+           "step_s": round(min(times), 4), "steps_per_s": round(1 / min(times), 3),
+           "peak_mb": None if peak is None else round(peak / 2**20, 1),
+           "memory": f"{device} allocator peak during a meta-step",
+           "process_peak_rss_mb": round(_peak_rss_mb(), 1)}
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_child(args, T, recompute, steps):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--T={T}",
+           f"--recompute={recompute}", f"--steps={steps}", f"--species={args.species}",
+           f"--replicas={args.replicas}", f"--batch={args.batch}", f"--hidden={args.hidden}",
+           f"--k={args.k}", f"--features={args.features}", f"--classes={args.classes}"]
+    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"T": T, "recompute": recompute, "error": (proc.stderr or proc.stdout)[-500:]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--T", type=int, default=10)
+    parser.add_argument("--recompute", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=5, help="timed meta-steps at T=10")
+    parser.add_argument("--species", type=int, default=8)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--features", type=int, default=100)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--unrolls", default="10,50,200", help="T values for the memory table")
+    parser.add_argument("--quick", action="store_true", help="hidden 32, k 2, 2 species")
+    args = parser.parse_args()
+    if args.quick:
+        args.hidden, args.k, args.species = 32, 2, 2
+    if args.child:
+        return child(args)
+    import tensorflow as tf
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    print(f"meta-step benchmark on {device}: {args.features}->{args.hidden}->{args.classes}, "
+          f"k={args.k}, batch {args.batch}, {args.species} species x {args.replicas} replica(s)",
+          flush=True)
+    speed = run_child(args, 10, 0, args.steps)
+    print(f"T=10: {speed.get('steps_per_s')} meta-steps/s ({speed.get('step_s')} s/step; "
+          f"first call incl. compilation {speed.get('first_call_s')} s)", flush=True)
+    rows = []
+    per_step = {}  # recompute on/off -> measured MB per inner step (largest T so far)
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    for T in [int(t) for t in args.unrolls.split(",")]:
+        for recompute in (0, int(math.ceil(math.sqrt(T)))):
+            predicted = per_step.get(recompute > 0, 0) * T
+            avail = _available_mb() if on_cpu else None
+            if avail is not None and predicted > 0.7 * avail:
+                res = {"T": T, "recompute": recompute, "peak_mb": None,
+                       "memory": f"skipped: about {predicted:.0f} MB predicted (linear in T "
+                                 f"from the previous row) > 70% of the {avail:.0f} MB available"}
+                rows.append(res)
+                print(f"T={T:4d} recompute={recompute:3d}: {res['memory']}", flush=True)
+                continue
+            res = speed if (T == 10 and recompute == 0) else run_child(args, T, recompute, 1)
+            if res.get("peak_mb"):
+                per_step[recompute > 0] = res["peak_mb"] / T
+            rows.append(res)
+            print(f"T={T:4d} recompute={recompute:3d}: peak {res.get('peak_mb')} MB "
+                  f"({res.get('memory', res.get('error'))}; process peak RSS "
+                  f"{res.get('process_peak_rss_mb')} MB), {res.get('step_s')} s/step",
+                  flush=True)
+    print(json.dumps({"device": device, "speed_T10": speed, "memory": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""CMA-ES as the outer optimiser (SPEC §5), with pycma.
+
+A generation: pycma proposes ``λ`` genomes; they become the species axis of
+one genome population, evaluated in one compiled call (T inner steps from
+shared random synapses on shared batches, then the query accuracy); pycma is
+told ``−accuracy`` (it minimises).  A candidate whose outputs are not finite
+gets the worst fitness (``+1``, worse than any ``−accuracy``).
+
+The whole state (the pickled ``CMAEvolutionStrategy`` and the NumPy RNG state
+it draws from) lives in a string variable, so it is saved in the run's
+checkpoint and a restored run proposes exactly the same candidates.
+"""
+
+import pickle
+
+import cma
+import numpy as np
+import tensorflow as tf
+
+from blur_keras.genome import NAMES
+from blur_keras.meta.trainer import step_seeds
+from blur_keras.meta.unroll import meta_loss
+
+__all__ = ["CMAESTrainer", "WORST_FITNESS"]
+
+WORST_FITNESS = 1.0
+
+
+class CMAESTrainer(tf.Module):
+    """Evolve one genome with CMA-ES.
+
+    Args:
+      genome: the start (the mean of the first search distribution); a
+        species axis, if any, is ignored (species 0 is used).
+      config, sizes: the network (``BlurConfig``, layer sizes).
+      population_size: ``λ`` (paper: 80).
+      sigma0: initial step size σ₀.
+      trainable: genome entries that evolve (default: the core entries and
+        the optional ones the config uses); the others stay fixed.
+      seed: seeds pycma and the synapse initialisations.
+      init_scale, logit_scale, recompute: see ``meta_loss``.
+      jit_compile: compile the population's evaluation with XLA.
+    """
+
+    def __init__(self, genome, config, sizes, *, population_size=80, sigma0=0.1, trainable=None,
+                 seed=0, init_scale=1.0, logit_scale=1.0, recompute=0, jit_compile=True,
+                 name="cma_es_trainer"):
+        super().__init__(name=name)
+        self.k, self.per_layer, self.num_layers = genome.k, genome.per_layer, genome.num_layers
+        values = genome.numpy()
+        if genome.species is not None:
+            values = {n: v[0] for n, v in values.items()}
+        self.base = values
+        self.config, self.sizes = config, tuple(int(s) for s in sizes)
+        self.trainable = tuple(trainable) if trainable else default_trainable(config)
+        unknown = sorted(set(self.trainable) - set(NAMES))
+        if unknown:
+            raise ValueError(f"Unknown trainable genome entries {unknown}; known: {list(NAMES)}.")
+        self.shapes = {n: values[n].shape for n in self.trainable}
+        self.population_size = int(population_size)
+        self.species = self.population_size
+        self.seed = int(seed)
+        self.loss_kwargs = dict(loss="xent", recompute=int(recompute), per_layer=self.per_layer,
+                                init_scale=float(init_scale), logit_scale=float(logit_scale),
+                                shared_synapses=True)
+        x0 = self.flatten(values)
+        saved = np.random.get_state()
+        # pycma samples with opts["randn"]; a private RandomState pickles with the strategy
+        # (the default, np.random.randn, would pickle a detached copy of the global state)
+        self._rng = np.random.RandomState(self.seed + 1)
+        self.es = cma.CMAEvolutionStrategy(
+            x0, float(sigma0), {"popsize": self.population_size, "seed": self.seed + 1,
+                                "verbose": -9, "randn": self._rng.randn})
+        self.rng_state = np.random.get_state()
+        np.random.set_state(saved)
+        self.state = tf.Variable(b"", dtype=tf.string, name="cma_state")
+        self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self._eval_fn = tf.function(self._evaluate, jit_compile=bool(jit_compile), autograph=False)
+
+    # -- genome <-> vector ---------------------------------------------------
+    @property
+    def dimension(self):
+        return int(sum(np.prod(s) for s in self.shapes.values()))
+
+    def flatten(self, values):
+        return np.concatenate([np.asarray(values[n], np.float64).ravel() for n in self.trainable])
+
+    def unflatten(self, vectors):
+        """``[λ, D]`` -> genome dict with species axis ``λ`` (fixed entries broadcast)."""
+        vectors = np.asarray(vectors, np.float32)
+        lam = vectors.shape[0]
+        out, pos = {}, 0
+        for n in NAMES:
+            if n in self.shapes:
+                size = int(np.prod(self.shapes[n]))
+                out[n] = vectors[:, pos:pos + size].reshape((lam,) + self.shapes[n])
+                pos += size
+            else:
+                out[n] = np.broadcast_to(self.base[n], (lam,) + self.base[n].shape).copy()
+        return out
+
+    # -- evaluation -----------------------------------------------------------
+    def _evaluate(self, params, seeds, batch):
+        _, aux = meta_loss(params, seeds, batch, self.config, self.sizes, **self.loss_kwargs)
+        return aux
+
+    def fitness(self, params, batch, seed_step):
+        """Query accuracies ``[λ]`` (NaN where the outputs were not finite) and the inner curve."""
+        replicas = int(batch["train_x"].shape[2])
+        seeds = step_seeds(self.seed, seed_step, range(replicas))
+        aux = self._eval_fn({n: tf.convert_to_tensor(v) for n, v in params.items()}, seeds,
+                            {k: batch[k] for k in ("train_x", "train_y", "query_x", "query_y")})
+        acc = aux["accuracy"].numpy()
+        acc = np.where(aux["finite"].numpy() & np.isfinite(acc), acc, np.nan)
+        return acc, aux["inner_accuracy"].numpy()
+
+    def _ask(self):
+        saved = np.random.get_state()
+        np.random.set_state(self.rng_state)
+        try:
+            return self.es.ask()
+        finally:
+            self.rng_state = np.random.get_state()
+            np.random.set_state(saved)
+
+    def train_step(self, batch):
+        """One generation on ``batch`` (species axis 1: every candidate sees the same data)."""
+        solutions = self._ask()
+        acc, inner = self.fitness(self.unflatten(solutions), batch, int(self.step.numpy()))
+        finite = np.isfinite(acc)
+        fitness = np.where(finite, -np.nan_to_num(acc), WORST_FITNESS)
+        self.es.tell(solutions, fitness.tolist())
+        self.step.assign_add(1)
+        return {"accuracy": np.nan_to_num(acc), "fitness": fitness, "applied": finite,
+                "inner_accuracy": inner, "mean_fitness": float(fitness.mean()),
+                "sigma": float(self.es.sigma)}
+
+    def mean_genome(self):
+        """The distribution's mean as a species-free genome dict."""
+        return {n: v[0] for n, v in self.unflatten(self.es.mean[None]).items()}
+
+    def best_genome(self):
+        """The best candidate seen so far (pycma's record), or the mean before any."""
+        x = self.es.result.xbest
+        if x is None:
+            return self.mean_genome()
+        return {n: v[0] for n, v in self.unflatten(np.asarray(x)[None]).items()}
+
+    # -- checkpoint -------------------------------------------------------------
+    def pack_state(self):
+        """Write the evolution strategy and its RNG state into the ``state`` variable."""
+        self.state.assign(pickle.dumps({"es": self.es, "rng_state": self.rng_state}))
+
+    def unpack_state(self):
+        """Load them back after a checkpoint restore."""
+        data = self.state.numpy()
+        if data:
+            loaded = pickle.loads(data)
+            self.es, self.rng_state = loaded["es"], loaded["rng_state"]
+
+    def checkpoint_items(self):
+        return {"cma_state": self.state, "step": self.step}
+
+
+def default_trainable(config):
+    """Core entries plus the optional entries the config's switches use."""
+    names = ["nu", "mu", "pre", "post", "f", "eta", "f_syn", "eta_syn"]
+    if config.activation_norm:
+        names += ["gamma", "beta"]
+    if config.oja:
+        names.append("oja")
+    if config.saturation:
+        names.append("alpha")
+    if config.synapse_norm:
+        names.append("syn_scale")
+    return tuple(names)

@@ -1,0 +1,111 @@
+"""The gin files: every one parses and builds its task; small versions of them run."""
+
+import glob
+import importlib.util
+import json
+import logging
+import os
+
+import gin
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))
+
+
+def _cli():
+    spec = importlib.util.spec_from_file_location("meta_cli", os.path.join(REPO, "train", "meta.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CLI = _cli()
+
+TINY = ["meta_train.species = 2", "meta_train.replicas = 2", "meta_train.batch_size = 8",
+        "meta_train.hidden_sizes = (4,)", "meta_train.num_steps = 3", "meta_train.k = 2",
+        "Curriculum.unroll_start = 2", "Curriculum.unroll_delta = 0",
+        "meta_train.recompute = 0", "meta_train.jit_compile = False",
+        "meta_train.final_eval = False", "meta_train.export = False",
+        "meta_train.checkpoint_every = 3", "meta_train.eval_every = 3"]
+
+
+def test_all_required_gin_files_exist():
+    names = {os.path.basename(f) for f in GIN_FILES}
+    assert {"default.gin", "tpu_fashion.gin", "mnist_10x10.gin", "cma_mnist14.gin",
+            "toy2d.gin"} <= names
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=os.path.basename)
+def test_gin_file_parses_and_names_a_task(path):
+    from blur_keras.data import Mixture, Task
+
+    CLI.parse_gin([path], [])
+    try:
+        task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
+        assert isinstance(task, (Task, Mixture))
+        assert gin.query_parameter("meta_train.num_steps") >= 100
+    finally:
+        gin.clear_config()
+
+
+def test_embedded_default_matches_gin_default():
+    with open(os.path.join(REPO, "gin", "default.gin")) as fh:
+        assert fh.read().strip() == CLI.EMBEDDED_DEFAULT.strip()
+
+
+def test_toy2d_runs_small(tmp_path):
+    from blur_keras.meta.experiment import meta_train
+
+    CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], TINY)
+    try:
+        results = meta_train(str(tmp_path))
+    finally:
+        gin.clear_config()
+    assert results["steps_done"] == 3
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert len(lines) == 3 and len(lines[0]["loss"]) == 2
+
+
+def test_tpu_config_without_tpu_says_so_and_runs(tmp_path, caplog):
+    from blur_keras.data import load_images
+    from blur_keras.meta.experiment import meta_train
+
+    try:
+        load_images("fashion_mnist", "train")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"Fashion-MNIST not available here: {err}")
+    CLI.parse_gin([os.path.join(REPO, "gin", "tpu_fashion.gin")], TINY)
+    try:
+        with caplog.at_level(logging.WARNING):
+            results = meta_train(str(tmp_path))
+    finally:
+        gin.clear_config()
+    assert "sized for a TPU" in caplog.text
+    assert results["steps_done"] == 3
+
+
+def test_cma_config_runs_small(tmp_path):
+    from blur_keras.meta.experiment import meta_train
+
+    CLI.parse_gin([os.path.join(REPO, "gin", "cma_mnist14.gin")],
+                  TINY + ["meta_train.task = @preset_task()", "preset_task.name = 'two_moons'",
+                          "meta_train.population_size = 6", "meta_train.query_batch_size = 32",
+                          "meta_train.final_eval = True"])
+    try:
+        results = meta_train(str(tmp_path))
+    finally:
+        gin.clear_config()
+    assert results["steps_done"] == 3
+    assert 0.0 <= results["comparison"]["learned"] <= 1.0
+    assert os.path.exists(tmp_path / "genome.json")
+    # resuming a finished CMA-ES run restores its state and does nothing more
+    CLI.parse_gin([os.path.join(REPO, "gin", "cma_mnist14.gin")],
+                  TINY + ["meta_train.task = @preset_task()", "preset_task.name = 'two_moons'",
+                          "meta_train.population_size = 6", "meta_train.query_batch_size = 32",
+                          "meta_train.final_eval = False"])
+    try:
+        again = meta_train(str(tmp_path))
+    finally:
+        gin.clear_config()
+    assert again["steps_done"] == 3

@@ -1,0 +1,137 @@
+"""train/meta.py as a process: SIGKILL mid-run and resume; bad configuration fails early."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "train", "meta.py")
+
+TINY_GIN = """
+import blur_keras.data
+import blur_keras.meta.experiment
+
+meta_train.task = @preset_task()
+preset_task.name = 'and'
+meta_train.hidden_sizes = (4,)
+meta_train.species = 2
+meta_train.replicas = 2
+meta_train.batch_size = 16
+meta_train.num_steps = 40
+meta_train.curriculum = @Curriculum()
+Curriculum.unroll_start = 2
+Curriculum.unroll_delta = 1
+Curriculum.unroll_every = 20
+meta_train.learning_rate = 0.01
+meta_train.logit_scale = 3.0
+meta_train.seed = 7
+meta_train.checkpoint_every = 5
+meta_train.keep_checkpoints = 2
+meta_train.eval_every = 20
+meta_train.log_every = 10
+meta_train.jit_compile = False
+meta_train.final_eval = False
+meta_train.export = False
+"""
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def _cmd(gin_file, model_dir, *extra):
+    return [sys.executable, SCRIPT, f"--gin_file={gin_file}", f"--model_dir={model_dir}",
+            "--strategy=default", *extra]
+
+
+def _checkpoint_step(model_dir):
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    if state is None or not state.model_checkpoint_path:
+        return -1
+    return int(state.model_checkpoint_path.rsplit("-", 1)[1])
+
+
+def _metrics(model_dir):
+    out = []
+    with open(os.path.join(model_dir, "metrics.jsonl")) as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # a line cut by the kill
+                break
+    return out
+
+
+def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
+    gin_file = tmp_path / "tiny.gin"
+    gin_file.write_text(TINY_GIN)
+    killed_dir = str(tmp_path / "killed")
+    proc = subprocess.Popen(_cmd(gin_file, killed_dir), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    try:
+        while _checkpoint_step(killed_dir) < 10:
+            assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no checkpoint in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = len(_metrics(killed_dir))
+    assert 10 <= killed_at < 40  # really mid-way
+    resumed = subprocess.run(_cmd(gin_file, killed_dir), env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in resumed.stderr
+
+    straight_dir = str(tmp_path / "straight")
+    straight = subprocess.run(_cmd(gin_file, straight_dir), env=_env(), capture_output=True,
+                              text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a, b = _metrics(straight_dir), _metrics(killed_dir)
+    assert [r["step"] for r in a] == list(range(40)) == [r["step"] for r in b]
+    assert [r["unroll"] for r in b][18:22] == [2, 2, 3, 3]  # the curriculum position resumed
+    for ra, rb in zip(a, b):
+        assert ra == rb, (ra, rb)
+    with open(os.path.join(straight_dir, "eval.jsonl")) as fa, \
+            open(os.path.join(killed_dir, "eval.jsonl")) as fb:
+        assert fa.read() == fb.read()
+    # only the last few checkpoints are kept
+    index = os.listdir(os.path.join(killed_dir, "checkpoints"))
+    assert len([f for f in index if f.endswith(".index")]) == 2
+
+
+def test_bad_gin_binding_fails_before_training(tmp_path):
+    model_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, f"--model_dir={model_dir}",
+         "--gin_param=meta_train.no_such_option = 3"],
+        env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Bad gin configuration" in proc.stderr + proc.stdout
+    assert "no_such_option" in proc.stderr + proc.stdout
+    assert not model_dir.exists()
+
+
+def test_bad_flag_and_bad_value_fail_before_training(tmp_path):
+    from blur_keras.meta.experiment import meta_train
+    from blur_keras.data import preset_task
+    import pytest
+
+    with pytest.raises(ValueError, match="outer"):
+        meta_train(str(tmp_path / "a"), task=preset_task("and"), outer="sgd")
+    with pytest.raises(ValueError, match="species"):
+        meta_train(str(tmp_path / "b"), task=preset_task("and"), species=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    proc = subprocess.run([sys.executable, SCRIPT, "--strategy=bogus"], env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "strategy" in proc.stderr
