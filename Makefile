@@ -23,3 +23,5 @@ test: install data
 
 bench: install data
 	$(PYTHON) benchmarks/inner_step.py
+	$(PYTHON) benchmarks/data.py
+	$(PYTHON) benchmarks/meta_step.py

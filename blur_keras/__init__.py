@@ -1,12 +1,19 @@
-"""blur_keras: Bidirectional Learned Update Rules (BLUR) for Keras/TensorFlow."""
+"""blur_keras: Bidirectional Learned Update Rules (BLUR) for Keras/TensorFlow.
+
+Pure math: ``inner_step``, ``forward_pass``, ``predict``, ``init_synapses``
+(and the modules ``forward``, ``feedback``, ``backward``, ``synapses``).
+Keras: ``BlurDense``, ``BlurModel``, ``Genome``, ``BlurConfig``.
+Subpackages: ``blur_keras.data`` (tasks), ``blur_keras.meta`` (meta-training),
+``blur_keras.plots``.
+"""
 
 from blur_keras import activations
 from blur_keras.config import BlurConfig
+from blur_keras.errors import NonFiniteError
 from blur_keras.genome import Genome
 from blur_keras.inner import forward_pass, inner_step, predict
+from blur_keras.layers import BlurDense
+from blur_keras.model import BlurModel
 from blur_keras.synapses import init_synapses
 
 __version__ = "0.1.0"
-from blur_keras.errors import NonFiniteError
-from blur_keras.layers import BlurDense
-from blur_keras.model import BlurModel

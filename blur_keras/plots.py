@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-__all__ = ["plot_curves", "plot_meta_history", "plot_genome", "read_jsonl"]
+__all__ = ["plot_curves", "plot_meta_history", "plot_genome", "plot_comparison", "read_jsonl",
+           "plot_run"]
 
 
 def _pyplot():
@@ -115,6 +116,65 @@ def plot_genome(genome, path, title=None):
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_comparison(comparison, path):
+    """Bars: learned genome, its random start, best SGD; and the SGD learning-rate sweep.
+
+    ``comparison``: the ``results.json["comparison"]`` dict of a meta-training run.
+    """
+    plt = _pyplot()
+    fig, (bars, sweep) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
+    names = ["learned genome", "random start", f"SGD (lr={comparison['sgd_best_learning_rate']:g})"]
+    values = [comparison["learned"], comparison["random_start"], comparison["sgd_best"]]
+    bars.bar(names, values, color=["tab:green", "tab:gray", "tab:blue"])
+    for i, v in enumerate(values):
+        bars.text(i, v, f"{v:.3f}", ha="center", va="bottom")
+    bars.set_ylabel(f"test accuracy after T={comparison['unroll']} steps")
+    bars.set_ylim(0, 1)
+    lrs = sorted((float(k), v) for k, v in comparison.get("sgd_sweep", {}).items())
+    if lrs:
+        sweep.semilogx([l for l, _ in lrs], [v for _, v in lrs], "o-", label="SGD")
+        sweep.axhline(comparison["learned"], color="tab:green", ls="--", label="learned genome")
+        sweep.set_xlabel("SGD learning rate")
+        sweep.set_ylabel("test accuracy")
+        sweep.legend()
+        sweep.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_run(model_dir):
+    """All pictures of a finished meta-training run, written next to its logs.
+
+    Returns the list of PNG paths (``meta_history.png``, ``validation.png``,
+    ``genome.png``, ``comparison.png``, whichever inputs exist).
+    """
+    from blur_keras.genome import Genome
+
+    out = []
+    metrics = os.path.join(model_dir, "metrics.jsonl")
+    if os.path.exists(metrics):
+        out.append(plot_meta_history(read_jsonl(metrics), os.path.join(model_dir, "meta_history.png"),
+                                     keys=["loss", "accuracy", "unroll"]))
+    evals = os.path.join(model_dir, "eval.jsonl")
+    if os.path.exists(evals):
+        out.append(plot_meta_history(read_jsonl(evals), os.path.join(model_dir, "validation.png"),
+                                     keys=["val_accuracy"]))
+    genome = os.path.join(model_dir, "genome.json")
+    if os.path.exists(genome):
+        g = Genome.load_json(genome)
+        if not g.per_layer:
+            out.append(plot_genome(g, os.path.join(model_dir, "genome.png"), title="learned genome"))
+    results = os.path.join(model_dir, "results.json")
+    if os.path.exists(results):
+        with open(results) as fh:
+            comparison = json.load(fh).get("comparison")
+        if comparison:
+            out.append(plot_comparison(comparison, os.path.join(model_dir, "comparison.png")))
+    return out
 
 
 def _numeric(value):

@@ -32,3 +32,23 @@ def test_plot_meta_history_from_jsonl(tmp_path):
     records = plots.read_jsonl(str(path))
     out = plots.plot_meta_history(records, str(tmp_path / "sub" / "m.png"))
     assert _is_png(out)
+
+
+def test_plot_run_draws_every_picture_of_a_run(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    with open(d / "metrics.jsonl", "w") as fh:
+        for step in range(4):
+            fh.write(json.dumps({"step": step, "unroll": 5, "loss": [2.0, 1.5],
+                                 "accuracy": [0.1, 0.3]}) + "\n")
+    with open(d / "eval.jsonl", "w") as fh:
+        fh.write(json.dumps({"step": 3, "val_accuracy": [0.2, 0.4], "best_species": 1}) + "\n")
+    bk.Genome.random(2, seed=1).save_json(str(d / "genome.json"))
+    with open(d / "results.json", "w") as fh:
+        json.dump({"comparison": {"unroll": 5, "learned": 0.7, "random_start": 0.1, "sgd_best": 0.35,
+                                  "sgd_best_learning_rate": 1.0,
+                                  "sgd_sweep": {"0.1": 0.15, "1.0": 0.35}}}, fh)
+    paths = plots.plot_run(str(d))
+    assert [p.split("/")[-1] for p in paths] == ["meta_history.png", "validation.png", "genome.png",
+                                                 "comparison.png"]
+    assert all(_is_png(p) for p in paths)

@@ -33,6 +33,7 @@ from blur_keras.meta.cma_es import CMAESTrainer
 from blur_keras.meta.export import export_saved_model
 from blur_keras.meta.strategy import describe_strategy, is_tpu
 from blur_keras.meta.trainer import GradientTrainer
+from blur_keras.plots import plot_run
 
 __all__ = ["Curriculum", "meta_train", "MetaTrainingDiverged", "OUTERS"]
 
@@ -454,6 +455,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
             make_eval_arrays=make_eval_arrays, make_task_stream=make_task_stream)
     with open(os.path.join(model_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2)
+    pictures = plot_run(model_dir)
+    logging.info("pictures: %s", ", ".join(pictures))
     return results
 
 
