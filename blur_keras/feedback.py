@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-__all__ = ["apply_feedback"]
+__all__ = ["apply_feedback", "pm1_targets"]
 
 
 def apply_feedback(a_last, targets, mode="target"):
@@ -24,3 +24,9 @@ def apply_feedback(a_last, targets, mode="target"):
         raise ValueError(f"Unknown feedback mode {mode!r}; expected 'target' or 'error'.")
     rest = tf.zeros_like(a_last[..., 2:])
     return tf.concat([pred, signal, rest], axis=-1)
+
+
+def pm1_targets(labels, num_classes, dtype=tf.float32):
+    """Integer labels -> ±1 one-hot targets: +1 for the true class, −1 for the others."""
+    return tf.one_hot(tf.cast(labels, tf.int32), num_classes, on_value=1.0, off_value=-1.0,
+                      dtype=dtype)

@@ -131,6 +131,6 @@ def to_pm1_targets(labels, num_classes: int):
     if isinstance(labels, np.ndarray) or np.isscalar(labels) or isinstance(labels, (list, tuple)):
         labels = np.asarray(labels)
         return (2.0 * np.eye(num_classes, dtype=np.float32)[labels] - 1.0).astype(np.float32)
-    import tensorflow as tf
+    from blur_keras.feedback import pm1_targets
 
-    return 2.0 * tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32) - 1.0
+    return pm1_targets(labels, num_classes)

@@ -17,18 +17,13 @@ gradient is taken (gradient checkpointing), so activation memory grows with
 
 import tensorflow as tf
 
+from blur_keras.feedback import pm1_targets
 from blur_keras.inner import inner_step, predict
 from blur_keras.synapses import init_synapses
 
 __all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
 
 LOSSES = ("xent", "mse")
-
-
-def pm1_targets(labels, num_classes, dtype=tf.float32):
-    """Integer labels -> ±1 one-hot (SPEC §2 step 3)."""
-    return tf.one_hot(tf.cast(labels, tf.int32), num_classes, on_value=1.0, off_value=-1.0,
-                      dtype=dtype)
 
 
 def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.0,
