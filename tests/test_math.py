@@ -122,6 +122,16 @@ def one_hot_pm(seed, lead, n_out):
 # the genome used by most tests must make the tests discriminative
 # ---------------------------------------------------------------------------
 
+
+def check_update_pair(w, v, a_lo, a_up, g, cfg):
+    """``update_pair`` on the whole [S, R] population vs the reference member by member."""
+    w_new, v_new = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g), cfg)
+    exp = [[ref.update_pair(w[s, r], v[s, r], a_lo[s, r], a_up[s, r], member(g, s), cfg)
+            for r in range(R)] for s in range(S)]
+    close(w_new, np.array([[e[0] for e in row] for row in exp]))
+    close(v_new, np.array([[e[1] for e in row] for row in exp]))
+    return w_new, v_new
+
 def test_tests_are_sensitive_to_index_order():
     """With the asymmetric test genome, transposing any transform changes the reference result."""
     g = member(rand_genome(0), 0)
@@ -295,11 +305,7 @@ def test_update_pair_plain(reduction):
     a_up = rand(45, (S, R, B, N_UP, K))
     w, v = rand_w(46, N_LO, N_UP), rand_w(47, N_UP, N_LO, bias=False)
     cfg = BlurConfig(batch_reduction=reduction)
-    w_new, v_new = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g), cfg)
-    exp = [[ref.update_pair(w[s, r], v[s, r], a_lo[s, r], a_up[s, r], member(g, s), cfg)
-            for r in range(R)] for s in range(S)]
-    close(w_new, np.array([[e[0] for e in row] for row in exp]))
-    close(v_new, np.array([[e[1] for e in row] for row in exp]))
+    w_new, v_new = check_update_pair(w, v, a_lo, a_up, g, cfg)
 
 
 def test_mean_is_sum_over_batch_size():
@@ -403,11 +409,7 @@ def test_oja(eta_sign, reduction):
     a_up = rand(82, (S, R, B, N_UP, K))
     w, v = rand_w(83, N_LO, N_UP), rand_w(84, N_UP, N_LO, bias=False)
     cfg = BlurConfig(oja=True, batch_reduction=reduction)
-    w_new, v_new = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g), cfg)
-    exp = [[ref.update_pair(w[s, r], v[s, r], a_lo[s, r], a_up[s, r], member(g, s), cfg)
-            for r in range(R)] for s in range(S)]
-    close(w_new, np.array([[e[0] for e in row] for row in exp]))
-    close(v_new, np.array([[e[1] for e in row] for row in exp]))
+    w_new, v_new = check_update_pair(w, v, a_lo, a_up, g, cfg)
     # the Oja part alone makes a difference
     w_plain, v_plain = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g),
                                    cfg.replace(oja=False))
@@ -452,11 +454,7 @@ def test_saturation_update(symmetric):
     a_up = rand(94, (S, R, B, N_UP, K))
     w, v = f32(3.0 * rand_w(95, N_LO, N_UP)), rand_w(96, N_UP, N_LO, bias=False)
     cfg = BlurConfig(saturation=True, symmetric=symmetric)
-    w_new, v_new = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g), cfg)
-    exp = [[ref.update_pair(w[s, r], v[s, r], a_lo[s, r], a_up[s, r], member(g, s), cfg)
-            for r in range(R)] for s in range(S)]
-    close(w_new, np.array([[e[0] for e in row] for row in exp]))
-    close(v_new, np.array([[e[1] for e in row] for row in exp]))
+    w_new, v_new = check_update_pair(w, v, a_lo, a_up, g, cfg)
     alpha = g["alpha"][:, None, None, None, None]
     assert np.all(np.abs(w_new.numpy()) <= alpha * (1 + 1e-6))
 
@@ -486,11 +484,7 @@ def test_sync_after_update(symmetric, single_state, oja):
     a_up = rand(104, (S, R, B, N_UP, K))
     cfg = BlurConfig(symmetric=symmetric, single_state=single_state, oja=oja)
     w, v = rand_w(105, N_LO, N_UP), rand_w(106, N_UP, N_LO, bias=False)
-    w_new, v_new = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g), cfg)
-    exp = [[ref.update_pair(w[s, r], v[s, r], a_lo[s, r], a_up[s, r], member(g, s), cfg)
-            for r in range(R)] for s in range(S)]
-    close(w_new, np.array([[e[0] for e in row] for row in exp]))
-    close(v_new, np.array([[e[1] for e in row] for row in exp]))
+    w_new, v_new = check_update_pair(w, v, a_lo, a_up, g, cfg)
     w_new, v_new = w_new.numpy(), v_new.numpy()
     if symmetric:
         np.testing.assert_array_equal(v_new, np.swapaxes(w_new[..., :N_LO, :, :], -3, -2))

@@ -88,24 +88,21 @@ def test_tpu_config_without_tpu_says_so_and_runs(tmp_path, caplog):
 def test_cma_config_runs_small(tmp_path):
     from blur_keras.meta.experiment import meta_train
 
-    CLI.parse_gin([os.path.join(REPO, "gin", "cma_mnist14.gin")],
-                  TINY + ["meta_train.task = @preset_task()", "preset_task.name = 'two_moons'",
-                          "meta_train.population_size = 6", "meta_train.query_batch_size = 32",
-                          "meta_train.final_eval = True"])
-    try:
-        results = meta_train(str(tmp_path))
-    finally:
-        gin.clear_config()
+
+    def run_small_cma(final_eval):
+        CLI.parse_gin([os.path.join(REPO, "gin", "cma_mnist14.gin")],
+                      TINY + ["meta_train.task = @preset_task()", "preset_task.name = 'two_moons'",
+                              "meta_train.population_size = 6", "meta_train.query_batch_size = 32",
+                              f"meta_train.final_eval = {final_eval}"])
+        try:
+            return meta_train(str(tmp_path))
+        finally:
+            gin.clear_config()
+
+    results = run_small_cma(True)
     assert results["steps_done"] == 3
     assert 0.0 <= results["comparison"]["learned"] <= 1.0
     assert os.path.exists(tmp_path / "genome.json")
     # resuming a finished CMA-ES run restores its state and does nothing more
-    CLI.parse_gin([os.path.join(REPO, "gin", "cma_mnist14.gin")],
-                  TINY + ["meta_train.task = @preset_task()", "preset_task.name = 'two_moons'",
-                          "meta_train.population_size = 6", "meta_train.query_batch_size = 32",
-                          "meta_train.final_eval = False"])
-    try:
-        again = meta_train(str(tmp_path))
-    finally:
-        gin.clear_config()
+    again = run_small_cma(False)
     assert again["steps_done"] == 3
