@@ -22,7 +22,7 @@ import tensorflow as tf
 
 __all__ = [
     "Genome", "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "core_rank", "core_shape",
-    "select_layer", "align_to_population", "num_core_numbers",
+    "select_layer", "align_to_population", "num_core_numbers", "resolve_config", "FILE_FORMAT",
 ]
 
 # name -> number of trailing "core" axes (2: k×k, 1: k, 0: scalar)
@@ -71,6 +71,116 @@ def default_values(k):
         "gamma": np.ones(k, np.float32), "beta": np.zeros(k, np.float32),
         "oja": np.float32(1), "alpha": np.float32(1), "syn_scale": np.float32(1),
     }
+
+
+FILE_FORMAT = "blur_keras.genome/2"
+_FILE_KEYS = ("format", "k", "num_layers", "species", "values", "config", "init_scale",
+              "logit_scale", "provenance")
+
+
+def _as_config(config, key):
+    from blur_keras.config import BlurConfig  # config.py does not import genome.py
+
+    if isinstance(config, BlurConfig):
+        return config
+    if not isinstance(config, dict):
+        raise ValueError(f"Genome file key {key!r}: expected a dict of BlurConfig fields, got "
+                         f"{config!r}.")
+    try:
+        return BlurConfig.from_dict(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"Genome file key {key!r}: {err}") from None
+
+
+def _as_float(value, key):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value):
+        raise ValueError(f"Genome file key {key!r}: expected a finite number, got {value!r}.")
+    return float(value)
+
+
+def _check_int(data, key, minimum, optional):
+    value = data.get(key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = f"an int >= {minimum}" + (" or null" if optional else "")
+        raise ValueError(f"Genome file key {key!r}: expected {what}, got {value!r}.")
+
+
+def _check_genome_dict(data):
+    """Validate a genome dict (file contents) before anything is built; returns it."""
+    if not isinstance(data, dict):
+        raise ValueError(f"A genome file must hold a JSON object with keys {list(_FILE_KEYS)}; "
+                         f"got {type(data).__name__} {data!r:.80}.")
+    unknown = sorted(set(data) - set(_FILE_KEYS))
+    if unknown:
+        raise ValueError(f"Genome file has unknown keys {unknown} (values "
+                         f"{[data[key] for key in unknown]!r:.120}); expected keys among "
+                         f"{list(_FILE_KEYS)}.")
+    for key in ("k", "values"):
+        if key not in data:
+            raise ValueError(f"Genome file is missing the key {key!r}; got keys {sorted(data)}.")
+    if "format" in data and data["format"] != FILE_FORMAT:
+        raise ValueError(f"Genome file key 'format': expected {FILE_FORMAT!r}, got "
+                         f"{data['format']!r}.")
+    _check_int(data, "k", 2, optional=False)
+    _check_int(data, "num_layers", 1, optional=True)
+    _check_int(data, "species", 1, optional=True)
+    values = data["values"]
+    if not isinstance(values, dict):
+        raise ValueError(f"Genome file key 'values': expected an object name -> array, got "
+                         f"{values!r:.80}.")
+    missing = [name for name in NAMES if name not in values]
+    if missing:
+        raise ValueError(f"Genome file key 'values' is missing the entries {missing}; a genome "
+                         f"file holds every entry of {list(NAMES)} (to build a genome from "
+                         f"some entries, use Genome(k, values=...), which fills in neutral "
+                         f"defaults).")
+    extra = sorted(set(values) - set(NAMES))
+    if extra:
+        raise ValueError(f"Genome file key 'values' has unknown entries {extra}; expected "
+                         f"exactly {list(NAMES)}.")
+    for name in NAMES:
+        try:
+            arr = np.asarray(values[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"Genome file entry 'values.{name}' ({_DESCRIPTIONS[name]}): "
+                             f"expected numbers (nested lists), got {values[name]!r:.80}.") from None
+        if isinstance(values[name], bool) or arr.dtype == object:
+            raise ValueError(f"Genome file entry 'values.{name}': expected numbers, got "
+                             f"{values[name]!r:.80}.")
+    if data.get("config") is not None:
+        _as_config(data["config"], "config")
+    for key in ("init_scale", "logit_scale"):
+        if data.get(key) is not None:
+            _as_float(data[key], key)
+    if data.get("provenance") is not None and not isinstance(data["provenance"], dict):
+        raise ValueError(f"Genome file key 'provenance': expected an object, got "
+                         f"{data['provenance']!r:.80}.")
+    return data
+
+
+def resolve_config(genome, config):
+    """The BlurConfig to use with ``genome``: the explicit ``config`` or the genome's own.
+
+    An explicit config that differs from the one the genome file carries is an error.
+    """
+    own = getattr(genome, "config", None)
+    if config is None:
+        return own
+    from blur_keras.config import BlurConfig
+
+    if isinstance(config, dict):
+        config = BlurConfig.from_dict(config)
+    if own is not None and config != own:
+        diff = {key: (value, getattr(config, key)) for key, value in own.to_dict().items()
+                if getattr(config, key) != value}
+        raise ValueError(
+            "The explicit config contradicts the genome's own (the one it was trained with): "
+            + ", ".join(f"{key}: genome {a!r}, explicit {b!r}" for key, (a, b) in diff.items())
+            + ". Pass config=None to use the genome's.")
+    return config
 
 
 def select_layer(params, layer, per_layer):
@@ -199,25 +309,66 @@ class Genome(keras.layers.Layer):
                         "genome.params() with the functions in blur_keras.inner.")
 
     # -- serialisation ----------------------------------------------------
+    # What a genome file carries besides its numbers (SPEC §1 needs the switches to mean
+    # anything); ``None`` when unknown (an old values-only file, or a genome built in code).
+    config = None        # the BlurConfig it was trained with
+    init_scale = None    # synapse initialisation scale of the networks it trained
+    logit_scale = None   # logit scale of the meta-loss it was trained under
+    provenance = None    # dict: task, sizes, T, meta-steps, seed, package version, ...
+
+    def with_metadata(self, config=None, init_scale=None, logit_scale=None, provenance=None):
+        """Attach the conventions the genome was trained under (returns ``self``)."""
+        if config is not None:
+            self.config = _as_config(config, "config")
+        if init_scale is not None:
+            self.init_scale = _as_float(init_scale, "init_scale")
+        if logit_scale is not None:
+            self.logit_scale = _as_float(logit_scale, "logit_scale")
+        if provenance is not None:
+            if not isinstance(provenance, dict):
+                raise ValueError(f"Genome provenance must be a dict, got {provenance!r}.")
+            self.provenance = json.loads(json.dumps(provenance))
+        return self
+
     def to_dict(self):
-        return {"k": self.k, "num_layers": self.num_layers, "species": self.species,
-                "values": {name: arr.tolist() for name, arr in self.numpy().items()}}
+        """Everything needed to use the genome again (``from_dict`` inverts it)."""
+        out = {"format": FILE_FORMAT, "k": self.k, "num_layers": self.num_layers,
+               "species": self.species,
+               "values": {name: arr.tolist() for name, arr in self.numpy().items()}}
+        if self.config is not None:
+            out["config"] = self.config.to_dict()
+        for key in ("init_scale", "logit_scale"):
+            if getattr(self, key) is not None:
+                out[key] = float(getattr(self, key))
+        if self.provenance is not None:
+            out["provenance"] = dict(self.provenance)
+        return out
 
     @classmethod
     def from_dict(cls, data, **kwargs):
-        data = dict(data)
-        for key in ("k", "values"):
-            if key not in data:
-                raise ValueError(f"Genome dict is missing {key!r}; got keys {sorted(data)}.")
-        return cls(k=data["k"], num_layers=data.get("num_layers"), species=data.get("species"),
-                   values=data["values"], **kwargs)
+        """A genome from ``to_dict``'s output; strict: every problem is a ``ValueError``
+        naming the key, the value received and what is expected.
+
+        Old values-only dicts (``k``, ``num_layers``, ``species``, ``values``) load with
+        ``config`` etc. left ``None``.
+        """
+        data = _check_genome_dict(data)
+        genome = cls(k=data["k"], num_layers=data.get("num_layers"),
+                     species=data.get("species"), values=data["values"], **kwargs)
+        return genome.with_metadata(config=data.get("config"), init_scale=data.get("init_scale"),
+                                    logit_scale=data.get("logit_scale"),
+                                    provenance=data.get("provenance"))
 
     def to_json(self):
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text, **kwargs):
-        return cls.from_dict(json.loads(text), **kwargs)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Genome JSON is not valid JSON ({err}).") from None
+        return cls.from_dict(data, **kwargs)
 
     def save_json(self, path):
         with open(path, "w") as fh:
@@ -226,7 +377,11 @@ class Genome(keras.layers.Layer):
     @classmethod
     def load_json(cls, path, **kwargs):
         with open(path) as fh:
-            return cls.from_json(fh.read(), **kwargs)
+            text = fh.read()
+        try:
+            return cls.from_json(text, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def get_config(self):
         config = super().get_config()
@@ -237,14 +392,17 @@ class Genome(keras.layers.Layer):
     def from_config(cls, config):
         config = dict(config)
         config.pop("dtype", None)
-        return cls(**config)
+        layer_kwargs = {key: config.pop(key) for key in ("name", "trainable") if key in config}
+        return cls.from_dict(config, **layer_kwargs)
 
     def species_member(self, index):
         """A species-free Genome holding species ``index``."""
         if self.species is None:
             raise ValueError("This genome has no species axis.")
-        return Genome(self.k, num_layers=self.num_layers,
-                      values={n: a[index] for n, a in self.numpy().items()})
+        member = Genome(self.k, num_layers=self.num_layers,
+                        values={n: a[index] for n, a in self.numpy().items()})
+        return member.with_metadata(self.config, self.init_scale, self.logit_scale,
+                                    self.provenance)
 
     # -- presets ----------------------------------------------------------
     @classmethod

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from blur_keras.config import BlurConfig
 from blur_keras.errors import NonFiniteError
-from blur_keras.genome import Genome
+from blur_keras.genome import Genome, resolve_config
 from blur_keras.inner import inner_step, layer_activations, predict
 from blur_keras.layers import BlurDense
 from blur_keras.synapses import sync
@@ -84,8 +84,10 @@ class BlurModel(keras.Model):
     Args:
       network: Sequential/functional Keras model, or list of layers, ending in
         a chain of ``BlurDense`` layers (all with the genome's k).
-      genome: a ``Genome`` (no species axis).
-      config: ``BlurConfig`` switches (default ``BlurConfig()``), or its dict.
+      genome: a ``Genome`` (no species axis), or the path of a genome JSON file.
+      config: ``BlurConfig`` switches, or its dict; default: the genome's own
+        (a genome file carries the config it was trained with), else
+        ``BlurConfig()``. An explicit config contradicting the genome's is an error.
       targets: how labels become the feedback targets: ``"pm1"`` (±1 one-hot,
         default, SPEC §2 step 3), ``"one_hot"`` (0/1 one-hot) or ``"raw"``
         (``y`` is used as given: regression, or the backprop genome's MSE).
@@ -97,6 +99,10 @@ class BlurModel(keras.Model):
 
     def __init__(self, network, genome, config=None, targets="pm1", check_finite=True, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(genome, str):  # a genome file: it carries its config
+            genome = Genome.load_json(genome)
+        if isinstance(genome, Genome):
+            config = resolve_config(genome, config)
         if isinstance(config, dict):
             config = BlurConfig.from_dict(config)
         config = config or BlurConfig()
