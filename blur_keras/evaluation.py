@@ -25,6 +25,7 @@ import os
 import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import gin
 import numpy as np
 import tensorflow as tf
 
@@ -37,7 +38,8 @@ from blur_keras.synapses import init_synapses
 
 __all__ = ["Rule", "load_rule", "TaskData", "task_data", "batch_indices", "initial_synapses",
            "blur_curves", "baseline_curves", "select", "mean_ci", "run_suite", "BASELINES",
-           "DEFAULT_LEARNING_RATES", "format_table", "record_steps"]
+           "DEFAULT_LEARNING_RATES", "format_table", "record_steps", "evaluate_suite",
+           "synthetic_data", "plot_suite"]
 
 BASELINES = ("sgd", "momentum", "adam")
 # ≥ 4 decades each, half-decade spacing
@@ -207,11 +209,12 @@ def baseline_weights(synapses):
     return [w[..., 0] for w, _ in synapses]
 
 
-def record_steps(horizons, every=None):
-    """The steps at which accuracy is recorded: 0, every ``every`` steps (every step when
-    ``None``) and every horizon."""
+def record_steps(horizons, every=None, dense_until=0):
+    """The steps at which accuracy is recorded: 0 … ``dense_until``, then every ``every``
+    steps (every step when ``None``), and every horizon."""
     last = max(horizons)
-    grid = set(range(0, last + 1, every or 1)) | set(int(h) for h in horizons) | {0}
+    grid = set(range(0, last + 1, every or 1)) | set(int(h) for h in horizons)
+    grid |= set(range(0, min(int(dense_until), last) + 1))
     return tuple(sorted(grid))
 
 
@@ -257,7 +260,7 @@ def _eval_both(forward, val_x, val_y, test_x, test_y):
                                    _accuracy(forward(state, test_x), test_y)])
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
+@tf.function(jit_compile=True)
 def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
               config, per_layer, num_records):
     num_classes = synapses[-1][0].shape[-2]
@@ -324,7 +327,7 @@ def _update(method, weights, slots_, grads, lrs, t):
             (m, v))
 
 
-@tf.function(jit_compile=True, reduce_retracing=True)
+@tf.function(jit_compile=True)
 def _baseline_run(weights, lrs, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
                   method, hidden, last, loss, reduction, num_records):
     hidden_fn, last_fn = activations.get(hidden), activations.get(last)
@@ -397,7 +400,7 @@ def select(curves):
 
 def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 50, 100, 500),
               seeds=8, batch_size=32, learning_rates=None, baselines=BASELINES, loss="xent",
-              record_every=None, seed=0, plot=True, log=print):
+              record_every=None, dense_until=0, seed=0, plot=True, log=print):
     """Evaluate ``rule`` and the tuned baselines on every task × architecture.
 
     Args:
@@ -410,11 +413,12 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
       loss: the baselines' loss: ``"xent"`` (softmax cross-entropy, batch mean) or
         ``"mse"`` (½ Σ (ŷ − ±1 one-hot)², reduced like the rule's ``batch_reduction``:
         what the backprop genome follows).
-      record_every: record accuracy every this many steps (default: every step).
+      record_every: record accuracy every this many steps (default: every step), and at
+        every step up to ``dense_until``.
     Returns the summary dict (also written to ``out_dir/summary.json``).
     """
     learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
-    steps = record_steps(horizons, record_every)
+    steps = record_steps(horizons, record_every, dense_until)
     os.makedirs(out_dir, exist_ok=True)
     hidden, last = baseline_activations(rule.config, loss)
     reduction = rule.config.batch_reduction if loss == "mse" else "mean"
@@ -555,3 +559,26 @@ def _write(out_dir, summary, points, plot):
         fh.write(format_table(summary))
     if plot:
         summary["plots"] = plot_suite(summary, out_dir)
+
+
+@gin.configurable(module="blur_keras", denylist=["rule", "out_dir", "log"])
+def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,),),
+                   horizons=(10, 20, 50, 100, 500), seeds=8, batch_size=32, learning_rates=None,
+                   baselines=BASELINES, loss="xent", record_every=10, dense_until=20,
+                   val_examples=500, test_examples=2000, seed=0, log=print):
+    """``run_suite`` on ``blur_keras.data.Task`` objects (gin: ``evaluate_suite.<name>``).
+
+    ``rule``: a ``Rule`` or a ``load_rule`` spec. ``tasks``: ``Task`` objects (test split
+    capped at ``test_examples``; validation: ``val_examples`` carved from the training split)
+    or ``TaskData``.
+    """
+    if isinstance(rule, str):
+        rule = load_rule(rule)
+    datas = [t if isinstance(t, TaskData) else task_data(t, val_examples, test_examples)
+             for t in tasks]
+    if not datas:
+        raise ValueError("evaluate_suite needs at least one task.")
+    return run_suite(rule, datas, out_dir, hidden_sizes=tuple(tuple(h) for h in hidden_sizes),
+                     horizons=tuple(horizons), seeds=seeds, batch_size=batch_size,
+                     learning_rates=learning_rates, baselines=tuple(baselines), loss=loss,
+                     record_every=record_every, dense_until=dense_until, seed=seed, log=log)
