@@ -3,9 +3,11 @@
 The run: build the task stream(s), the network sizes and the start genome;
 train with per-species Adam (``outer="adam"``) or CMA-ES (``outer="cma"``)
 following the curriculum; checkpoint, log and evaluate along the way; at the
-end pick the best species by validation accuracy, write ``genome.json`` and a
-SavedModel, and compare the learned genome with its random start and with
-SGD at the target unroll count.
+end pick the best species by validation accuracy, write ``genome.json`` (with
+its config, scales and provenance) and a SavedModel, and run the evaluation
+suite (``blur_keras.evaluation``: tuned SGD / SGD+momentum / Adam) on the
+transfer tasks bound to ``evaluate_suite.tasks`` (default: the run's own task),
+writing ``suite/`` (table.md, curves, points) beside ``genome.json``.
 
 Files under ``model_dir``: ``checkpoints/`` (resumable), ``metrics.jsonl``
 (one line per meta-step), ``eval.jsonl`` (validation), ``tensorboard/``,
@@ -27,7 +29,8 @@ from absl import logging
 
 from blur_keras.config import BlurConfig
 from blur_keras.genome import Genome
-from blur_keras.meta.baselines import DEFAULT_SGD_LEARNING_RATES, genome_accuracy, sgd_accuracy
+import blur_keras.evaluation  # noqa: F401  (registers evaluate_suite: the final transfer suite)
+from blur_keras.meta.baselines import DEFAULT_SGD_LEARNING_RATES
 from blur_keras.meta.checkpoint import RunCheckpoint
 from blur_keras.meta.cma_es import CMAESTrainer
 from blur_keras.meta.export import export_saved_model
@@ -438,13 +441,19 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     else:
         best = 0
         best_values = trainer.mean_genome()
-    learned = Genome(k, num_layers=num_layers, values=best_values)
+    provenance = {"task": _first_task(task).describe(), "sizes": list(sizes), "unroll": target_t,
+                  "meta_steps": num_steps, "seed": seed, "genome_init": str(genome_init),
+                  "genome_seed": genome_seed, "outer": outer, "species": num_species,
+                  "model_dir": os.path.abspath(model_dir), "package_version": _version()}
+    learned = Genome(k, num_layers=num_layers, values=best_values).with_metadata(
+        blur_config or BlurConfig(), init_scale, logit_scale, provenance)
     learned.save_json(os.path.join(model_dir, "genome.json"))
     results.update(best_species=best, val_accuracy=np.asarray(last_val).tolist(),
                    target_unroll=target_t)
     if export:
         path = export_saved_model(os.path.join(model_dir, "saved_model"), best_values,
-                                  blur_config, sizes, init_scale, per_layer)
+                                  blur_config or BlurConfig(), sizes, init_scale, per_layer,
+                                  metadata={"logit_scale": logit_scale, "provenance": provenance})
         results["saved_model"] = path
     if final_eval:
         results["comparison"] = compare(
@@ -452,7 +461,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
             batch_size=batch_size, replicas=final_eval_replicas, examples=final_eval_examples,
             seed=seed, init_scale=init_scale, per_layer=per_layer,
             sgd_learning_rates=sgd_learning_rates, jit_compile=jit_compile,
-            make_eval_arrays=make_eval_arrays, make_task_stream=make_task_stream)
+            make_eval_arrays=make_eval_arrays, make_task_stream=make_task_stream,
+            out_dir=os.path.join(model_dir, "suite"), provenance=provenance)
     with open(os.path.join(model_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2)
     pictures = plot_run(model_dir)
@@ -460,37 +470,67 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     return results
 
 
+def _version():
+    import blur_keras
+
+    return getattr(blur_keras, "__version__", "unknown")
+
+
+def _gin_bound(name):
+    try:
+        gin.query_parameter(name)
+        return True
+    except ValueError:
+        return False
+
+
 def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples, seed,
             init_scale, per_layer, sgd_learning_rates, jit_compile, make_eval_arrays,
-            make_task_stream):
-    """Test accuracy after ``unroll`` steps: learned genome, its start, SGD (best LR)."""
-    test_x, test_y = make_eval_arrays(task)
-    if examples:
-        test_x, test_y = test_x[:examples], test_y[:examples]
-    train_task = dataclasses.replace(task, split="train") if not task.is_synthetic else task
-    elem = next(iter(make_task_stream(train_task, species=1, replicas=replicas,
-                                      batch_size=batch_size, unroll_steps=unroll,
-                                      seed=seed + 2_000_029)))
-    train_x, train_y = elem["train_x"][:, 0].numpy(), elem["train_y"][:, 0].numpy()
-    accs = genome_accuracy({n: np.stack([learned[n], start[n]]) for n in learned}, config, sizes,
-                           train_x, train_y, test_x, test_y, seed=seed + 3, init_scale=init_scale,
-                           per_layer=per_layer, jit_compile=jit_compile)
-    sgd = sgd_accuracy(sizes, train_x, train_y, test_x, test_y, sgd_learning_rates,
-                       hidden_activation=config.hidden_activation
-                       if not config.hidden_activation.startswith("backprop_")
-                       else config.hidden_activation[len("backprop_"):],
-                       seed=seed + 3, init_scale=init_scale)
-    best_lr = max(sgd, key=sgd.get)
-    out = {"unroll": unroll, "test_examples": int(len(test_y)), "replicas": replicas,
-           "learned": float(accs[0]), "random_start": float(accs[1]),
-           "sgd_best": sgd[best_lr], "sgd_best_learning_rate": best_lr,
-           "sgd_sweep": {str(k): v for k, v in sgd.items()}}
+            make_task_stream, out_dir=None, provenance=None):
+    """The evaluation suite (``blur_keras.evaluation``) on the run's transfer tasks.
+
+    The tasks, architectures, horizons, seeds, ... are the gin bindings of
+    ``evaluate_suite``; what is not bound follows the run: its own task (test split), its
+    hidden sizes, horizons ``{T, 10, 20, 50, 100}``, ``replicas`` seeds, its batch size and
+    ``examples`` test examples. The random start is measured on the run's own task at T.
+    Writes ``out_dir`` (table.md, curves, points) and returns the ``comparison`` summary
+    (test accuracy at T: learned rule, its start, SGD and Adam at the learning rate
+    chosen on validation).
+    """
+    from blur_keras import evaluation as ev
+
+    config = config or BlurConfig()
+    out_dir = out_dir or "/tmp/blur_suite"
+    own = {"tasks": [task], "hidden_sizes": [tuple(sizes[1:-1])],
+           "horizons": tuple(sorted({int(unroll), 10, 20, 50, 100})), "seeds": int(replicas),
+           "batch_size": int(batch_size), "test_examples": int(examples or 2000)}
+    overrides = {key: v for key, v in own.items() if not _gin_bound(f"evaluate_suite.{key}")}
+    if not _gin_bound("evaluate_suite.tasks"):
+        overrides["tasks"] = [ev.task_data(task, test_examples=own["test_examples"])]
+    rule = ev.Rule("learned genome", learned, config, per_layer, float(init_scale), provenance)
+    summary = ev.evaluate_suite(rule, out_dir, log=lambda line: logging.info("%s", line),
+                                **overrides)
+    entry = summary["results"][0]
+    data = ev.task_data(task, test_examples=own["test_examples"])
+    start_rule = dataclasses.replace(rule, name="random start", values=start)
+    start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "random_start"),
+                                 hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(unroll),),
+                                 seeds=summary["seeds"], batch_size=summary["batch_size"],
+                                 baselines=(), plot=False, log=lambda *_: None)
+    steps = entry["steps"]
+    at = max(i for i, s_ in enumerate(steps) if s_ <= unroll)
+    res = entry["methods"]
+    out = {"unroll": int(steps[at]), "task": entry["label"], "seeds": summary["seeds"],
+           "learned": res["blur"]["test_mean"][at],
+           "random_start": start_summary["results"][0]["methods"]["blur"]["test_mean"][-1],
+           "suite": out_dir, "table": os.path.join(out_dir, "table.md")}
+    for method in ("sgd", "adam"):
+        if method in res:
+            out[f"{method}_best"] = res[method]["test_mean"][at]
+            out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
     out["learned_beats_start"] = out["learned"] > out["random_start"]
-    out["learned_beats_sgd"] = out["learned"] > out["sgd_best"]
-    lines = [f"Test accuracy after T={unroll} inner steps (batch {batch_size}, {replicas} "
-             f"initialisations, {len(test_y)} test examples of {task.describe()}):",
-             f"  learned genome      {out['learned']:.4f}",
-             f"  its random start    {out['random_start']:.4f}",
-             f"  SGD (best of {len(sgd)} LRs, lr={best_lr:g})  {out['sgd_best']:.4f}"]
-    print("\n".join(lines), flush=True)
+    out["learned_beats_sgd"] = out["learned"] > out.get("sgd_best", -1.0)
+    print(f"Test accuracy (baselines at the learning rate chosen on validation; "
+          f"{summary['seeds']} seeds); random start at T={unroll}: {out['random_start']:.4f}\n"
+          + ev.format_table(summary), flush=True)
     return out
