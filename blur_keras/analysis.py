@@ -84,12 +84,15 @@ def relative_asymmetry(jacobian):
 
 
 def plot_jacobian(jacobian, path, title=""):
-    """Heat maps of ``J`` and ``J − Jᵀ`` (same colour scale)."""
+    """Heat maps of ``J`` and ``J − Jᵀ`` (same colour scale, clipped at the 99th percentile
+    of the non-zero ``|J|``)."""
     from blur_keras.plots import _pyplot, _save
 
     plt = _pyplot()
     j = np.asarray(jacobian)
-    scale = float(np.max(np.abs(j))) or 1.0
+    nonzero = np.abs(j[j != 0])
+    # colour scale: the 99th percentile of |J| (a few large entries would hide the rest)
+    scale = float(np.percentile(nonzero, 99)) if nonzero.size else 1.0
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), dpi=110)
     for ax, mat, name in ((axes[0], j, "J = ∂Δθ/∂θ"), (axes[1], j - j.T, "J − Jᵀ")):
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-scale, vmax=scale)

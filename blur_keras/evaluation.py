@@ -428,10 +428,16 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
                            "baseline_activations": [hidden, last],
                            "learning_rates": {m: list(learning_rates[m]) for m in baselines},
                            "results": []}
+    total, done, start = len(tasks) * len(hidden_sizes), 0, time.time()
     for data in tasks:
         for widths in hidden_sizes:
             sizes = (data.num_features, *[int(w) for w in widths], data.num_classes)
             label = f"{data.name} {'-'.join(map(str, sizes))}"
+            eta = "" if not done else \
+                f", ETA {(time.time() - start) / done * (total - done) / 60:.1f} min"
+            log(f"[{done + 1}/{total}] {label}: {len(baselines) + 1} methods, {seeds} seeds, "
+                f"{max(horizons)} steps{eta}")
+            done += 1
             t0 = time.time()
             idx = batch_indices(len(data.pool_y), max(horizons), seeds, batch_size, seed)
             synapses = initial_synapses(rule, sizes, seeds, seed)

@@ -53,6 +53,7 @@ def one_line_error(fn, *args):
         fn(*args)
     message = str(info.value)
     assert "numpy=" not in message and "array(" not in message  # no dumped synapses
+    assert len(message) < 600, message
     return message
 
 
