@@ -4,9 +4,9 @@
     python train/evaluate.py --rule=backprop:0.1 --gin_param='evaluate_suite.horizons=(10, 50)'
     python train/evaluate.py --rule=/tmp/run/saved_model --gin_file=gin/eval_transfer.gin
 
-``--rule``: a genome ``.json`` file (it carries its config; an old values-only file takes
-``--config`` gin bindings of ``rule_config``), an exported SavedModel directory, or
-``backprop[:lr[:hidden σ]]``. Tasks, architectures, horizons and seeds are gin bindings of
+``--rule``: a genome ``.json`` file (it carries its config; for an old values-only file bind
+``rule_config.config = @BlurConfig()`` and ``BlurConfig.<option> = ...``), an exported
+SavedModel directory, or ``backprop[:lr[:hidden σ]]``. Tasks, architectures, horizons and seeds are gin bindings of
 ``evaluate_suite`` (default: gin/eval_transfer.gin). Writes points.csv, summary.json/csv,
 table.md and curves_*.png to ``--out_dir`` and prints the table.
 """
@@ -53,7 +53,8 @@ def main(argv):
         config, init_scale = rule_config()
         rule = evaluation.load_rule(FLAGS.rule, config=config, init_scale=init_scale)
     except Exception as err:  # one clear line; the traceback with --verbosity=1
-        logging.log_if(logging.ERROR, "traceback", logging.level_debug(), exc_info=True)
+        if logging.level_debug():
+            logging.exception("Configuration error")
         raise SystemExit(f"Bad configuration: {type(err).__name__}: {err}")
     name = "".join(c if c.isalnum() else "_" for c in rule.name)
     out_dir = FLAGS.out_dir or os.path.join("/tmp/blur_eval", name)
