@@ -2,12 +2,12 @@
 
     python train/evaluate.py --rule=/tmp/blur_meta/default/genome.json --out_dir=/tmp/eval
     python train/evaluate.py --rule=backprop:0.1 --gin_param='evaluate_suite.horizons=(10, 50)'
-    python train/evaluate.py --rule=/tmp/run/saved_model --gin_file=gin/eval_transfer.gin
+    python train/evaluate.py --rule=/tmp/run/saved_model --gin_file=gin/eval/transfer.gin
 
 ``--rule``: a genome ``.json`` file (it carries its config; for an old values-only file bind
 ``rule_config.config = @BlurConfig()`` and ``BlurConfig.<option> = ...``), an exported
 SavedModel directory, or ``backprop[:lr[:hidden σ]]``. Tasks, architectures, horizons and seeds are gin bindings of
-``evaluate_suite`` (default: gin/eval_transfer.gin). Writes points.csv, summary.json/csv,
+``evaluate_suite`` (default: gin/eval/transfer.gin). Writes points.csv, summary.json/csv,
 table.md and curves_*.png to ``--out_dir`` and prints the table.
 """
 
@@ -20,12 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_GIN = os.path.join(REPO, "gin", "eval_transfer.gin")
+DEFAULT_GIN = os.path.join(REPO, "gin", "eval", "transfer.gin")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rule", None, "Genome .json, SavedModel directory, or backprop[:lr[:σ]].")
 flags.DEFINE_string("out_dir", None, "Output directory (default: /tmp/blur_eval/<rule name>).")
-flags.DEFINE_multi_string("gin_file", None, "Gin file(s); default: gin/eval_transfer.gin.")
+flags.DEFINE_multi_string("gin_file", None, "Gin file(s); default: gin/eval/transfer.gin.")
 flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'evaluate_suite.seeds=4'.")
 flags.mark_flag_as_required("rule")
 
