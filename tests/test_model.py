@@ -8,15 +8,13 @@ import pytest
 import tensorflow as tf
 
 import blur_keras as bk
+import helpers
 
 K = 3
 
 
 def toy_data(seed=0, n=128, width=12, classes=3):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, width)).astype("f4")
-    y = ((x[:, 0] > 0).astype("i8") + (x[:, 1] > 0)) % classes
-    return x, y
+    return helpers.toy_data(seed, n, width, classes)
 
 
 def make_model(seed=0, config=None, width=12, jit=False, metrics=("accuracy",)):
@@ -182,7 +180,7 @@ def test_nonfinite_synapses_stop_fit_naming_the_layer():
 # --- bad input -------------------------------------------------------------
 
 def test_bad_k():
-    with pytest.raises(ValueError, match=r"k \(number of states\) must be an int >= 2"):
+    with pytest.raises(ValueError, match=r"BlurDense k=1; expected an int >= 2 \(number of states\)"):
         bk.BlurDense(4, k=1)
     with pytest.raises(ValueError, match=r"Genome needs k .* >= 2, got 1"):
         bk.Genome(1)

@@ -8,6 +8,7 @@ Restarting with the same ``--model_dir`` resumes from its last checkpoint.
 Every gin binding and flag is checked before any training starts.
 """
 
+import contextlib
 import os
 import sys
 
@@ -97,6 +98,23 @@ def parse_gin(gin_files, gin_params):
             gin.parse_config_files_and_bindings([], [EMBEDDED_DEFAULT] + list(gin_params or []))
 
 
+# What a user's configuration or data can cause: reported as one line (traceback with --verbosity=1).
+# Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError)
+
+
+@contextlib.contextmanager
+def _one_line_errors(prefix):
+    try:
+        yield
+    except _USER_ERRORS as err:
+        if FLAGS.verbosity >= 1:
+            raise
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise SystemExit(f"{prefix}: {type(err).__name__}: {message}\n"
+                         "(run with --verbosity=1 for the traceback)") from None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -111,15 +129,14 @@ def main(argv):
     from blur_keras.meta.experiment import meta_train
     from blur_keras.meta.strategy import choose_strategy
 
-    try:
+    with _one_line_errors("Bad gin configuration"):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-    except Exception as err:  # gin wraps the cause; make it one clear line
-        raise SystemExit(f"Bad gin configuration: {type(err).__name__}: {err}")
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
-    strategy = choose_strategy(FLAGS.strategy, FLAGS.tpu)
-    logging.info("model_dir: %s", model_dir)
-    results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
+    with _one_line_errors("Error"):
+        strategy = choose_strategy(FLAGS.strategy, FLAGS.tpu)
+        logging.info("model_dir: %s", model_dir)
+        results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
     comp = results.get("comparison")
     if comp is not None:
         verdict = ("beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"]
