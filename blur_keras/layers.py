@@ -14,7 +14,7 @@ import tensorflow as tf
 from blur_keras import activations as activations_lib
 from blur_keras.config import BlurConfig
 from blur_keras.forward import forward_layer, input_states
-from blur_keras.genome import align_to_population, select_layer
+from blur_keras.inner import layer_params
 
 __all__ = ["BlurDense"]
 
@@ -129,8 +129,8 @@ class BlurDense(keras.layers.Layer):
         activation = self.activation or (ctx.activation if ctx is not None else config.hidden_activation)
         per_layer = genome.per_layer
         index = ctx.index if (ctx and per_layer) else 0
-        params = align_to_population(
-            select_layer(genome.params(self.forward_synapses.dtype), index, per_layer), 0)
+        params = layer_params(genome.params(self.forward_synapses.dtype), index, per_layer, 0)
+        inputs = tf.cast(inputs, self.forward_synapses.dtype)  # integer features (raw pixels)
         states = inputs if len(inputs.shape) == 3 else input_states(inputs, self.k)
         return forward_layer(states, self.forward_synapses, params, config, activation)
 

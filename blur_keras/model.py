@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from blur_keras.config import BlurConfig
 from blur_keras.errors import NonFiniteError
+from blur_keras.feedback import pm1_from_one_hot, pm1_targets
 from blur_keras.genome import Genome
-from blur_keras.inner import inner_step, layer_activations, predict
+from blur_keras.inner import inner_step, layer_activations
 from blur_keras.layers import BlurDense
 from blur_keras.synapses import sync
 
@@ -217,9 +218,14 @@ class BlurModel(keras.Model):
         return tf.cast(feats, self.synapse_dtype)
 
     def call(self, x, training=False):
-        fwd, _ = self.activations
-        return predict(self.genome.params(self.synapse_dtype), self.synapses(),
-                       self._features(x, training), self.config, self.genome.per_layer, fwd)
+        """Prediction through the network's own layers: state 0 of the last BlurDense.
+
+        Each ``BlurDense.call`` is ``forward.forward_layer`` on its synapses with the genome
+        entries of its position, the same function ``inner_step`` runs for every layer, so
+        ``model(x)`` equals ``inner.predict`` on the same synapses (tested).
+        """
+        _check_numeric_dtype("x", tf.convert_to_tensor(x).dtype)
+        return self.network(x, training=training)[..., 0]
 
     def _class_labels(self, y):
         """Integer-label view of ``y`` (``[B]``), or None for one-hot / raw targets."""
@@ -238,16 +244,15 @@ class BlurModel(keras.Model):
         if self.targets == "raw":
             return tf.cast(y, dtype)
         labels = self._class_labels(y)
+        if labels is not None and self.targets == "pm1":
+            return pm1_targets(labels, c, dtype)
         if labels is not None:
-            one_hot = tf.one_hot(tf.cast(labels, tf.int32), c, dtype=dtype)
-        elif len(y.shape) == 2 and y.shape[-1] == c:
-            one_hot = tf.cast(y, dtype)
-        else:
+            return tf.one_hot(tf.cast(labels, tf.int32), c, dtype=dtype)
+        if len(y.shape) != 2 or y.shape[-1] != c:
             raise ValueError(f"Labels must be integers [batch] or one-hot [batch, {c}]; "
                              f"got shape {tuple(y.shape)}.")
-        if self.targets == "pm1":
-            return 2.0 * one_hot - 1.0
-        return one_hot
+        one_hot = tf.cast(y, dtype)
+        return pm1_from_one_hot(one_hot) if self.targets == "pm1" else one_hot
 
     def _label_problem(self, y):
         """In-graph label check: ``(ok, first offending value)`` (any pipeline, any device)."""

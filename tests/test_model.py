@@ -238,3 +238,18 @@ def test_layer_without_genome_and_bad_options():
         make_model().compile(optimizer="sgd")
     with pytest.raises(ValueError, match="no BlurDense layer"):
         bk.BlurModel(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), bk.Genome(2))
+
+
+def test_model_call_through_layers_equals_pure_predict_per_layer_genome():
+    """One forward function: model(x) runs the BlurDense layers, inner.predict the pure path."""
+    keras.utils.set_random_seed(5)
+    net = keras.Sequential([keras.Input((12,)), bk.BlurDense(7, k=K), bk.BlurDense(5, k=K),
+                            bk.BlurDense(3, k=K)])
+    genome = bk.Genome.random(K, seed=5, num_layers=3, synapse_update=-1e-2)
+    model = bk.BlurModel(net, genome, bk.BlurConfig(activation_norm=True, synapse_norm=True))
+    x, y = toy_data(seed=5, n=16)
+    model.step(x, y)
+    fwd, _ = model.activations
+    pure = bk.predict(genome.params(), model.synapses(), x, model.config, True, fwd)
+    np.testing.assert_allclose(model(x).numpy(), pure.numpy(), atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), pure.numpy(), atol=1e-6)
