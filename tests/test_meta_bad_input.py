@@ -89,6 +89,7 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.process
 def test_cli_configuration_errors_are_one_line(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -112,6 +113,7 @@ def test_cli_configuration_errors_are_one_line(tmp_path):
         assert not (tmp_path / name / "checkpoints").exists()
 
 
+@pytest.mark.process
 def test_cli_traceback_with_verbosity(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, "--strategy=default", "--verbosity=1",
                            f"--model_dir={tmp_path / 'run'}",
