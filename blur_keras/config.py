@@ -6,6 +6,10 @@ rule, and the stability options.  Every switch is independent.
 """
 
 import dataclasses
+import math
+import numbers
+
+import numpy as np
 
 from blur_keras import activations
 
@@ -58,6 +62,12 @@ class BlurConfig:
     synapse_norm_epsilon: float = 1e-8
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type is bool:
+                object.__setattr__(self, field.name, _checked_bool(field.name, value))
+            elif field.type is float:
+                object.__setattr__(self, field.name, _checked_epsilon(field.name, value))
         _check_choice("feedback", self.feedback, FEEDBACK_MODES)
         _check_choice("backward_rule", self.backward_rule, BACKWARD_RULES)
         _check_choice("batch_reduction", self.batch_reduction, BATCH_REDUCTIONS)
@@ -97,6 +107,22 @@ class BlurConfig:
         return cls(**values)
 
 
+def _checked_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"BlurConfig.{name}={value!r} ({type(value).__name__}); expected a bool "
+                        "(True or False).")
+    return bool(value)
+
+
+def _checked_epsilon(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"BlurConfig.{name}={value!r} ({type(value).__name__}); expected a "
+                        "number (a positive float).")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"BlurConfig.{name}={value!r}; expected a positive finite number.")
+    return float(value)
+
+
 def _check_choice(name, value, choices):
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"BlurConfig.{name}={value!r}; expected one of {list(choices)}.")

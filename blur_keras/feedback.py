@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-__all__ = ["apply_feedback", "pm1_targets"]
+__all__ = ["apply_feedback", "pm1_targets", "pm1_from_one_hot"]
 
 
 def apply_feedback(a_last, targets, mode="target"):
@@ -30,3 +30,8 @@ def pm1_targets(labels, num_classes, dtype=tf.float32):
     """Integer labels -> ±1 one-hot targets: +1 for the true class, −1 for the others."""
     return tf.one_hot(tf.cast(labels, tf.int32), num_classes, on_value=1.0, off_value=-1.0,
                       dtype=dtype)
+
+
+def pm1_from_one_hot(one_hot):
+    """0/1 one-hot rows -> ±1 targets (the same encoding as ``pm1_targets``)."""
+    return 2.0 * one_hot - 1.0

@@ -63,13 +63,12 @@ def num_core_numbers(k):
 
 def default_values(k):
     """Neutral values: identity transforms, keeps/updates 1, synapse update −1e-3."""
-    eye = np.eye(k, dtype=np.float32)
+    eye = np.eye(k)
     return {
         "nu": eye, "mu": eye, "pre": eye, "post": eye,
-        "f": np.float32(1), "eta": np.float32(1), "f_syn": np.float32(1),
-        "eta_syn": np.float32(-1e-3),
-        "gamma": np.ones(k, np.float32), "beta": np.zeros(k, np.float32),
-        "oja": np.float32(1), "alpha": np.float32(1), "syn_scale": np.float32(1),
+        "f": 1.0, "eta": 1.0, "f_syn": 1.0, "eta_syn": -1e-3,
+        "gamma": np.ones(k), "beta": np.zeros(k),
+        "oja": 1.0, "alpha": 1.0, "syn_scale": 1.0,
     }
 
 
@@ -266,7 +265,7 @@ class Genome(keras.layers.Layer):
         full = {}
         for name in NAMES:
             given = values.get(name, base[name])
-            arr = np.asarray(given, dtype=np.float32)
+            arr = np.asarray(given, dtype=self.variable_dtype)
             target = self.shape_of(name)
             try:
                 arr = np.broadcast_to(arr, target).copy()
@@ -281,9 +280,11 @@ class Genome(keras.layers.Layer):
             full[name] = arr
         return full
 
-    def params(self):
-        """The genome as a dict name -> tensor (differentiable w.r.t. the variables)."""
-        return {name: tf.convert_to_tensor(v) for name, v in self._vars.items()}
+    def params(self, dtype=None):
+        """The genome as a dict name -> tensor (differentiable w.r.t. the variables),
+        cast to ``dtype`` when given (a float32 genome runs a float64 network exactly)."""
+        return {name: tf.convert_to_tensor(v) if dtype is None else tf.cast(v, dtype)
+                for name, v in self._vars.items()}
 
     def variable(self, name):
         return self._vars[name]
@@ -434,7 +435,7 @@ class Genome(keras.layers.Layer):
         lead = () if num_layers is None else (num_layers,)
         if species is not None and not same_start:
             lead = (species,) + lead
-        values = {name: rng.normal(0.0, transform_std, lead + (k, k)).astype(np.float32)
+        values = {name: rng.normal(0.0, transform_std, lead + (k, k))
                   for name in ("nu", "mu", "pre", "post")}
         values.update(f=neuron_keep, eta=neuron_update, f_syn=synapse_keep,
                       eta_syn=synapse_update)

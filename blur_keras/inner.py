@@ -10,7 +10,10 @@ replicas); genome entries carry a prefix of them (left-aligned, e.g. species
 only); ``x`` and ``targets`` broadcast against them.
 """
 
+import tensorflow as tf
+
 from blur_keras.backward import backward_layer
+from blur_keras.checks import check_inputs
 from blur_keras.config import BlurConfig
 from blur_keras.feedback import apply_feedback
 from blur_keras.forward import forward_layer, input_states
@@ -53,6 +56,8 @@ def _k(synapses):
 def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
                  forward_activations=None):
     """Reset and forward (SPEC §2 steps 1–2). Returns the states ``[a^0, …, a^L]``."""
+    x = tf.convert_to_tensor(x)
+    check_inputs(params, synapses, x)
     num_pop = _num_population_axes(synapses)
     fwd = forward_activations or layer_activations(config, len(synapses))[0]
     states = [input_states(x, _k(synapses))]
@@ -100,6 +105,8 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
       ``(new_synapses, states)``; ``states[-1][..., 0]`` is the prediction the
       network made on ``x`` before this update.
     """
+    x, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(targets)
+    check_inputs(params, synapses, x, targets)
     states = forward_pass(params, synapses, x, config, per_layer, forward_activations)
     states[-1] = apply_feedback(states[-1], targets, config.feedback)
     states = backward_pass(params, synapses, states, config, per_layer, backward_activations)

@@ -8,12 +8,13 @@ class is a thin stateful wrapper like ``keras.layers.Dense``.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from blur_keras import activations as activations_lib
 from blur_keras.config import BlurConfig
 from blur_keras.forward import forward_layer, input_states
-from blur_keras.genome import align_to_population, select_layer
+from blur_keras.inner import layer_params
 
 __all__ = ["BlurDense"]
 
@@ -23,6 +24,13 @@ class _Context:
 
     def __init__(self, genome, config, index, activation):
         self.genome, self.config, self.index, self.activation = genome, config, index, activation
+
+
+def _checked_int(name, value, low, expected):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < low:
+        raise ValueError(f"BlurDense {name}={value!r}; expected {expected}.")
+    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="blur_keras")
@@ -49,10 +57,8 @@ class BlurDense(keras.layers.Layer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  backward_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-            raise ValueError(f"BlurDense units must be a positive int, got {units!r}.")
-        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
-            raise ValueError(f"BlurDense k (number of states) must be an int >= 2, got {k!r}.")
+        units = _checked_int("units", units, 1, "a positive int")
+        k = _checked_int("k", k, 2, "an int >= 2 (number of states)")
         for name, value in (("activation", activation), ("backward_activation", backward_activation)):
             if value is not None and value not in activations_lib.names():
                 raise ValueError(f"BlurDense {name}={value!r} is not a known activation; "
@@ -122,8 +128,9 @@ class BlurDense(keras.layers.Layer):
         config = ctx.config if ctx is not None else BlurConfig()
         activation = self.activation or (ctx.activation if ctx is not None else config.hidden_activation)
         per_layer = genome.per_layer
-        params = align_to_population(
-            select_layer(genome.params(), ctx.index if (ctx and per_layer) else 0, per_layer), 0)
+        index = ctx.index if (ctx and per_layer) else 0
+        params = layer_params(genome.params(self.forward_synapses.dtype), index, per_layer, 0)
+        inputs = tf.cast(inputs, self.forward_synapses.dtype)  # integer features (raw pixels)
         states = inputs if len(inputs.shape) == 3 else input_states(inputs, self.k)
         return forward_layer(states, self.forward_synapses, params, config, activation)
 

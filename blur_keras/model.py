@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from blur_keras.config import BlurConfig
 from blur_keras.errors import NonFiniteError
+from blur_keras.feedback import pm1_from_one_hot, pm1_targets
 from blur_keras.genome import Genome, resolve_config
-from blur_keras.inner import inner_step, layer_activations, predict
+from blur_keras.inner import inner_step, layer_activations
 from blur_keras.layers import BlurDense
 from blur_keras.synapses import sync
 
@@ -130,7 +131,7 @@ class BlurModel(keras.Model):
         self.targets = targets
         self.check_finite = check_finite
         self._stack = _Stack(features, blur_layers)
-        self._nonfinite = None
+        self._guards = None
         self.optimizer = None  # the genome trains; Keras utilities look for this attribute
         # not a loss (nothing is differentiated): how far predictions are from the feedback targets
         self.feedback_mse = keras.metrics.Mean(name="feedback_mse")
@@ -169,9 +170,26 @@ class BlurModel(keras.Model):
                                  f"expected {prev}.")
             prev = layer.units
         self.sync_synapses()
-        if self._nonfinite is None:
-            self._nonfinite = tf.Variable(0, dtype=tf.int32, trainable=False, name="nonfinite_layer")
+        if self._guards is None:
+            self._guards = {"train": _Guard("train"), "test": _Guard("test")}
         self.built = True
+
+    def _ensure_built(self, x):
+        """Build an unbuilt network (e.g. Sequential without ``keras.Input``) from the data."""
+        if self.built:
+            return
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+            shape = tuple(spec.shape)
+        elif _is_array(x):
+            shape = (None,) + tuple(np.shape(x))[1:]
+        else:
+            raise ValueError(
+                f"BlurModel {self.name!r} is not built and its input shape cannot be read from "
+                f"{type(x).__name__}: start the network with keras.Input(shape) or call "
+                "model.build((None, *feature_shape)) first.")
+        self.build(shape)
 
     def sync_synapses(self):
         """Apply the symmetric / single-state ties of the config to the stored synapses."""
@@ -191,49 +209,102 @@ class BlurModel(keras.Model):
             layer.backward_synapses.assign(v)
 
     # -- the math -------------------------------------------------------------
+    @property
+    def synapse_dtype(self):
+        return self._stack.layers[0].forward_synapses.dtype
+
     def _features(self, x, training=False):
+        _check_numeric_dtype("x", tf.convert_to_tensor(x).dtype)
         feats = self._stack.features(x, training=training)
         width = self._stack.layers[0].input_width
         if len(feats.shape) != 2 or feats.shape[-1] != width:
             raise ValueError(f"The first BlurDense layer expects features of shape [batch, {width}]; "
                              f"got {tuple(feats.shape)}.")
-        return tf.cast(feats, self._stack.layers[0].forward_synapses.dtype)
+        _check_numeric_dtype("the features entering the first BlurDense layer", feats.dtype)
+        return tf.cast(feats, self.synapse_dtype)
 
     def call(self, x, training=False):
-        fwd, _ = self.activations
-        return predict(self.genome.params(), self.synapses(), self._features(x, training),
-                       self.config, self.genome.per_layer, fwd)
+        """Prediction through the network's own layers: state 0 of the last BlurDense.
+
+        Each ``BlurDense.call`` is ``forward.forward_layer`` on its synapses with the genome
+        entries of its position, the same function ``inner_step`` runs for every layer, so
+        ``model(x)`` equals ``inner.predict`` on the same synapses (tested).
+        """
+        _check_numeric_dtype("x", tf.convert_to_tensor(x).dtype)
+        return self.network(x, training=training)[..., 0]
+
+    def _class_labels(self, y):
+        """Integer-label view of ``y`` (``[B]``), or None for one-hot / raw targets."""
+        y = tf.convert_to_tensor(y)
+        _check_numeric_dtype("labels", y.dtype)
+        if self.targets == "raw":
+            return None
+        if len(y.shape) == 2 and y.shape[-1] == 1 and self.num_classes > 1:
+            return y[:, 0]
+        return y if len(y.shape) == 1 else None
 
     def encode_targets(self, y):
         """Labels (integer ``[B]``/``[B, 1]`` or one-hot ``[B, C]``) to feedback targets ``[B, C]``."""
-        c = self.num_classes
-        if self.targets == "raw":
-            return tf.cast(y, tf.float32)
+        c, dtype = self.num_classes, self.synapse_dtype
         y = tf.convert_to_tensor(y)
-        if len(y.shape) == 2 and y.shape[-1] == 1 and c > 1:
-            y = y[:, 0]
-        if len(y.shape) == 1:
-            one_hot = tf.one_hot(tf.cast(y, tf.int32), c)
-        else:
-            one_hot = tf.cast(y, tf.float32)
-        if self.targets == "pm1":
-            return 2.0 * one_hot - 1.0
-        return one_hot
+        if self.targets == "raw":
+            return tf.cast(y, dtype)
+        labels = self._class_labels(y)
+        if labels is not None and self.targets == "pm1":
+            return pm1_targets(labels, c, dtype)
+        if labels is not None:
+            return tf.one_hot(tf.cast(labels, tf.int32), c, dtype=dtype)
+        if len(y.shape) != 2 or y.shape[-1] != c:
+            raise ValueError(f"Labels must be integers [batch] or one-hot [batch, {c}]; "
+                             f"got shape {tuple(y.shape)}.")
+        one_hot = tf.cast(y, dtype)
+        return pm1_from_one_hot(one_hot) if self.targets == "pm1" else one_hot
 
-    def _inner(self, x, y):
+    def _label_problem(self, y):
+        """In-graph label check: ``(ok, first offending value)`` (any pipeline, any device)."""
+        y = tf.convert_to_tensor(y)
+        labels = self._class_labels(y)
+        values = tf.reshape(tf.cast(y if labels is None else labels, tf.float64), [-1])
+        bad = ~tf.math.is_finite(values)
+        if labels is not None:
+            bad |= (values < 0) | (values >= self.num_classes) | (values != tf.floor(values))
+        first = tf.gather(tf.concat([values, [0.0]], 0),
+                          tf.argmax(tf.concat([tf.cast(bad, tf.int32), [1]], 0)))
+        return ~tf.reduce_any(bad), first
+
+    def _inner(self, x, y, training=True):
         fwd, bwd = self.activations
-        feats = self._features(x, training=False)
-        return inner_step(self.genome.params(), self.synapses(), feats, self.encode_targets(y),
-                          self.config, self.genome.per_layer, fwd, bwd)
+        feats = self._features(x, training=training)
+        if self.config.activation_norm and feats.shape[0] == 1:
+            raise ValueError(_BATCH_OF_ONE.format("a batch of 1"))
+        return inner_step(self.genome.params(self.synapse_dtype), self.synapses(), feats,
+                          self.encode_targets(y), self.config, self.genome.per_layer, fwd, bwd)
 
     def step(self, x, y):
-        """One inner step on a batch; returns the prediction made before the update."""
-        if not self.built:
-            self.build(tuple(np.shape(x)))
-        _check_labels(y, self.num_classes, self.targets)
-        new, states = self._inner(x, y)
+        """One inner step on a batch; returns the prediction made before the update.
+
+        The batch is checked first (shapes, labels, finite values, not empty), and
+        with ``check_finite`` the synapses are left unchanged, with a
+        ``NonFiniteError``, when the step would make them non-finite.
+        """
+        _check_step_batch(self, x, y)
+        self._ensure_built(x)
+        _check_arrays(self, x, y)
+        new, states = self._inner(x, y, training=True)
+        if self.check_finite:
+            index = int(_first_nonfinite_layer(new, states))
+            if index:
+                raise NonFiniteError(self._nonfinite_message(index, "this step") +
+                                     " The synapses were left unchanged.")
         self.assign_synapses(new)
         return states[-1][..., 0]
+
+    def _nonfinite_message(self, index, where):
+        layer = self.blur_layers[index - 1]
+        return (f"BLUR layer {layer.name!r} (layer {index} of {len(self.blur_layers)}) got "
+                f"non-finite synapses or activations (NaN/Inf) at {where}. Lower the genome's "
+                "synapse update (eta_syn), enable oja/saturation/synapse_norm in BlurConfig, or "
+                "scale the inputs.")
 
     # -- Keras training -------------------------------------------------------
     def compile(self, metrics=("accuracy",), **kwargs):
@@ -263,18 +334,23 @@ class BlurModel(keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        new, states = self._inner(x, y)
+        if sample_weight is not None:
+            raise ValueError(_NO_WEIGHTS.format("sample_weight"))
+        labels_ok, bad_label = self._label_problem(y)
+        new, states = self._inner(x, y, training=True)
         prediction = states[-1][..., 0]
+        failure = tf.where(labels_ok, 0, -1)
         if self.check_finite:
-            first_bad = _first_nonfinite_layer(new, states)
-            ok = tf.equal(first_bad, 0)
-            new = tf.nest.map_structure(lambda n, o: tf.where(ok, n, o), new, self.synapses())
-            self._nonfinite.assign(tf.where(tf.equal(self._nonfinite, 0), first_bad, self._nonfinite))
+            failure = tf.where(labels_ok, _first_nonfinite_layer(new, states), failure)
+        apply = self._guards["train"].record(failure, bad_label)
+        new = tf.nest.map_structure(lambda n, o: tf.where(apply, n, o), new, self.synapses())
         self.assign_synapses(new)
         return self._metrics_for(x, y, prediction, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        labels_ok, bad_label = self._label_problem(y)
+        self._guards["test"].record(tf.where(labels_ok, 0, -1), bad_label)
         return self._metrics_for(x, y, self(x, training=False), sample_weight)
 
     def _metrics_for(self, x, y, prediction, sample_weight):
@@ -283,24 +359,32 @@ class BlurModel(keras.Model):
         return self.compute_metrics(x, y, prediction, sample_weight)
 
     def fit(self, x=None, y=None, callbacks=None, validation_data=None, **kwargs):
+        for arg in ("sample_weight", "class_weight"):
+            if kwargs.get(arg) is not None:
+                raise ValueError(_NO_WEIGHTS.format(arg))
+        if self.config.activation_norm and kwargs.get("batch_size") == 1:
+            raise ValueError(_BATCH_OF_ONE.format("batch_size=1"))
         if not self.compiled:
             self.compile()
         self.genome.check_finite()
+        self._ensure_built(x)
         _check_arrays(self, x, y)
         if isinstance(validation_data, tuple) and len(validation_data) >= 2:
             _check_arrays(self, validation_data[0], validation_data[1])
-        callbacks = list(callbacks or [])
-        if self.check_finite:
-            callbacks.append(_NonFiniteGuard())
+        callbacks = list(callbacks or []) + [_Guardian()]
         return super().fit(x, y, callbacks=callbacks, validation_data=validation_data, **kwargs)
 
-    def evaluate(self, x=None, y=None, **kwargs):
+    def evaluate(self, x=None, y=None, callbacks=None, **kwargs):
         if not self.compiled:
             self.compile()
+        self._ensure_built(x)
         _check_arrays(self, x, y)
-        return super().evaluate(x, y, **kwargs)
+        if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's validation passes one
+            callbacks = list(callbacks or []) + [_Guardian()]
+        return super().evaluate(x, y, callbacks=callbacks, **kwargs)
 
     def predict(self, x, **kwargs):
+        self._ensure_built(x)
         _check_arrays(self, x, None)
         return super().predict(x, **kwargs)
 
@@ -337,19 +421,104 @@ def _first_nonfinite_layer(synapses, states):
     return first
 
 
-class _NonFiniteGuard(keras.callbacks.Callback):
-    """Stops ``fit`` with a clear error when a layer went non-finite."""
+class _Guard:
+    """In-graph record of the first failed batch of a loop (train or test).
+
+    ``failure``: 0 none, ``i > 0`` layer i went non-finite, −1 bad labels; once set, no
+    later batch of the loop changes the synapses (``steps_per_execution`` runs several
+    batches in one call), and the callback raises with the batch it happened at.
+    """
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.failure = tf.Variable(0, dtype=tf.int32, trainable=False, name=f"{mode}_failure")
+        self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{mode}_failed_batch")
+        self.label = tf.Variable(0.0, dtype=tf.float64, trainable=False, name=f"{mode}_bad_label")
+        self.counter = tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{mode}_batch")
+
+    def record(self, failure, bad_label):
+        """Record this batch's failure code; returns whether its update may be applied."""
+        clean = tf.equal(self.failure, 0)
+        failed_now = clean & tf.not_equal(failure, 0)
+        self.failure.assign(tf.where(clean, failure, self.failure))
+        self.batch.assign(tf.where(failed_now, self.counter, self.batch))
+        self.label.assign(tf.where(failed_now, bad_label, self.label))
+        self.counter.assign_add(1)
+        return clean & tf.equal(failure, 0)
+
+    def reset(self):
+        for v in (self.failure, self.batch, self.label, self.counter):
+            v.assign(tf.zeros_like(v))
+
+
+class _Guardian(keras.callbacks.Callback):
+    """Raises, with the batch it happened at, what the in-graph guards recorded."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model._guards["train"].reset()
+
+    def on_test_begin(self, logs=None):
+        self.model._guards["test"].reset()
 
     def on_train_batch_end(self, batch, logs=None):
-        index = int(self.model._nonfinite.numpy())
-        if index:
-            self.model._nonfinite.assign(0)
-            layer = self.model.blur_layers[index - 1]
-            raise NonFiniteError(
-                f"BLUR layer {layer.name!r} (layer {index} of {len(self.model.blur_layers)}) got "
-                f"non-finite synapses or activations (NaN/Inf) at training batch {batch}; training "
-                "stopped and the last finite synapses were kept. Lower the genome's synapse update "
-                "(eta_syn), enable oja/saturation/synapse_norm in BlurConfig, or scale the inputs.")
+        self._raise_if_failed("train", "training stopped: no synapse changed from that batch on")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._raise_if_failed("test", "evaluation stopped")
+
+    def _raise_if_failed(self, mode, consequence):
+        guard = self.model._guards[mode]
+        failure = int(guard.failure.numpy())
+        if not failure:
+            return
+        where = f"{'training' if mode == 'train' else 'evaluation'} batch {int(guard.batch.numpy())}"
+        label = float(guard.label.numpy())
+        guard.reset()
+        if failure > 0:
+            raise NonFiniteError(self.model._nonfinite_message(failure, where) +
+                                 f" ({consequence}; the last finite synapses were kept.)")
+        model = self.model
+        if model.targets == "raw":
+            raise ValueError(f"Targets contain NaN or Inf at {where}; {consequence}.")
+        raise ValueError(
+            f"Labels must be integers in [0, {model.num_classes}) for a last layer of "
+            f"{model.num_classes} units; got label {label:g} at {where}; "
+            f"{consequence}.")
+
+
+_NO_WEIGHTS = ("BlurModel.fit does not support {}: the genome's rule has no per-example weights "
+               "(nothing is differentiated, so a weighted loss has no meaning here). Resample or "
+               "repeat examples instead.")
+
+_BATCH_OF_ONE = ("BlurConfig.activation_norm normalises pre-activations over the batch, so with "
+                 "{} every hidden state becomes sigma(beta) whatever the input: use batches of "
+                 "2 or more examples, or activation_norm=False.")
+
+
+def _check_numeric_dtype(name, dtype):
+    if isinstance(dtype, np.dtype) and dtype.kind in "USOV":
+        raise TypeError(f"{name} must hold numbers (int or float); got dtype {dtype}.")
+    dtype = tf.as_dtype(dtype)
+    if dtype.is_complex:
+        raise TypeError(f"{name} has complex dtype {dtype.name}; BLUR networks take real numbers "
+                        "(pass the real part or the magnitude explicitly).")
+    if not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+        raise TypeError(f"{name} must hold numbers (int or float); got dtype {dtype.name}.")
+
+
+def _check_step_batch(model, x, y):
+    """The eager checks of ``step``: types, sizes, finiteness, batch of one."""
+    for name, arr in (("x", x), ("labels", y)):
+        _check_numeric_dtype(name, arr.dtype if tf.is_tensor(arr) else np.asarray(arr).dtype)
+    nx, ny = len(np.asarray(x)), len(np.asarray(y))
+    if nx != ny:
+        raise ValueError(f"x has {nx} examples but y has {ny}; they must be the same batch.")
+    if nx == 0:
+        raise ValueError("step() got an empty batch (0 examples); nothing to learn from.")
+    if not np.all(np.isfinite(np.asarray(x, np.float64))):
+        raise ValueError("x contains NaN or Inf; the inner step would poison the synapses.")
+    if nx == 1 and model.config.activation_norm:
+        raise ValueError(_BATCH_OF_ONE.format("a batch of 1"))
 
 
 def _is_array(a):
@@ -357,7 +526,11 @@ def _is_array(a):
 
 
 def _check_arrays(model, x, y):
-    """Eager checks of array inputs (datasets/generators are checked by Keras and the layers)."""
+    """Eager checks of array inputs (datasets are checked in the graph by the guards)."""
+    if _is_array(x):
+        _check_numeric_dtype("x", x.dtype if tf.is_tensor(x) else np.asarray(x).dtype)
+        if np.shape(x)[:1] == (0,):
+            raise ValueError("x is empty (0 examples).")
     if _is_array(x) and model.built:
         shape = np.shape(x)
         expected = model.network.input_shape if hasattr(model.network, "input_shape") else None
@@ -379,6 +552,11 @@ def _check_labels(y, num_classes, targets):
             raise ValueError("Targets contain NaN or Inf.")
         return
     arr = np.asarray(y)
+    if arr.dtype.kind in "USOV":
+        raise TypeError(f"Labels must be numbers (integer classes or one-hot rows); got dtype "
+                        f"{arr.dtype}.")
+    if arr.dtype.kind == "c":
+        raise TypeError(f"Labels have complex dtype {arr.dtype}; expected integers or one-hot rows.")
     if arr.ndim == 2 and arr.shape[-1] == 1 and num_classes > 1:
         arr = arr[:, 0]
     if arr.ndim == 1:

@@ -7,6 +7,7 @@ bias); backward synapses ``V^l``: ``[*P, n_{l+1}, n_l, k]``.
 
 import tensorflow as tf
 
+from blur_keras.checks import check_k
 from blur_keras.states import mix_states, per_state_outer, with_bias_neuron
 
 __all__ = [
@@ -96,6 +97,7 @@ def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, d
     stateless (``seed``: int or shape-[2] tensor) so it compiles with XLA and is
     reproducible.  Returns a tuple of ``(W, V)`` pairs with the syncs applied.
     """
+    check_k(k, "init_synapses")
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 0:
         seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])

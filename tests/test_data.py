@@ -625,6 +625,7 @@ DISTRIBUTED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_distribute_datasets_from_function_gives_each_replica_its_shard():
     pytest.importorskip("mlxtend")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

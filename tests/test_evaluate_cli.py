@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -13,6 +15,7 @@ def run(args):
                           text=True, timeout=600)
 
 
+@pytest.mark.process
 def test_evaluate_cli_writes_the_suite(tmp_path):
     proc = run(["train/evaluate.py", "--rule=backprop:0.1", f"--out_dir={tmp_path}",
                 "--gin_param=evaluate_suite.tasks = [@Task()]",
@@ -29,6 +32,7 @@ def test_evaluate_cli_writes_the_suite(tmp_path):
         assert os.path.exists(tmp_path / name)
 
 
+@pytest.mark.process
 def test_evaluate_cli_bad_rule_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2, 3]")

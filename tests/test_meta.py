@@ -200,6 +200,7 @@ def test_curriculum_run_changes_unroll_and_task(tmp_path):
 
 # -------------------------------------------------------------------------- export
 
+@pytest.mark.process
 def test_saved_model_runs_without_blur_keras(tmp_path):
     from blur_keras.inner import inner_step, predict
     from blur_keras.meta.export import export_saved_model

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r'''
@@ -82,6 +84,7 @@ print("STRATEGY_OK")
 '''
 
 
+@pytest.mark.process
 def test_mirrored_two_cpu_devices_equal_one_device_and_tpu_selection():
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

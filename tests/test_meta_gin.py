@@ -49,9 +49,18 @@ def test_gin_file_parses_and_names_a_task(path):
         gin.clear_config()
 
 
-def test_embedded_default_matches_gin_default():
-    with open(os.path.join(REPO, "gin", "default.gin")) as fh:
-        assert fh.read().strip() == CLI.EMBEDDED_DEFAULT.strip()
+def test_default_gin_is_package_data_linked_from_gin_folder():
+    import importlib.resources
+
+    packaged = importlib.resources.files("blur_keras.meta") / "default.gin"
+    assert os.path.realpath(os.path.join(REPO, "gin", "default.gin")) == os.path.realpath(
+        str(packaged))
+    CLI.parse_gin(None, ["meta_train.num_steps = 3"])  # no --gin_file: the packaged default
+    try:
+        assert gin.query_parameter("meta_train.num_steps") == 3
+        assert gin.query_parameter("meta_train.species") == 8
+    finally:
+        gin.clear_config()
 
 
 def test_toy2d_runs_small(tmp_path):

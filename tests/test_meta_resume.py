@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +71,7 @@ def _metrics(model_dir):
     return out
 
 
+@pytest.mark.process
 def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     gin_file = tmp_path / "tiny.gin"
     gin_file.write_text(TINY_GIN)
@@ -110,6 +112,7 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     assert len([f for f in index if f.endswith(".index")]) == 2
 
 
+@pytest.mark.process
 def test_bad_gin_binding_fails_before_training(tmp_path):
     model_dir = tmp_path / "run"
     proc = subprocess.run(
@@ -122,10 +125,10 @@ def test_bad_gin_binding_fails_before_training(tmp_path):
     assert not model_dir.exists()
 
 
+@pytest.mark.process
 def test_bad_flag_and_bad_value_fail_before_training(tmp_path):
     from blur_keras.meta.experiment import meta_train
     from blur_keras.data import preset_task
-    import pytest
 
     with pytest.raises(ValueError, match="outer"):
         meta_train(str(tmp_path / "a"), task=preset_task("and"), outer="sgd")

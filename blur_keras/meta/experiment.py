@@ -158,6 +158,7 @@ def make_start_genome(k, species, genome_init, seed, transform_std, synapse_upda
                                  num_layers=num_layers)
     elif genome_init.endswith(".json"):
         loaded = Genome.load_json(genome_init)
+        _check_start_genome(genome_init, loaded, k, num_layers)
         vals = loaded.numpy()
         if loaded.species is not None:
             vals = {n: v[0] for n, v in vals.items()}
@@ -169,6 +170,54 @@ def make_start_genome(k, species, genome_init, seed, transform_std, synapse_upda
         genome.assign({n: np.broadcast_to(np.asarray(v, np.float32), genome.shape_of(n))
                        for n, v in values.items()})
     return genome
+
+
+def _check_start_genome(path, genome, k, num_layers):
+    """A genome file must fit the run: same k, same per-layer layout and depth."""
+    if genome.k != k:
+        raise ValueError(f"meta_train.genome_init={path!r} holds a k={genome.k} genome, but "
+                         f"meta_train.k={k}: set meta_train.k = {genome.k} or use another file.")
+    if genome.num_layers != num_layers:
+        def layout(n):
+            return "shared by all layer pairs" if n is None else f"per-layer with {n} layer pairs"
+        raise ValueError(f"meta_train.genome_init={path!r} holds a genome {layout(genome.num_layers)}"
+                         f", but the run (per_layer, hidden_sizes) needs one {layout(num_layers)}.")
+
+
+def run_settings(**settings):
+    """The settings that change a run's result, as JSON-comparable values."""
+    def plain(v):
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            return v
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(key): plain(x) for key, x in sorted(v.items())}
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        if isinstance(v, BlurConfig):
+            return plain(v.to_dict())
+        return repr(v)
+
+    return {name: plain(v) for name, v in sorted(settings.items())}
+
+
+def check_resumed_settings(model_dir, settings):
+    """Compare with the settings the run was started with; name every difference."""
+    path = os.path.join(model_dir, "run_settings.json")
+    if not os.path.exists(path):
+        logging.warning("%s has no run_settings.json (an older run): cannot check that it is "
+                        "resumed with the same configuration.", model_dir)
+        return
+    with open(path) as fh:
+        saved = json.load(fh)
+    diffs = [f"{name}: {saved.get(name, '<unset>')!r} in the checkpointed run, now "
+             f"{settings.get(name, '<unset>')!r}"
+             for name in sorted(set(saved) | set(settings)) if saved.get(name) != settings.get(name)]
+    if diffs:
+        raise ValueError(f"{model_dir} holds a run started with other settings; resuming it "
+                         f"would not repeat that run. Differences: {'; '.join(diffs)}. Use another "
+                         "--model_dir, or restore those settings.")
 
 
 def _jsonable(metrics):
@@ -239,12 +288,19 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     if not isinstance(blur_config, BlurConfig):
         raise ValueError(f"meta_train.blur_config must be a BlurConfig; got {blur_config!r}.")
     curriculum = curriculum if curriculum is not None else Curriculum()
-    for name, value in (("species", species), ("replicas", replicas), ("batch_size", batch_size),
-                        ("num_steps", num_steps), ("checkpoint_every", checkpoint_every),
-                        ("log_every", log_every), ("eval_every", eval_every),
-                        ("population_size", population_size)):
-        if int(value) < 1:
-            raise ValueError(f"meta_train.{name} must be >= 1; got {value}.")
+    for name, value, low in (("species", species, 1), ("replicas", replicas, 1),
+                             ("batch_size", batch_size, 1), ("num_steps", num_steps, 1),
+                             ("checkpoint_every", checkpoint_every, 1), ("k", k, 2),
+                             ("log_every", log_every, 1), ("eval_every", eval_every, 1),
+                             ("population_size", population_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"meta_train.{name} must be an int >= {low}; got {value!r}.")
+    if batch_size == 1 and blur_config.activation_norm:
+        raise ValueError("meta_train.batch_size = 1 with BlurConfig.activation_norm: normalising "
+                         "over a batch of one example erases the input. Use batch_size >= 2.")
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"model_dir {model_dir!r} is a file; it must be a directory (new or "
+                         "holding a run to resume).")
     strategy = strategy or tf.distribute.get_strategy()
     if outer == "adam" and replicas % strategy.num_replicas_in_sync:
         raise ValueError(f"meta_train.replicas={replicas} must be a multiple of the "
@@ -260,8 +316,19 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     logging.info("Meta-training %s genome(s) on %s; network %s, k=%d; strategy: %s",
                  population_size if outer == "cma" else species, _first_task(task).describe(),
                  sizes, k, describe_strategy(strategy))
-    os.makedirs(model_dir, exist_ok=True)
     num_layers = len(sizes) - 1 if per_layer else None
+    settings = run_settings(
+        task=task, sizes=sizes, k=k, blur_config=blur_config, genome_init=genome_init,
+        genome_seed=genome_seed, transform_std=transform_std, synapse_update=synapse_update,
+        genome_values=genome_values, backprop_learning_rate=backprop_learning_rate,
+        per_layer=per_layer, outer=outer, species=species, replicas=replicas,
+        batch_size=batch_size, query_batch_size=query_batch_size, curriculum=curriculum,
+        learning_rate=learning_rate, clip_norm=clip_norm, loss=loss, recompute=recompute,
+        init_scale=init_scale, logit_scale=logit_scale, trainable=trainable,
+        population_size=population_size, sigma0=sigma0, seed=seed, jit_compile=jit_compile)
+    if tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")):
+        check_resumed_settings(model_dir, settings)
+    os.makedirs(model_dir, exist_ok=True)
     start_genome = make_start_genome(k, None if outer == "cma" else species, genome_init,
                                      genome_seed, transform_std, synapse_update, genome_values,
                                      backprop_learning_rate, num_layers)
@@ -295,6 +362,9 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     if outer == "cma":
         trainer.unpack_state()
     start = int(trainer.step.numpy())
+    if not restored:
+        with open(os.path.join(model_dir, "run_settings.json"), "w") as fh:
+            json.dump(settings, fh, indent=1)
     if restored:
         if int(run_state["seed"].numpy()) != int(seed):
             raise ValueError(f"{model_dir} holds a run with seed {int(run_state['seed'].numpy())}, "

@@ -1,0 +1,78 @@
+"""Trace-time checks of what the pure API is given (static shapes and dtypes only).
+
+They run in Python while a function is traced, cost nothing in the compiled
+step, and turn what would be a raw einsum/Mul error deep inside TensorFlow
+into one sentence naming the argument, the value received and what is
+expected.  A dimension unknown at trace time is not checked.
+"""
+
+import tensorflow as tf
+
+__all__ = ["check_k", "check_synapses", "check_inputs"]
+
+
+def check_k(k, what="k"):
+    """BLUR needs at least two states (prediction and teaching signal)."""
+    if k is not None and int(k) < 2:
+        raise ValueError(f"{what}: k={int(k)} states; BLUR needs k >= 2 (state 0 carries the "
+                         "prediction, state 1 the teaching signal).")
+
+
+def _dims(t):
+    return tuple(tf.TensorShape(t.shape).as_list())
+
+
+def check_synapses(synapses):
+    """Each pair is ``W [*P, n_l + 1, n_{l+1}, k]``, ``V [*P, n_{l+1}, n_l, k]``, chained."""
+    if not isinstance(synapses, (tuple, list)) or not synapses:
+        raise TypeError(f"synapses must be a non-empty tuple of (W, V) pairs; got "
+                        f"{type(synapses).__name__}.")
+    k, outputs = None, None
+    for l, pair in enumerate(synapses):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"synapses[{l}] must be a (W, V) pair; got {type(pair).__name__}.")
+        w, v = (_dims(t) for t in pair)
+        if len(w) < 3 or len(v) != len(w):
+            raise ValueError(f"Layer pair {l}: W has shape {w} and V {v}; expected "
+                             "[*P, n_in + 1, n_out, k] and [*P, n_out, n_in, k].")
+        check_k(w[-1], f"layer pair {l}")
+        k = k or w[-1]
+        if None not in (w[-1], k) and w[-1] != k:
+            raise ValueError(f"Layer pair {l} has k={w[-1]} states but layer pair 0 has k={k}.")
+        if None not in (w[-3], w[-2], v[-3], v[-2]) and (v[-3], v[-2] + 1) != (w[-2], w[-3]):
+            raise ValueError(f"Layer pair {l}: V has shape {v} but W {w} needs V of shape "
+                             f"[*P, {w[-2]}, {w[-3] - 1}, k].")
+        if None not in (outputs, w[-3]) and w[-3] - 1 != outputs:
+            raise ValueError(f"Layer pair {l} has {w[-3] - 1} inputs (W has {w[-3]} rows: inputs "
+                             f"+ bias) but layer pair {l - 1} has {outputs} outputs.")
+        outputs = w[-2]
+    return k
+
+
+def check_inputs(params, synapses, x, targets=None):
+    """Genome, synapses, ``x [*P', B, n_0]`` and ``targets [*P', B, n_L]`` fit together."""
+    k = check_synapses(synapses)
+    genome_k = _dims(params["nu"])[-1] if "nu" in params else None
+    if None not in (genome_k, k) and genome_k != k:
+        raise ValueError(f"The genome has k={genome_k} states but the synapses have k={k}.")
+    dtype = synapses[0][0].dtype
+    _check_tensor("x", x, _dims(synapses[0][0])[-3], dtype, "features; the first layer pair "
+                  "expects", lambda n: n - 1)
+    if targets is not None:
+        _check_tensor("targets", targets, _dims(synapses[-1][0])[-2], None,
+                      "columns; the last layer has", lambda n: n)
+        xb, tb = _dims(x)[-2:-1], _dims(targets)[-2:-1]
+        if xb and tb and None not in xb + tb and xb != tb:
+            raise ValueError(f"x has batch {xb[0]} but targets have batch {tb[0]}.")
+
+
+def _check_tensor(name, t, width, dtype, words, expected_width):
+    dims = _dims(t)
+    if len(dims) < 2:
+        raise ValueError(f"{name} has shape {dims}; expected [..., batch, width].")
+    want = expected_width(width) if width is not None else None
+    if None not in (dims[-1], want) and dims[-1] != want:
+        raise ValueError(f"{name} has {dims[-1]} {words} {want}.")
+    if dtype is not None and t.dtype != dtype:
+        raise ValueError(f"{name} has dtype {t.dtype.name} but the synapses are {dtype.name}; "
+                         f"cast {name} to {dtype.name}.")

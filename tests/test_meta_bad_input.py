@@ -1,0 +1,124 @@
+"""Bad configurations of meta-training: clear errors before anything trains (issue 11)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import blur_keras as bk
+from blur_keras.data import preset_task
+from blur_keras.meta.experiment import meta_train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "train", "meta.py")
+
+TINY = dict(hidden_sizes=(4,), species=2, replicas=1, batch_size=8, num_steps=2,
+            checkpoint_every=1, eval_every=10, log_every=10, jit_compile=False,
+            final_eval=False, export=False)
+
+
+def tiny_run(model_dir, **overrides):
+    return meta_train(str(model_dir), task=preset_task("and"), **{**TINY, **overrides})
+
+
+# -- item 1: the start genome file must fit k, per_layer and the depth ---------------------------
+def test_genome_file_with_other_k(tmp_path):
+    path = tmp_path / "k3.json"
+    bk.Genome.random(3, seed=0).save_json(str(path))
+    with pytest.raises(ValueError, match=r"k=3 genome, but meta_train.k=2"):
+        tiny_run(tmp_path / "run", k=2, genome_init=str(path))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_per_layer_genome_file_with_other_depth(tmp_path):
+    path = tmp_path / "one_pair.json"
+    bk.Genome.random(2, seed=0, num_layers=1).save_json(str(path))
+    with pytest.raises(ValueError, match=r"per-layer with 1 layer pairs.*per-layer with 2"):
+        tiny_run(tmp_path / "run", per_layer=True, genome_init=str(path))
+    with pytest.raises(ValueError, match=r"per-layer with 1 layer pairs.*shared by all"):
+        tiny_run(tmp_path / "run2", per_layer=False, genome_init=str(path))
+
+
+# -- item 11: a resumed run must have the settings it was started with --------------------------
+def test_resume_with_other_settings_names_every_difference(tmp_path):
+    run = tmp_path / "run"
+    tiny_run(run)
+    settings = json.loads((run / "run_settings.json").read_text())
+    assert settings["sizes"] == [2, 4, 2] and settings["species"] == 2
+    with pytest.raises(ValueError, match=r"sizes: \[2, 4, 2\].*now \[2, 5, 2\]"):
+        tiny_run(run, hidden_sizes=(5,))
+    with pytest.raises(ValueError, match=r"learning_rate: .*; species: 2 in the checkpointed run, "
+                                         r"now 3"):
+        tiny_run(run, species=3, learning_rate=0.1)
+    results = tiny_run(run, num_steps=3)  # more steps: the same run, continued
+    assert results["steps_done"] == 3
+
+
+def test_model_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        tiny_run(path)
+
+
+@pytest.mark.parametrize("name,value", [("num_steps", -5), ("k", 1), ("species", 2.5),
+                                        ("batch_size", True)])
+def test_meta_train_integer_settings(tmp_path, name, value):
+    with pytest.raises(ValueError, match=rf"meta_train.{name} must be an int >= \d; got"):
+        tiny_run(tmp_path / "run", **{name: value})
+    assert not (tmp_path / "run").exists()
+
+
+# -- item 12: the CLI prints one line for every configuration error -----------------------------
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+CLI_CASES = {
+    "negative_steps": (["--gin_param=meta_train.num_steps = -5"], "num_steps must be an int"),
+    "k_one": (["--gin_param=meta_train.k = 1"], "meta_train.k must be an int >= 2"),
+    "unknown_preset": (["--gin_param=preset_task.name = 'no_such_task'"], "no_such_task"),
+    "bad_config_value": (["--gin_param=BlurConfig.norm_epsilon = -1.0"],
+                         "BlurConfig.norm_epsilon=-1.0"),
+    "model_dir_is_file": (["--model_dir={file}"], "is a file"),
+}
+
+
+@pytest.mark.process
+def test_cli_configuration_errors_are_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    procs = {}
+    for name, (args, _) in CLI_CASES.items():
+        args = [a.format(file=afile) for a in args]
+        if not any(a.startswith("--model_dir") for a in args):
+            args.append(f"--model_dir={tmp_path / name}")
+        procs[name] = subprocess.Popen([sys.executable, SCRIPT, "--strategy=default", *args],
+                                       env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        expected = CLI_CASES[name][1]
+        assert proc.returncode != 0, name
+        assert "Traceback" not in err, (name, err)
+        lines = [l for l in err.splitlines() if expected in l]
+        assert len(lines) == 1 and lines[0].startswith(("Error: ", "Bad gin configuration: ")), \
+            (name, err)
+        assert "--verbosity=1" in err
+        assert not (tmp_path / name / "checkpoints").exists()
+
+
+@pytest.mark.process
+def test_cli_traceback_with_verbosity(tmp_path):
+    proc = subprocess.run([sys.executable, SCRIPT, "--strategy=default", "--verbosity=1",
+                           f"--model_dir={tmp_path / 'run'}",
+                           "--gin_param=meta_train.num_steps = -5"],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "num_steps must be an int" in proc.stderr
+
