@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional
 
 import gin
 import numpy as np
