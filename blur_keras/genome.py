@@ -1,17 +1,11 @@
-"""The genome: the meta-learned update rule (SPEC §1).
+"""``Genome``: the meta-learned update rule as a Keras layer (docs/spec.md §1).
 
-Two views of the same numbers:
-
-* pure: a ``dict`` name -> tensor (what the math in ``forward``/``backward``/
-  ``synapses`` consumes), with helpers to pick a layer's entries and to align
-  a species axis with the population axes of the synapses;
-* stateful: ``Genome``, a Keras layer that owns one ``tf.Variable`` per entry,
-  serialises through ``get_config``/``from_config`` and JSON, and saves with
-  the model that holds it.
-
-Shapes: a k×k transform is ``[*species, (layers,) k, k]``, a per-state vector
-``[*species, (layers,) k]`` and a scalar ``[*species, (layers,)]``; the
-``layers`` axis exists only for a per-layer genome.
+A thin stateful wrapper around the pure description in ``genome_spec`` (a
+dict name -> array): one ``tf.Variable`` per entry, serialised through
+``get_config``/``from_config`` and the JSON file format of ``genome_file``
+(values plus the config, scales and provenance they were trained with), and
+saved with the model that holds it.  ``params()`` gives the dict the pure
+math consumes.
 """
 
 import json
@@ -20,195 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from blur_keras.genome_file import (FILE_FORMAT, as_config, as_float, check_genome_dict,
+                                    resolve_config)
+from blur_keras.genome_spec import (CORE_NAMES, DESCRIPTIONS, NAMES, OPTIONAL_NAMES,
+                                    align_to_population, core_rank, core_shape, full_values,
+                                    member, num_core_numbers, select_layer)
+
 __all__ = [
     "Genome", "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "core_rank", "core_shape",
     "select_layer", "align_to_population", "num_core_numbers", "resolve_config", "FILE_FORMAT",
 ]
-
-# name -> number of trailing "core" axes (2: k×k, 1: k, 0: scalar)
-_CORE_RANK = {
-    "nu": 2, "mu": 2, "pre": 2, "post": 2,
-    "f": 0, "eta": 0, "f_syn": 0, "eta_syn": 0,
-    "gamma": 1, "beta": 1, "oja": 0, "alpha": 0, "syn_scale": 0,
-}
-CORE_NAMES = ("nu", "mu", "pre", "post", "f", "eta", "f_syn", "eta_syn")
-OPTIONAL_NAMES = ("gamma", "beta", "oja", "alpha", "syn_scale")
-NAMES = CORE_NAMES + OPTIONAL_NAMES
-
-_DESCRIPTIONS = {
-    "nu": "forward neuron transform nu[d, c]",
-    "mu": "backward neuron transform mu[d, c]",
-    "pre": "Hebbian pre-synaptic transform pre[e, c]",
-    "post": "Hebbian post-synaptic transform post[c, d]",
-    "f": "neuron keep", "eta": "neuron update",
-    "f_syn": "synapse keep", "eta_syn": "synapse update",
-    "gamma": "activation-norm scale", "beta": "activation-norm shift",
-    "oja": "Oja multiplier", "alpha": "saturation scale",
-    "syn_scale": "synapse-norm rescale",
-}
-
-
-def core_rank(name):
-    return _CORE_RANK[name]
-
-
-def core_shape(name, k):
-    return (k,) * _CORE_RANK[name]
-
-
-def num_core_numbers(k):
-    """4k² + 4: the size of the core genome (SPEC §1)."""
-    return 4 * k * k + 4
-
-
-def default_values(k):
-    """Neutral values: identity transforms, keeps/updates 1, synapse update −1e-3."""
-    eye = np.eye(k)
-    return {
-        "nu": eye, "mu": eye, "pre": eye, "post": eye,
-        "f": 1.0, "eta": 1.0, "f_syn": 1.0, "eta_syn": -1e-3,
-        "gamma": np.ones(k), "beta": np.zeros(k),
-        "oja": 1.0, "alpha": 1.0, "syn_scale": 1.0,
-    }
-
-
-FILE_FORMAT = "blur_keras.genome/2"
-_FILE_KEYS = ("format", "k", "num_layers", "species", "values", "config", "init_scale",
-              "logit_scale", "provenance")
-
-
-def _as_config(config, key):
-    from blur_keras.config import BlurConfig  # config.py does not import genome.py
-
-    if isinstance(config, BlurConfig):
-        return config
-    if not isinstance(config, dict):
-        raise ValueError(f"Genome file key {key!r}: expected a dict of BlurConfig fields, got "
-                         f"{config!r}.")
-    try:
-        return BlurConfig.from_dict(config)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"Genome file key {key!r}: {err}") from None
-
-
-def _as_float(value, key):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(value):
-        raise ValueError(f"Genome file key {key!r}: expected a finite number, got {value!r}.")
-    return float(value)
-
-
-def _check_int(data, key, minimum, optional):
-    value = data.get(key)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = f"an int >= {minimum}" + (" or null" if optional else "")
-        raise ValueError(f"Genome file key {key!r}: expected {what}, got {value!r}.")
-
-
-def _check_genome_dict(data):
-    """Validate a genome dict (file contents) before anything is built; returns it."""
-    if not isinstance(data, dict):
-        raise ValueError(f"A genome file must hold a JSON object with keys {list(_FILE_KEYS)}; "
-                         f"got {type(data).__name__} {data!r:.80}.")
-    unknown = sorted(set(data) - set(_FILE_KEYS))
-    if unknown:
-        raise ValueError(f"Genome file has unknown keys {unknown} (values "
-                         f"{[data[key] for key in unknown]!r:.120}); expected keys among "
-                         f"{list(_FILE_KEYS)}.")
-    for key in ("k", "values"):
-        if key not in data:
-            raise ValueError(f"Genome file is missing the key {key!r}; got keys {sorted(data)}.")
-    if "format" in data and data["format"] != FILE_FORMAT:
-        raise ValueError(f"Genome file key 'format': expected {FILE_FORMAT!r}, got "
-                         f"{data['format']!r}.")
-    _check_int(data, "k", 2, optional=False)
-    _check_int(data, "num_layers", 1, optional=True)
-    _check_int(data, "species", 1, optional=True)
-    values = data["values"]
-    if not isinstance(values, dict):
-        raise ValueError(f"Genome file key 'values': expected an object name -> array, got "
-                         f"{values!r:.80}.")
-    missing = [name for name in NAMES if name not in values]
-    if missing:
-        raise ValueError(f"Genome file key 'values' is missing the entries {missing}; a genome "
-                         f"file holds every entry of {list(NAMES)} (to build a genome from "
-                         f"some entries, use Genome(k, values=...), which fills in neutral "
-                         f"defaults).")
-    extra = sorted(set(values) - set(NAMES))
-    if extra:
-        raise ValueError(f"Genome file key 'values' has unknown entries {extra}; expected "
-                         f"exactly {list(NAMES)}.")
-    for name in NAMES:
-        try:
-            arr = np.asarray(values[name], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"Genome file entry 'values.{name}' ({_DESCRIPTIONS[name]}): "
-                             f"expected numbers (nested lists), got {values[name]!r:.80}.") from None
-        if isinstance(values[name], bool) or arr.dtype == object:
-            raise ValueError(f"Genome file entry 'values.{name}': expected numbers, got "
-                             f"{values[name]!r:.80}.")
-    if data.get("config") is not None:
-        _as_config(data["config"], "config")
-    for key in ("init_scale", "logit_scale"):
-        if data.get(key) is not None:
-            _as_float(data[key], key)
-    if data.get("provenance") is not None and not isinstance(data["provenance"], dict):
-        raise ValueError(f"Genome file key 'provenance': expected an object, got "
-                         f"{data['provenance']!r:.80}.")
-    return data
-
-
-def resolve_config(genome, config):
-    """The BlurConfig to use with ``genome``: the explicit ``config`` or the genome's own.
-
-    An explicit config that differs from the one the genome file carries is an error.
-    """
-    own = getattr(genome, "config", None)
-    if config is None:
-        return own
-    from blur_keras.config import BlurConfig
-
-    if isinstance(config, dict):
-        config = BlurConfig.from_dict(config)
-    if own is not None and config != own:
-        diff = {key: (value, getattr(config, key)) for key, value in own.to_dict().items()
-                if getattr(config, key) != value}
-        raise ValueError(
-            "The explicit config contradicts the genome's own (the one it was trained with): "
-            + ", ".join(f"{key}: genome {a!r}, explicit {b!r}" for key, (a, b) in diff.items())
-            + ". Pass config=None to use the genome's.")
-    return config
-
-
-def select_layer(params, layer, per_layer):
-    """The entries that layer pair ``layer`` uses (identity for a shared genome)."""
-    if not per_layer:
-        return params
-    return {name: tf.gather(v, layer, axis=len(v.shape) - _CORE_RANK[name] - 1)
-            for name, v in params.items()}
-
-
-def align_to_population(params, num_population_axes):
-    """Give every entry exactly ``num_population_axes`` leading axes.
-
-    Genome axes are *left-aligned* with the population axes of the synapses:
-    a genome ``[S, k, k]`` with synapses ``[S, R, n, m, k]`` becomes
-    ``[S, 1, k, k]`` so it broadcasts over the replica axis.
-    """
-    out = {}
-    for name, v in params.items():
-        v = tf.convert_to_tensor(v)
-        lead = len(v.shape) - _CORE_RANK[name]
-        if lead > num_population_axes:
-            raise ValueError(
-                f"Genome entry {name!r} has {lead} leading (species) axes but the synapses "
-                f"have only {num_population_axes} population axes.")
-        shape = tf.concat([tf.shape(v)[:lead], tf.ones([num_population_axes - lead], tf.int32),
-                           tf.shape(v)[lead:]], axis=0)
-        out[name] = tf.reshape(v, shape) if lead < num_population_axes else v
-    return out
 
 
 @keras.saving.register_keras_serializable(package="blur_keras")
@@ -258,27 +73,7 @@ class Genome(keras.layers.Layer):
         return self.leading_shape + core_shape(name, self.k)
 
     def _expand_values(self, values):
-        unknown = sorted(set(values) - set(NAMES))
-        if unknown:
-            raise ValueError(f"Unknown genome entries {unknown}; known: {list(NAMES)}.")
-        base = default_values(self.k)
-        full = {}
-        for name in NAMES:
-            given = values.get(name, base[name])
-            arr = np.asarray(given, dtype=self.variable_dtype)
-            target = self.shape_of(name)
-            try:
-                arr = np.broadcast_to(arr, target).copy()
-            except ValueError:
-                raise ValueError(
-                    f"Genome entry {name!r} ({_DESCRIPTIONS[name]}) has shape {arr.shape}; "
-                    f"expected {target} (k={self.k}, num_layers={self.num_layers}, "
-                    f"species={self.species}) or a shape that broadcasts to it.") from None
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"Genome entry {name!r} ({_DESCRIPTIONS[name]}) contains "
-                                 f"non-finite values (NaN or Inf): {arr.tolist()}.")
-            full[name] = arr
-        return full
+        return full_values(values, self.k, self.num_layers, self.species, self.variable_dtype)
 
     def params(self, dtype=None):
         """The genome as a dict name -> tensor (differentiable w.r.t. the variables),
@@ -302,7 +97,7 @@ class Genome(keras.layers.Layer):
         """Raise ValueError naming the first non-finite entry."""
         for name, arr in self.numpy().items():
             if not np.all(np.isfinite(arr)):
-                raise ValueError(f"Genome {self.name!r}: entry {name!r} ({_DESCRIPTIONS[name]}) "
+                raise ValueError(f"Genome {self.name!r}: entry {name!r} ({DESCRIPTIONS[name]}) "
                                  f"is not finite: {arr.tolist()}.")
 
     def call(self, inputs=None):
@@ -320,11 +115,11 @@ class Genome(keras.layers.Layer):
     def with_metadata(self, config=None, init_scale=None, logit_scale=None, provenance=None):
         """Attach the conventions the genome was trained under (returns ``self``)."""
         if config is not None:
-            self.config = _as_config(config, "config")
+            self.config = as_config(config, "config")
         if init_scale is not None:
-            self.init_scale = _as_float(init_scale, "init_scale")
+            self.init_scale = as_float(init_scale, "init_scale")
         if logit_scale is not None:
-            self.logit_scale = _as_float(logit_scale, "logit_scale")
+            self.logit_scale = as_float(logit_scale, "logit_scale")
         if provenance is not None:
             if not isinstance(provenance, dict):
                 raise ValueError(f"Genome provenance must be a dict, got {provenance!r}.")
@@ -353,7 +148,7 @@ class Genome(keras.layers.Layer):
         Old values-only dicts (``k``, ``num_layers``, ``species``, ``values``) load with
         ``config`` etc. left ``None``.
         """
-        data = _check_genome_dict(data)
+        data = check_genome_dict(data)
         genome = cls(k=data["k"], num_layers=data.get("num_layers"),
                      species=data.get("species"), values=data["values"], **kwargs)
         return genome.with_metadata(config=data.get("config"), init_scale=data.get("init_scale"),
@@ -401,7 +196,7 @@ class Genome(keras.layers.Layer):
         if self.species is None:
             raise ValueError("This genome has no species axis.")
         member = Genome(self.k, num_layers=self.num_layers,
-                        values={n: a[index] for n, a in self.numpy().items()})
+                        values=member(self.numpy(), index))
         return member.with_metadata(self.config, self.init_scale, self.logit_scale,
                                     self.provenance)
 

@@ -17,7 +17,7 @@ from blur_keras.checks import check_inputs
 from blur_keras.config import BlurConfig
 from blur_keras.feedback import apply_feedback
 from blur_keras.forward import forward_layer, input_states
-from blur_keras.genome import align_to_population, select_layer
+from blur_keras.genome_spec import align_to_population, select_layer
 from blur_keras.synapses import update_pair
 
 __all__ = ["layer_activations", "forward_pass", "backward_pass", "inner_step", "predict",
