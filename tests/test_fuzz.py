@@ -129,3 +129,83 @@ def test_pure_api_rejects_malformed_input(case):
     assert str(info.value).strip()
     for t, b in zip([t for pair in synapses for t in pair], before):
         np.testing.assert_array_equal(t.numpy(), b)
+
+
+GENOME_JSON_CASES = {
+    "not_json": "{nu: 1",
+    "a_list": "[1, 2, 3]",
+    "a_number": "3",
+    "missing_values": '{"k": 2}',
+    "missing_k": '{"values": {}}',
+    "k_one": '{"k": 1, "values": {}}',
+    "k_string": '{"k": "2", "values": {}}',
+    "num_layers_true": None,  # filled below from a real file
+    "missing_entry": None,
+    "unknown_entry": None,
+    "unknown_key": None,
+    "string_value": None,
+    "nan_value": None,
+    "wrong_shape": None,
+}
+
+
+def _genome_json(case):
+    import json
+
+    text = GENOME_JSON_CASES[case]
+    if text is not None:
+        return text
+    data = json.loads(bk.Genome.random(2, seed=0).to_json())
+    if case == "num_layers_true":
+        data["num_layers"] = True
+    elif case == "missing_entry":
+        del data["values"]["nu"]
+    elif case == "unknown_entry":
+        data["values"]["zeta"] = 1.0
+    elif case == "unknown_key":
+        data["colour"] = "blue"
+    elif case == "string_value":
+        data["values"]["eta"] = "fast"
+    elif case == "nan_value":
+        data["values"]["eta"] = float("nan")
+    elif case == "wrong_shape":
+        data["values"]["nu"] = [[1.0, 2.0, 3.0]]
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("case", sorted(GENOME_JSON_CASES))
+def test_genome_json_rejects_malformed_files(case):
+    with pytest.raises(ValueError) as info:
+        bk.Genome.from_json(_genome_json(case))
+    assert "Traceback" not in str(info.value) and str(info.value).strip()
+
+
+@pytest.fixture(scope="module")
+def saved_rule(tmp_path_factory):
+    from blur_keras.meta.export import export_saved_model
+
+    path = export_saved_model(str(tmp_path_factory.mktemp("fuzz") / "rule"),
+                              bk.Genome.random(2, seed=1).numpy(), bk.BlurConfig(), (4, 5, 3),
+                              dynamic=False)
+    return tf.saved_model.load(path)
+
+
+SAVED_MODEL_CASES = {
+    "label_too_large": lambda r, s: r.train_step(*s, _x(width=4), np.full(8, 3, "i4")),
+    "label_negative": lambda r, s: r.train_step(*s, _x(width=4), np.full(8, -1, "i4")),
+    "label_huge": lambda r, s: r.train_step(*s, _x(width=4), np.full(8, 1000, "i4")),
+    "x_too_wide": lambda r, s: r.train_step(*s, _x(width=6), np.zeros(8, "i4")),
+    "y_short": lambda r, s: r.train_step(*s, _x(width=4), np.zeros(5, "i4")),
+    "predict_too_wide": lambda r, s: r.predict(*s, _x(width=6)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAVED_MODEL_CASES))
+def test_saved_model_rejects_malformed_input(saved_rule, case):
+    synapses = saved_rule.init(tf.constant(0, tf.int64))
+    before = [t.numpy() for t in synapses]
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError)) as info:
+        SAVED_MODEL_CASES[case](saved_rule, synapses)
+    assert "numpy=" not in str(info.value) and "array(" not in str(info.value)
+    for t, b in zip(synapses, before):
+        np.testing.assert_array_equal(t.numpy(), b)
