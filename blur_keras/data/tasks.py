@@ -393,6 +393,7 @@ def make_task_stream(
     reshuffle_every: int = 16,
     num_parallel_calls: Optional[int] = None,
     prefetch: Optional[int] = None,
+    start_step: int = 0,
 ):
     """The infinite meta-training stream of a task or mixture (module docstring for the layout).
 
@@ -410,6 +411,10 @@ def make_task_stream(
         of :func:`task_arrays`; -1 for synthetic tasks).
       reshuffle_every: meta-steps that share one random permutation of each pool (module docstring).
       num_parallel_calls, prefetch: ``tf.data`` tuning (default AUTOTUNE).
+      start_step: the first meta-step of the stream: its elements are, bit for bit, those of the
+        stream started at 0 from element ``start_step`` on (of this input pipeline). The cost does not
+        grow with ``start_step``: the element counter starts there and the permutation block of that
+        element is computed directly (a resumed run does not replay the steps before it).
     """
     import tensorflow as tf
 
@@ -470,10 +475,17 @@ def make_task_stream(
         return result
 
     auto = tf.data.AUTOTUNE
-    # One permutation of each pool per `reshuffle_every` meta-steps, repeated alongside them.
-    perms = tf.data.Dataset.counter(dtype=tf.int64).map(permutations).prefetch(1)
+    if int(start_step) < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    first = int(start_step) * per_pipeline  # this pipeline's element index of that meta-step
+    block, offset = divmod(first, reshuffle_every)
+    # One permutation of each pool per `reshuffle_every` elements, repeated alongside them; a stream
+    # started at `first` begins in the middle of block `first // reshuffle_every`.
+    perms = tf.data.Dataset.counter(start=block, dtype=tf.int64).map(permutations).prefetch(1)
     perms = perms.flat_map(lambda *p: tf.data.Dataset.from_tensors(p).repeat(reshuffle_every))
-    ds = tf.data.Dataset.zip((tf.data.Dataset.counter(dtype=tf.int64), perms))
+    if offset:
+        perms = perms.skip(offset)  # fewer than `reshuffle_every` copies of one computed block
+    ds = tf.data.Dataset.zip((tf.data.Dataset.counter(start=first, dtype=tf.int64), perms))
     ds = ds.map(element, num_parallel_calls=num_parallel_calls or auto, deterministic=True)
     return ds.prefetch(prefetch or auto)
 

@@ -312,8 +312,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     def stream(t, phase, species_, replicas_, seed_, skip):
         ds = make_task_stream(curriculum.task_of_phase(phase, task), species=species_,
                               replicas=replicas_, batch_size=batch_size, unroll_steps=t,
-                              seed=seed_, query_batch_size=query_batch_size)
-        return iter(ds.skip(skip)) if skip else iter(ds)
+                              seed=seed_, query_batch_size=query_batch_size, start_step=skip)
+        return iter(ds)  # starts at meta-step `skip` directly: constant-time resumption
 
     val_cache = {}
 
