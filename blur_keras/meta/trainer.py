@@ -6,7 +6,8 @@ moments and step counts, and the meta-step counter.  A meta-step
 axis ``R`` is split across the devices, each device computes the meta-loss
 and its gradient with respect to the genome (a ``jit_compile=True``
 function), the gradients are all-reduced (mean), and every device applies the
-same per-species Adam update.
+same per-species Adam update.  With ``shard_axis="species"`` (or ``"both"``)
+the species axis is split instead (or too): see ``blur_keras.meta.distribute``.
 
 Synapse seeds come from ``(seed, step, global replica index)``, so a step's
 result does not depend on the number of devices, and a resumed run repeats an
