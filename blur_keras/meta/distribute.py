@@ -24,16 +24,17 @@ device evaluates ``ceil(λ / n)`` of them (the last one repeated to fill the
 last device) on the shared batch.
 
 ``distribute_stream`` feeds a layout from ``distribute_datasets_from_function``:
-each input pipeline (a worker) builds the seeded global stream and keeps the
-shards of its own devices, so a multi-worker run sees the data of a
-single-process run.
+each input pipeline (a worker) draws its own devices' blocks of the seeded
+global stream (``make_task_stream(block=...)``), so a multi-worker run sees the
+data of a single-process run and divides the input work.
 """
 
 import math
 
 import tensorflow as tf
 
-__all__ = ["SHARD_AXES", "shard_layout", "device_block", "shard_batch", "scatter_species",
+__all__ = ["SHARD_AXES", "shard_layout", "device_block", "device_blocks", "shard_batch",
+           "scatter_species",
            "take_species", "distribute_stream", "sharded_population_eval"]
 
 SHARD_AXES = ("replicas", "species", "both")
@@ -110,25 +111,38 @@ def scatter_species(value, first, total, axis=0):
     return tf.transpose(full, inverse)
 
 
-def distribute_stream(strategy, make_global_dataset, layout):
+def device_blocks(device, layout):
+    """``(species_block, species_blocks, replica_block, replica_blocks)`` of a device."""
+    ns, nr = layout
+    sb, rb = device_block(int(device), nr)
+    return sb, ns, rb, nr
+
+
+def distribute_stream(strategy, make_global_dataset, layout, make_block_dataset=None):
     """A distributed dataset of a global stream, sharded by ``layout`` over the strategy's devices.
 
-    ``make_global_dataset()``: the seeded global stream (no input context), built on every input
-    pipeline; pipeline ``p`` with ``L`` local devices yields, for each meta-step, the shards of the
-    devices ``p·L … p·L + L − 1`` in that order (``distribute_datasets_from_function`` deals
+    Pipeline ``p`` (a worker) with ``L`` local devices yields, for each meta-step, the shards of
+    the devices ``p·L … p·L + L − 1`` in that order (``distribute_datasets_from_function`` deals
     consecutive elements of a pipeline to its devices).
+
+    ``make_block_dataset(block)``: the seeded global stream's block (``device_blocks``) of one
+    device, drawn alone (``make_task_stream(block=...)``): a worker draws only its devices' data.
+    Otherwise ``make_global_dataset()``: the whole stream, built on every pipeline and sliced.
     """
 
     def dataset_fn(ctx):
         local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
         ids = [ctx.input_pipeline_id * local + i for i in range(local)]
 
-        def shards(element):
-            parts = [shard_batch(element, d, layout) for d in ids]
+        def stacked(*parts):
             return tf.data.Dataset.from_tensor_slices(
                 {k: tf.stack([p[k] for p in parts]) for k in BATCH_AXES})
 
-        return make_global_dataset().flat_map(shards)
+        if make_block_dataset is not None:
+            blocks = [make_block_dataset(device_blocks(d, layout)) for d in ids]
+            return tf.data.Dataset.zip(tuple(blocks)).flat_map(stacked)
+        return make_global_dataset().flat_map(
+            lambda element: stacked(*[shard_batch(element, d, layout) for d in ids]))
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)

@@ -327,11 +327,11 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
 
     def train_stream(t, phase, step):
         """(iterator, meta-step function) of the training stream from ``step`` on."""
-        if outer == "adam" and trainer.num_devices > 1:  # each worker keeps its devices' shards
-            return iter(trainer.distribute_dataset(lambda: make_task_stream(
+        if outer == "adam" and trainer.num_devices > 1:  # each worker draws its devices' blocks
+            return iter(trainer.distribute_dataset(make_block_dataset=lambda block: make_task_stream(
                 curriculum.task_of_phase(phase, task), species=data_species, replicas=replicas,
                 batch_size=batch_size, unroll_steps=t, seed=seed,
-                query_batch_size=query_batch_size, start_step=step))), \
+                query_batch_size=query_batch_size, start_step=step, block=block))), \
                 trainer.train_step_distributed
         return stream(t, phase, data_species, replicas, seed, step), trainer.train_step
 

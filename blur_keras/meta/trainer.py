@@ -207,10 +207,12 @@ class GradientTrainer(tf.Module):
         out = self._step_fn(batch)
         return {k: v.numpy() for k, v in out.items()}
 
-    def distribute_dataset(self, make_global_dataset):
-        """``make_global_dataset()`` (the seeded global stream) fed through
-        ``distribute_datasets_from_function``: each worker keeps its devices' shards."""
-        return dist.distribute_stream(self.strategy, make_global_dataset, self.layout)
+    def distribute_dataset(self, make_global_dataset=None, make_block_dataset=None):
+        """The seeded global stream fed through ``distribute_datasets_from_function``: each
+        worker draws its devices' blocks (``make_block_dataset(block)``) or slices the whole
+        stream (``make_global_dataset()``); ``blur_keras.meta.distribute.distribute_stream``."""
+        return dist.distribute_stream(self.strategy, make_global_dataset, self.layout,
+                                      make_block_dataset)
 
     def evaluate(self, batch, seed_step=0, params=None):
         """Meta-loss and accuracies of the current genomes (no update)."""
