@@ -5,6 +5,8 @@
     python train/meta.py --gin_file=gin/toy2d.gin --gin_param='meta_train.num_steps=200'
 
 Restarting with the same ``--model_dir`` resumes from its last checkpoint.
+Several hosts (docs/scale.md): the same command on every worker, with ``TF_CONFIG`` and
+``--strategy=multi_worker``; only the chief writes ``--model_dir``.
 Every gin binding and flag is checked before any training starts.
 """
 
@@ -24,8 +26,8 @@ flags.DEFINE_multi_string("gin_file", None, "Gin config file(s); default: the pa
 flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'meta_train.num_steps=100'.")
 flags.DEFINE_string("model_dir", None, "Run directory (checkpoints, logs, results); "
                     "default: /tmp/blur_meta/<gin file name>.")
-flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "tpu"],
-                  "tf.distribute strategy.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker", "tpu"],
+                  "tf.distribute strategy (multi_worker: MultiWorkerMirroredStrategy, TF_CONFIG).")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (implies a TPU for --strategy=auto).")
 flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices "
                      "(to try MirroredStrategy without GPUs).")
@@ -70,6 +72,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import tensorflow as tf
 
+    if FLAGS.strategy == "multi_worker":  # must exist before TensorFlow initialises its devices
+        from blur_keras.meta.strategy import choose_strategy
+
+        early_strategy = choose_strategy("multi_worker")
     if FLAGS.cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -83,10 +89,24 @@ def main(argv):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
+    from blur_keras.meta import chief
+
     with _one_line_errors("Error"):
-        strategy = choose_strategy(FLAGS.strategy, FLAGS.tpu)
+        strategy = early_strategy if FLAGS.strategy == "multi_worker" else choose_strategy(
+            FLAGS.strategy, FLAGS.tpu)
         logging.info("model_dir: %s", model_dir)
-        results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
+        try:
+            results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
+        except chief.LOST_WORKER_ERRORS as err:
+            if not chief.is_multi_worker(strategy):
+                raise
+            raise SystemExit(chief.lost_worker_message(err, model_dir))
+    if not chief.is_chief(strategy):
+        logging.info("Worker %s: done (the chief wrote %s); removing %s.", chief.task_of(strategy),
+                     model_dir, results["model_dir"])
+        chief.cleanup(results["model_dir"], model_dir)
+        gin.clear_config()
+        return
     comp = results.get("comparison")
     if comp is not None:
         verdict = ("beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"]

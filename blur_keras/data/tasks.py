@@ -301,6 +301,7 @@ class _ImageSampler:
             raise ValueError(
                 f"{task.describe()}: the query batch ({Bq}) must be smaller than the training pool ({n} examples)")
         self.T, self.S, self.R, self.B, self.Bq = T, S, R, B, Bq
+        self.keep = (0, S, 0, R)  # species and replica ranges drawn (a block: see make_task_stream)
         self.rest = n - Bq
         self.passes = -(-T * B // self.rest)
         self.units_n, self.units_rest = _units(n), _units(self.rest)
@@ -328,15 +329,17 @@ class _ImageSampler:
 
         T, S, R, B, Bq, n, rest = self.T, self.S, self.R, self.B, self.Bq, self.n, self.rest
         fold = tf.random.experimental.stateless_fold_in
+        s0, s1, r0, r1 = self.keep
         o, a = _affine_walk(fold(seed, 0), [1, S, R, 1], n, self.units_n)
+        o, a = o[:, s0:s1, r0:r1], a[:, s0:s1, r0:r1]  # the walks are drawn for all, kept for the block
         jj = tf.reshape(tf.range(T * B, dtype=tf.int64), [T, 1, 1, B])
         if self.passes == 1:
             j = Bq + jj
         else:  # more train examples than the rest of the pool: walk it again, in a new order each pass
             o2, a2 = _affine_walk(fold(seed, 1), [self.passes * S * R], rest, self.units_rest)
-            s_idx = tf.reshape(tf.range(S, dtype=tf.int64), [1, S, 1, 1])
-            r_idx = tf.reshape(tf.range(R, dtype=tf.int64), [1, 1, R, 1])
-            which = tf.broadcast_to(((jj // rest) * S + s_idx) * R + r_idx, [T, S, R, B])
+            s_idx = tf.reshape(tf.range(s0, s1, dtype=tf.int64), [1, s1 - s0, 1, 1])
+            r_idx = tf.reshape(tf.range(r0, r1, dtype=tf.int64), [1, 1, r1 - r0, 1])
+            which = tf.broadcast_to(((jj // rest) * S + s_idx) * R + r_idx, [T, s1 - s0, r1 - r0, B])
             j = Bq + (tf.gather(o2, which) + tf.gather(a2, which) * (jj % rest)) % rest
         tidx = tf.gather(perm, (o + a * j) % n)  # [T, S, R, B]
         jq = tf.reshape(tf.range(Bq, dtype=tf.int64), [1, 1, Bq])
@@ -347,6 +350,7 @@ class _ImageSampler:
 class _SyntheticSampler:
     def __init__(self, task: Task, T: int, S: int, R: int, B: int, Bq: int):
         self.task, self.shapes = task, ([T, S, R, B], [S, R, Bq])
+        self.keep = (0, S, 0, R)
 
     def permutation(self, seed):
         import tensorflow as tf
@@ -358,8 +362,10 @@ class _SyntheticSampler:
 
         (tshape, qshape) = self.shapes
         tx, ty, qx, qy = self.task.generator.sample(seed, tshape, qshape)
+        s0, s1, r0, r1 = self.keep
+        tx, ty, qx, qy = tx[:, s0:s1, r0:r1], ty[:, s0:s1, r0:r1], qx[s0:s1, r0:r1], qy[s0:s1, r0:r1]
         return (tx, tf.cast(ty, tf.int32), qx, tf.cast(qy, tf.int32),
-                tf.fill(tshape, tf.constant(-1, tf.int64)), tf.fill(qshape, tf.constant(-1, tf.int64)))
+                tf.fill(tf.shape(ty), tf.constant(-1, tf.int64)), tf.fill(tf.shape(qy), tf.constant(-1, tf.int64)))
 
 
 def _shard(input_context, species: int, replicas: int, shard_axis: Optional[str]):
@@ -393,6 +399,8 @@ def make_task_stream(
     reshuffle_every: int = 16,
     num_parallel_calls: Optional[int] = None,
     prefetch: Optional[int] = None,
+    start_step: int = 0,
+    block: Optional[Tuple[int, int, int, int]] = None,
 ):
     """The infinite meta-training stream of a task or mixture (module docstring for the layout).
 
@@ -410,6 +418,14 @@ def make_task_stream(
         of :func:`task_arrays`; -1 for synthetic tasks).
       reshuffle_every: meta-steps that share one random permutation of each pool (module docstring).
       num_parallel_calls, prefetch: ``tf.data`` tuning (default AUTOTUNE).
+      start_step: the first meta-step of the stream: its elements are, bit for bit, those of the
+        stream started at 0 from element ``start_step`` on (of this input pipeline). The cost does not
+        grow with ``start_step``: the element counter starts there and the permutation block of that
+        element is computed directly (a resumed run does not replay the steps before it).
+      block: ``(species_block, species_blocks, replica_block, replica_blocks)``: yield only that
+        block of every element (``species / species_blocks`` species, ``replicas / replica_blocks``
+        replicas), equal to slicing the whole element, but drawing only the block's examples
+        (a device's part of a distributed population, ``blur_keras.meta.distribute``).
     """
     import tensorflow as tf
 
@@ -431,6 +447,14 @@ def make_task_stream(
     Bq = int(query_batch_size or batch_size)
 
     samplers = [(_SyntheticSampler if t.is_synthetic else _ImageSampler)(t, T, S, R, B, Bq) for t in mixture.tasks]
+    if block is not None:
+        sb, ns, rb, nr = (int(v) for v in block)
+        if S % ns or R % nr or not (0 <= sb < ns and 0 <= rb < nr):
+            raise ValueError(f"block={block}: {S} species / {R} replicas do not split that way")
+        keep = (sb * S // ns, (sb + 1) * S // ns, rb * R // nr, (rb + 1) * R // nr)
+        for sampler in samplers:
+            sampler.keep = keep
+        S, R = S // ns, R // nr
     reshuffle_every = max(1, int(reshuffle_every))
     num_classes = tf.constant([t.num_classes for t in mixture.tasks], tf.int32)
     logits = tf.math.log(tf.constant([mixture.weights], tf.float32))
@@ -470,10 +494,17 @@ def make_task_stream(
         return result
 
     auto = tf.data.AUTOTUNE
-    # One permutation of each pool per `reshuffle_every` meta-steps, repeated alongside them.
-    perms = tf.data.Dataset.counter(dtype=tf.int64).map(permutations).prefetch(1)
+    if int(start_step) < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    first = int(start_step) * per_pipeline  # this pipeline's element index of that meta-step
+    block, offset = divmod(first, reshuffle_every)
+    # One permutation of each pool per `reshuffle_every` elements, repeated alongside them; a stream
+    # started at `first` begins in the middle of block `first // reshuffle_every`.
+    perms = tf.data.Dataset.counter(start=block, dtype=tf.int64).map(permutations).prefetch(1)
     perms = perms.flat_map(lambda *p: tf.data.Dataset.from_tensors(p).repeat(reshuffle_every))
-    ds = tf.data.Dataset.zip((tf.data.Dataset.counter(dtype=tf.int64), perms))
+    if offset:
+        perms = perms.skip(offset)  # fewer than `reshuffle_every` copies of one computed block
+    ds = tf.data.Dataset.zip((tf.data.Dataset.counter(start=first, dtype=tf.int64), perms))
     ds = ds.map(element, num_parallel_calls=num_parallel_calls or auto, deterministic=True)
     return ds.prefetch(prefetch or auto)
 

@@ -22,10 +22,14 @@ class RunCheckpoint:
       directory: where checkpoints live (``<model_dir>/checkpoints``).
       items: dict of trackables (variables, dicts of variables, modules).
       keep: how many recent checkpoints to keep.
+      restore_from: where ``restore`` looks for the latest checkpoint (default:
+        ``directory``); a non-chief worker saves to a temporary directory of its
+        own and restores from the chief's.
     """
 
-    def __init__(self, directory, items, keep=3):
+    def __init__(self, directory, items, keep=3, restore_from=None):
         self.directory = directory
+        self.restore_from = restore_from or directory
         self.checkpoint = tf.train.Checkpoint(**items)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=keep)
 
@@ -35,7 +39,7 @@ class RunCheckpoint:
 
     def restore(self):
         """Restore the latest checkpoint; returns its path or None when there is none."""
-        path = self.manager.latest_checkpoint
+        path = tf.train.latest_checkpoint(self.restore_from)
         if path is None:
             return None
         self.checkpoint.restore(path).assert_existing_objects_matched()

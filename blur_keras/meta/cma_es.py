@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.genome import NAMES
+from blur_keras.meta.distribute import sharded_population_eval
 from blur_keras.meta.trainer import step_seeds
 from blur_keras.meta.unroll import meta_loss
 
@@ -40,11 +41,14 @@ class CMAESTrainer(tf.Module):
       seed: seeds pycma and the synapse initialisations.
       init_scale, logit_scale, recompute: see ``meta_loss``.
       jit_compile: compile the population's evaluation with XLA.
+      strategy: a ``tf.distribute.Strategy``; with several devices the candidates are split
+        over them (``blur_keras.meta.distribute.sharded_population_eval``); every worker runs
+        the same pycma (same seed, same fitness), so all propose the same candidates.
     """
 
     def __init__(self, genome, config, sizes, *, population_size=80, sigma0=0.1, trainable=None,
                  seed=0, init_scale=1.0, logit_scale=1.0, recompute=0, jit_compile=True,
-                 name="cma_es_trainer"):
+                 strategy=None, name="cma_es_trainer"):
         super().__init__(name=name)
         self.k, self.per_layer, self.num_layers = genome.k, genome.per_layer, genome.num_layers
         values = genome.numpy()
@@ -76,6 +80,11 @@ class CMAESTrainer(tf.Module):
         self.state = tf.Variable(b"", dtype=tf.string, name="cma_state")
         self.step = tf.Variable(0, dtype=tf.int64, name="step")
         self._eval_fn = tf.function(self._evaluate, jit_compile=bool(jit_compile), autograph=False)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self._population_fn = self._eval_fn
+        if self.strategy.num_replicas_in_sync > 1:
+            self._population_fn = sharded_population_eval(self.strategy, self._eval_fn,
+                                                          self.population_size)
 
     # -- genome <-> vector ---------------------------------------------------
     @property
@@ -108,8 +117,11 @@ class CMAESTrainer(tf.Module):
         """Query accuracies ``[λ]`` (NaN where the outputs were not finite) and the inner curve."""
         replicas = int(batch["train_x"].shape[2])
         seeds = step_seeds(self.seed, seed_step, range(replicas))
-        aux = self._eval_fn({n: tf.convert_to_tensor(v) for n, v in params.items()}, seeds,
-                            {k: batch[k] for k in ("train_x", "train_y", "query_x", "query_y")})
+        fn = self._population_fn if len(next(iter(params.values()))) == self.population_size \
+            else self._eval_fn  # the mean genome (validation) is evaluated on one device
+        aux = fn({n: tf.convert_to_tensor(v) for n, v in params.items()}, seeds,
+                 {k: tf.convert_to_tensor(batch[k]) for k in ("train_x", "train_y", "query_x",
+                                                              "query_y")})
         acc = aux["accuracy"].numpy()
         acc = np.where(aux["finite"].numpy() & np.isfinite(acc), acc, np.nan)
         return acc, aux["inner_accuracy"].numpy()

@@ -30,9 +30,11 @@ from absl import logging
 from blur_keras.config import BlurConfig
 from blur_keras.genome import Genome
 import blur_keras.evaluation  # noqa: F401  (registers evaluate_suite: the final transfer suite)
+from blur_keras.meta import chief
 from blur_keras.meta.baselines import DEFAULT_SGD_LEARNING_RATES
 from blur_keras.meta.checkpoint import RunCheckpoint
 from blur_keras.meta.cma_es import CMAESTrainer
+from blur_keras.meta.distribute import shard_layout
 from blur_keras.meta.export import export_saved_model
 from blur_keras.meta.strategy import describe_strategy, is_tpu
 from blur_keras.meta.trainer import GradientTrainer
@@ -259,7 +261,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                eval_replicas=4, max_nonfinite_in_a_row=5, strategy=None, jit_compile=True,
                final_eval=True, final_eval_replicas=8, final_eval_examples=2000,
                sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
-               stop_after=None):
+               stop_after=None, shard_axis="replicas"):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -276,6 +278,9 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
       max_nonfinite_in_a_row: stop when a species has had this many skipped steps in a row.
       sized_for: ``"tpu"`` marks a configuration sized for a TPU (a warning when there is none).
       stop_after: stop (checkpointed) after this many meta-steps of this invocation (tests).
+      shard_axis: what the strategy's devices split (``outer="adam"``): ``"replicas"``,
+        ``"species"`` or ``"both"`` (``blur_keras.meta.distribute``); CMA-ES splits its
+        candidates. Under several workers only the chief writes ``model_dir`` (``chief``).
     """
     # ---- validate everything before any compilation ----------------------------------
     from blur_keras.data import Mixture, Task, make_eval_arrays, make_task_stream
@@ -302,9 +307,11 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         raise ValueError(f"model_dir {model_dir!r} is a file; it must be a directory (new or "
                          "holding a run to resume).")
     strategy = strategy or tf.distribute.get_strategy()
-    if outer == "adam" and replicas % strategy.num_replicas_in_sync:
+    if outer == "adam" and shard_axis == "replicas" and replicas % strategy.num_replicas_in_sync:
         raise ValueError(f"meta_train.replicas={replicas} must be a multiple of the "
                          f"{strategy.num_replicas_in_sync} devices of the strategy.")
+    if outer == "adam":
+        shard_layout(shard_axis, strategy.num_replicas_in_sync, species, replicas)
     phases = [task] + [t for _, t in curriculum.task_phases]
     features = {t.num_features for t in phases}
     if len(features) != 1:
@@ -316,6 +323,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     logging.info("Meta-training %s genome(s) on %s; network %s, k=%d; strategy: %s",
                  population_size if outer == "cma" else species, _first_task(task).describe(),
                  sizes, k, describe_strategy(strategy))
+    run_dir, model_dir = model_dir, chief.write_dir(model_dir, strategy)  # non-chief: a temp dir
     num_layers = len(sizes) - 1 if per_layer else None
     settings = run_settings(
         task=task, sizes=sizes, k=k, blur_config=blur_config, genome_init=genome_init,
@@ -326,8 +334,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         learning_rate=learning_rate, clip_norm=clip_norm, loss=loss, recompute=recompute,
         init_scale=init_scale, logit_scale=logit_scale, trainable=trainable,
         population_size=population_size, sigma0=sigma0, seed=seed, jit_compile=jit_compile)
-    if tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")):
-        check_resumed_settings(model_dir, settings)
+    if tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
+        check_resumed_settings(run_dir, settings)
     os.makedirs(model_dir, exist_ok=True)
     start_genome = make_start_genome(k, None if outer == "cma" else species, genome_init,
                                      genome_seed, transform_std, synapse_update, genome_values,
@@ -338,13 +346,14 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         trainer = GradientTrainer(
             start_genome, blur_config, sizes, learning_rate=learning_rate, clip_norm=clip_norm,
             loss=loss, recompute=recompute, init_scale=init_scale, logit_scale=logit_scale,
-            trainable=trainable, seed=seed, strategy=strategy, jit_compile=jit_compile)
+            trainable=trainable, seed=seed, strategy=strategy, jit_compile=jit_compile,
+            shard_axis=shard_axis)
         data_species = species
     else:
         trainer = CMAESTrainer(
             start_genome, blur_config, sizes, population_size=population_size, sigma0=sigma0,
             trainable=trainable, seed=seed, init_scale=init_scale, logit_scale=logit_scale,
-            recompute=recompute, jit_compile=jit_compile)
+            recompute=recompute, jit_compile=jit_compile, strategy=strategy)
         data_species = 1
     num_species = trainer.species
 
@@ -357,7 +366,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         "best_species": tf.Variable(0, dtype=tf.int64, name="best_species"),
     }
     ckpt = RunCheckpoint(os.path.join(model_dir, "checkpoints"),
-                         {**trainer.checkpoint_items(), "run": run_state}, keep=keep_checkpoints)
+                         {**trainer.checkpoint_items(), "run": run_state}, keep=keep_checkpoints,
+                         restore_from=os.path.join(run_dir, "checkpoints"))
     restored = ckpt.restore()
     if outer == "cma":
         trainer.unpack_state()
@@ -385,8 +395,18 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     def stream(t, phase, species_, replicas_, seed_, skip):
         ds = make_task_stream(curriculum.task_of_phase(phase, task), species=species_,
                               replicas=replicas_, batch_size=batch_size, unroll_steps=t,
-                              seed=seed_, query_batch_size=query_batch_size)
-        return iter(ds.skip(skip)) if skip else iter(ds)
+                              seed=seed_, query_batch_size=query_batch_size, start_step=skip)
+        return iter(ds)  # starts at meta-step `skip` directly: constant-time resumption
+
+    def train_stream(t, phase, step):
+        """(iterator, meta-step function) of the training stream from ``step`` on."""
+        if outer == "adam" and trainer.num_devices > 1:  # each worker draws its devices' blocks
+            return iter(trainer.distribute_dataset(make_block_dataset=lambda block: make_task_stream(
+                curriculum.task_of_phase(phase, task), species=data_species, replicas=replicas,
+                batch_size=batch_size, unroll_steps=t, seed=seed,
+                query_batch_size=query_batch_size, start_step=step, block=block))), \
+                trainer.train_step_distributed
+        return stream(t, phase, data_species, replicas, seed, step), trainer.train_step
 
     val_cache = {}
 
@@ -420,10 +440,10 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                 if key is not None:
                     logging.info("Curriculum: meta-step %d, T=%d, task phase %d.", step, t, phase)
                 key = (t, phase)
-                it = stream(t, phase, data_species, replicas, seed, step)
+                it, train_fn = train_stream(t, phase, step)
             run_state["unroll"].assign(t)
             run_state["phase"].assign(phase)
-            m = trainer.train_step(next(it))
+            m = train_fn(next(it))
             applied = np.asarray(m["applied"], bool)
             streak = np.where(applied, 0, streak + 1)
             run_state["nonfinite_streak"].assign(streak)

@@ -5,6 +5,9 @@
   TPU system initialised; an error when there is none.
 * ``"mirrored"``: ``MirroredStrategy`` over the visible GPUs, or over the
   logical CPU devices when there is no GPU but several CPU devices.
+* ``"multi_worker"``: ``MultiWorkerMirroredStrategy`` over the workers that
+  ``TF_CONFIG`` lists (every worker runs the same command; see docs/scale.md);
+  without ``TF_CONFIG``, one worker (a warning).
 * ``"default"``: the default (single-device) strategy.
 * ``"auto"``: a TPU when one is configured (``tpu`` given, or ``TPU_NAME`` /
   ``COLAB_TPU_ADDR`` set) or visible, else mirrored over several GPUs, else
@@ -18,7 +21,7 @@ from absl import logging
 
 __all__ = ["choose_strategy", "describe_strategy", "STRATEGY_NAMES", "NoTPUError"]
 
-STRATEGY_NAMES = ("auto", "default", "mirrored", "tpu")
+STRATEGY_NAMES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
 
 class NoTPUError(RuntimeError):
@@ -49,12 +52,20 @@ def _tpu_strategy(tpu):
         ) from err
 
 
+def _multi_worker_strategy():
+    if not os.environ.get("TF_CONFIG"):
+        logging.warning("--strategy=multi_worker without TF_CONFIG: a cluster of this one worker.")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def choose_strategy(name="auto", tpu=None):
     """Return a ``tf.distribute.Strategy`` (see the module docstring)."""
     if name not in STRATEGY_NAMES:
         raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGY_NAMES}.")
     if name == "tpu":
         return _tpu_strategy(tpu)
+    if name == "multi_worker":
+        return _multi_worker_strategy()
     if name == "auto":
         if _tpu_configured(tpu) or tf.config.list_logical_devices("TPU"):
             try:

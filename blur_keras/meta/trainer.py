@@ -6,7 +6,8 @@ moments and step counts, and the meta-step counter.  A meta-step
 axis ``R`` is split across the devices, each device computes the meta-loss
 and its gradient with respect to the genome (a ``jit_compile=True``
 function), the gradients are all-reduced (mean), and every device applies the
-same per-species Adam update.
+same per-species Adam update.  With ``shard_axis="species"`` (or ``"both"``)
+the species axis is split instead (or too): see ``blur_keras.meta.distribute``.
 
 Synapse seeds come from ``(seed, step, global replica index)``, so a step's
 result does not depend on the number of devices, and a resumed run repeats an
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.genome import NAMES
+from blur_keras.meta import distribute as dist
 from blur_keras.meta.optim import adam_update, species_norm
 from blur_keras.meta.unroll import meta_loss
 
@@ -58,12 +60,14 @@ class GradientTrainer(tf.Module):
       seed: seed of the synapse initialisations.
       strategy: a ``tf.distribute.Strategy`` (default: the current one).
       jit_compile: compile the meta-gradient with XLA.
+      shard_axis: what the devices split: ``"replicas"``, ``"species"`` or ``"both"``
+        (``blur_keras.meta.distribute``); the result does not depend on it.
     """
 
     def __init__(self, genome, config, sizes, *, learning_rate=5e-4, clip_norm=10.0, beta1=0.9,
                  beta2=0.999, epsilon=1e-8, loss="xent", recompute=0, init_scale=1.0,
                  logit_scale=1.0, trainable=None, seed=0, strategy=None, jit_compile=True,
-                 name="gradient_trainer"):
+                 shard_axis="replicas", name="gradient_trainer"):
         super().__init__(name=name)
         if genome.species is None:
             raise ValueError("GradientTrainer needs a genome with a species axis "
@@ -82,6 +86,10 @@ class GradientTrainer(tf.Module):
         self.trainable = tuple(trainable) if trainable else tuple(NAMES)
         self.seed = int(seed)
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.layout = dist.shard_layout(shard_axis, self.strategy.num_replicas_in_sync,
+                                        self.species)
+        if self.layout[0] > 1:  # each device draws the population's synapses, keeps its species
+            self.loss_kwargs["population_species"] = self.species
         agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
         values = genome.numpy()
         with self.strategy.scope():
@@ -120,6 +128,8 @@ class GradientTrainer(tf.Module):
         ctx = tf.distribute.get_replica_context()
         num_local = int(batch["train_x"].shape[2])
         first = ctx.replica_id_in_sync_group * num_local
+        if self.layout[0] > 1:
+            return self._species_shard_step(ctx, batch)
         seeds = step_seeds(self.seed, self.step.read_value(),
                            [first + r for r in range(num_local)])
         params = {n: tf.identity(v.read_value()) for n, v in self.params.items()}
@@ -128,6 +138,28 @@ class GradientTrainer(tf.Module):
         grads = ctx.all_reduce(mean, grads)
         losses, acc, inner = ctx.all_reduce(mean, [losses, aux["accuracy"], aux["inner_accuracy"]])
         finite = ctx.all_reduce(mean, tf.cast(aux["finite"], tf.float32)) > 0.999
+        return self._update(params, grads, losses, acc, inner, finite)
+
+    def _species_shard_step(self, ctx, batch):
+        """The device's species block (and replica block): its gradients, scattered into the
+        population's zeros and summed over the devices (``blur_keras.meta.distribute``)."""
+        ns, nr = self.layout
+        block, rblock = dist.device_block(ctx.replica_id_in_sync_group, nr)
+        num_local, per = int(batch["train_x"].shape[2]), self.species // ns
+        seeds = step_seeds(self.seed, self.step.read_value(),
+                           [rblock * num_local + r for r in range(num_local)])
+        params = {n: tf.identity(v.read_value()) for n, v in self.params.items()}
+        s0 = block * per
+        shard = {n: dist.take_species(p, s0, per) for n, p in params.items()}
+        losses, aux, grads = self._grad_fn(shard, seeds, dict(batch, species_first=s0))
+        out = [grads, losses, aux["accuracy"], tf.cast(aux["finite"], tf.float32)]
+        out = tf.nest.map_structure(lambda t: dist.scatter_species(t, s0, self.species), out)
+        out.append(dist.scatter_species(aux["inner_accuracy"], s0, self.species, axis=1))
+        out = ctx.all_reduce(tf.distribute.ReduceOp.SUM, out)
+        grads, losses, acc, finite, inner = tf.nest.map_structure(lambda t: t / nr, out)
+        return self._update(params, grads, losses, acc, inner, finite > 0.999)
+
+    def _update(self, params, grads, losses, acc, inner, finite):
         new_p, new_m, new_v, new_count, norms, applied = self._apply_fn(
             params, grads, {n: t.read_value() for n, t in self.m.items()},
             {n: t.read_value() for n, t in self.v.items()}, self.count.read_value(), finite)
@@ -154,6 +186,9 @@ class GradientTrainer(tf.Module):
         n = self.num_devices
         if n == 1:
             return batch
+        if self.layout[0] > 1:
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda ctx: dist.shard_batch(batch, ctx.replica_id_in_sync_group, self.layout))
         return self.strategy.experimental_distribute_values_from_function(
             lambda ctx: split_replicas(batch, ctx.replica_id_in_sync_group, n))
 
@@ -166,6 +201,18 @@ class GradientTrainer(tf.Module):
         """
         out = self._step_fn(self._distribute(batch))
         return {k: v.numpy() for k, v in out.items()}
+
+    def train_step_distributed(self, batch):
+        """``train_step`` on a batch already distributed by ``distribute_dataset``."""
+        out = self._step_fn(batch)
+        return {k: v.numpy() for k, v in out.items()}
+
+    def distribute_dataset(self, make_global_dataset=None, make_block_dataset=None):
+        """The seeded global stream fed through ``distribute_datasets_from_function``: each
+        worker draws its devices' blocks (``make_block_dataset(block)``) or slices the whole
+        stream (``make_global_dataset()``); ``blur_keras.meta.distribute.distribute_stream``."""
+        return dist.distribute_stream(self.strategy, make_global_dataset, self.layout,
+                                      make_block_dataset)
 
     def evaluate(self, batch, seed_step=0, params=None):
         """Meta-loss and accuracies of the current genomes (no update)."""

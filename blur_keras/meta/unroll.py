@@ -152,7 +152,7 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
-              init_scale=1.0, logit_scale=1.0, shared_synapses=False):
+              init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None):
     """Meta-loss of a population of genomes on one batch of tasks (SPEC §5).
 
     Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
@@ -171,6 +171,10 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
         lie in [−1, 1]).
       shared_synapses: every species starts from the same synapses (common
         random numbers, e.g. for comparing CMA-ES candidates).
+      population_species: when ``params`` hold a shard of a larger population
+        (species sharded over devices): its size. The synapses are drawn for
+        all of it and the shard's species, from ``batch["species_first"]`` on,
+        are kept, so a species' synapses do not depend on the sharding.
 
     The data may carry a species axis of 1 (``train_x [T, 1, R, B, F]``): all
     species then see the same batches.
@@ -192,8 +196,11 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
         synapses = tuple(tuple(tf.broadcast_to(t, [species] + t.shape[1:].as_list()) for t in pair)
                          for pair in synapses)
     else:
-        synapses = init_population_synapses(seed, sizes, k, species, replicas, config, init_scale,
-                                            dtype)
+        synapses = init_population_synapses(seed, sizes, k, population_species or species,
+                                            replicas, config, init_scale, dtype)
+        if population_species and population_species != species:  # a shard of the population
+            keep = tf.cast(batch["species_first"], tf.int32) + tf.range(species)
+            synapses = tuple(tuple(tf.gather(t, keep, axis=0) for t in pair) for pair in synapses)
     synapses, inner_acc = unroll(params, synapses, train_x, batch["train_y"], config, per_layer,
                                  recompute)
     query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
