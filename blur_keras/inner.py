@@ -77,12 +77,17 @@ def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False
 
 
 def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
-    """Hebbian update of every pair (SPEC §2 step 5)."""
+    """Hebbian update of every pair (SPEC §2 step 5).
+
+    The backward synapses V⁰ of the first pair are passed through unchanged:
+    they would only feed the input layer, which the backward pass never
+    writes, so nothing ever reads them (they are kept for shapes and files).
+    """
     num_pop = _num_population_axes(synapses)
     new = []
     for l, (w, v) in enumerate(synapses):
         p = layer_params(params, l, per_layer, num_pop)
-        new.append(update_pair(w, v, states[l], states[l + 1], p, config))
+        new.append(update_pair(w, v, states[l], states[l + 1], p, config, update_backward=l > 0))
     return tuple(new)
 
 

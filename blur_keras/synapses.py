@@ -10,7 +10,8 @@ import tensorflow as tf
 from blur_keras.states import mix_states, per_state_outer, with_bias_neuron
 
 __all__ = [
-    "hebbian_delta", "oja_term", "saturate", "sync", "update_pair", "init_synapses",
+    "hebbian_delta", "oja_term", "saturate", "sync", "tie_channels", "update_pair",
+    "init_synapses",
 ]
 
 
@@ -45,12 +46,17 @@ def saturate(w, alpha):
     return alpha * tf.tanh(w / alpha)
 
 
+def tie_channels(t):
+    """Single-state tie: every channel := channel 0."""
+    return tf.broadcast_to(t[..., :1], tf.shape(t))
+
+
 def sync(w, v, symmetric=False, single_state=False):
     """Apply the symmetric (``V := W[:n]ᵀ``) and single-state (every channel := channel 0) ties."""
     if single_state:
-        w = tf.broadcast_to(w[..., :1], tf.shape(w))
+        w = tie_channels(w)
         if not symmetric:
-            v = tf.broadcast_to(v[..., :1], tf.shape(v))
+            v = tie_channels(v)
     if symmetric:
         v = tf.transpose(w[..., :-1, :, :], _swap_perm(len(w.shape)))
     return w, v
@@ -62,12 +68,16 @@ def _swap_perm(rank):
     return perm
 
 
-def update_pair(w, v, a_lower, a_upper, params, config):
+def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True):
     """One synapse update of the pair (W^l, V^l) from the states after the backward pass.
 
     ``W ← f̃ W + η̃ (ΔW + Oja)``, likewise V (unless symmetric), then optional
-    saturation, then the syncs.
+    saturation, then the syncs.  ``update_backward=False`` (the first pair,
+    whose V⁰ is never read: the input layer is never written) returns V
+    unchanged and updates W alone.
     """
+    if not update_backward:
+        return _update_forward_only(w, a_lower, a_upper, params, config), v
     reduction = config.batch_reduction
     f_syn = params["f_syn"][..., None, None, None]
     eta_syn = params["eta_syn"][..., None, None, None]
@@ -87,6 +97,18 @@ def update_pair(w, v, a_lower, a_upper, params, config):
         w_new = saturate(w_new, params["alpha"])
         v_new = saturate(v_new, params["alpha"])
     return sync(w_new, v_new, config.symmetric, config.single_state)
+
+
+def _update_forward_only(w, a_lower, a_upper, params, config):
+    """``W`` of ``update_pair`` without its backward partner (saturation, single-state tie)."""
+    reduction = config.batch_reduction
+    dw, post_w = hebbian_delta(with_bias_neuron(a_lower), a_upper, params, reduction)
+    if config.oja:
+        dw = dw + oja_term(w, post_w, params, reduction)
+    w_new = params["f_syn"][..., None, None, None] * w + params["eta_syn"][..., None, None, None] * dw
+    if config.saturation:
+        w_new = saturate(w_new, params["alpha"])
+    return tie_channels(w_new) if config.single_state else w_new
 
 
 def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, dtype=tf.float32):
