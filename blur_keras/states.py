@@ -8,7 +8,8 @@ over leading population axes.
 
 import tensorflow as tf
 
-__all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron"]
+__all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron",
+           "input_matmul", "input_outer"]
 
 
 def mix_states(a, m):
@@ -40,6 +41,51 @@ def per_state_outer(p, q, reduction="sum"):
     if reduction == "mean":
         out = out / tf.cast(tf.shape(p)[-3], out.dtype)
     return out
+
+
+def input_matmul(x, w, m):
+    """``per_state_matmul(mix_states(ā, m), w)`` for an input layer ``ā = [[x, 0, …, 0] ; 1]``.
+
+    Only state 0 of the input layer is non-zero (SPEC §2 step 1), so
+    ``out[..., b, j, c] = m[0, c] Σ_i x[b, i] w[i, j, c] + Σ_d m[d, c] w[n, j, c]``:
+    one plain matmul ``x @ w[:n]`` with ``w``'s ``(j, c)`` axes flattened (no
+    transposes, no state mixing of the input), then a per-state scale and the
+    bias row.  ``x``: ``[*P', B, n]``; ``w``: ``[*P, n + 1, m, k]``; ``m``:
+    ``[*P'', k, k]``, all broadcastable.
+    """
+    n = w.shape[-3] - 1
+    xw = _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :n, :, :])), w)
+    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., n:, :, :]  # [*P, 1, m, k]
+    return m[..., None, None, 0, :] * xw + bias
+
+
+def input_outer(x, q, m, reduction="sum"):
+    """``per_state_outer(mix_states(ā, m), q, reduction)`` for ``ā = [[x, 0, …, 0] ; 1]``.
+
+    ``out[..., i, j, c] = m[0, c] Σ_b x[b, i] q[b, j, c]`` for ``i < n`` and
+    ``Σ_d m[d, c] Σ_b q[b, j, c]`` for the bias row ``i = n``: one plain matmul
+    ``xᵀ @ q`` with ``q``'s ``(j, c)`` axes flattened, already in the
+    synapses' ``[i, j, c]`` layout.  ``x``: ``[*P', B, n]``; ``q``:
+    ``[*P, B, m, k]``.
+    """
+    xq = _unflatten_last(tf.matmul(tf.cast(x, q.dtype), _flatten_last2(q), transpose_a=True), q)
+    rows = m[..., None, None, 0, :] * xq
+    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * tf.reduce_sum(q, axis=-3, keepdims=True)
+    bias = tf.broadcast_to(bias, tf.concat([tf.shape(rows)[:-3], tf.shape(bias)[-3:]], axis=0))
+    out = tf.concat([rows, bias], axis=-3)
+    if reduction == "mean":
+        out = out / tf.cast(tf.shape(q)[-3], out.dtype)
+    return out
+
+
+def _flatten_last2(t):
+    """``[..., a, m, k] -> [..., a, m·k]`` (a free reshape)."""
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [t.shape[-2] * t.shape[-1]]], axis=0))
+
+
+def _unflatten_last(t, like):
+    """``[..., a, m·k] -> [..., a, m, k]`` with ``m, k`` the last two axes of ``like``."""
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-1], like.shape[-2:]], axis=0))
 
 
 def with_bias_neuron(a):

@@ -7,10 +7,10 @@ bias); backward synapses ``V^l``: ``[*P, n_{l+1}, n_l, k]``.
 
 import tensorflow as tf
 
-from blur_keras.states import mix_states, per_state_outer, with_bias_neuron
+from blur_keras.states import input_outer, mix_states, per_state_outer, with_bias_neuron
 
 __all__ = [
-    "hebbian_delta", "oja_term", "saturate", "sync", "tie_channels", "update_pair",
+    "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "tie_channels", "update_pair",
     "init_synapses",
 ]
 
@@ -29,6 +29,16 @@ def hebbian_delta(a_src, a_dst, params, reduction="sum", oja=False):
     """
     post = _post_mix(a_dst, params["post"])
     return per_state_outer(mix_states(a_src, params["pre"]), post, reduction), post
+
+
+def input_hebbian_delta(x, a_dst, params, reduction="sum"):
+    """``hebbian_delta(ā⁰, a_dst, …)`` for the input layer ``a⁰ = [x, 0, …, 0]``, from ``x``.
+
+    One plain matmul ``xᵀ @ post`` (``states.input_outer``) instead of mixing
+    the input's states and transposing around a batched matmul.
+    """
+    post = _post_mix(a_dst, params["post"])
+    return input_outer(x, post, params["pre"], reduction), post
 
 
 def oja_term(w, post, params, reduction="sum"):
@@ -68,47 +78,40 @@ def _swap_perm(rank):
     return perm
 
 
-def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True):
+def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True, input_layer=False):
     """One synapse update of the pair (W^l, V^l) from the states after the backward pass.
 
     ``W ← f̃ W + η̃ (ΔW + Oja)``, likewise V (unless symmetric), then optional
     saturation, then the syncs.  ``update_backward=False`` (the first pair,
     whose V⁰ is never read: the input layer is never written) returns V
-    unchanged and updates W alone.
+    unchanged and updates W alone.  ``input_layer=True`` says that ``a_lower``
+    is the input layer (only state 0 non-zero), which makes ΔW one plain
+    matmul (``input_hebbian_delta``).
     """
-    if not update_backward:
-        return _update_forward_only(w, a_lower, a_upper, params, config), v
     reduction = config.batch_reduction
-    f_syn = params["f_syn"][..., None, None, None]
-    eta_syn = params["eta_syn"][..., None, None, None]
-    a_bar = with_bias_neuron(a_lower)
-    dw, post_w = hebbian_delta(a_bar, a_upper, params, reduction)
-    if config.oja:
-        dw = dw + oja_term(w, post_w, params, reduction)
-    w_new = f_syn * w + eta_syn * dw
+    if input_layer:
+        dw, post_w = input_hebbian_delta(a_lower[..., 0], a_upper, params, reduction)
+    else:
+        dw, post_w = hebbian_delta(with_bias_neuron(a_lower), a_upper, params, reduction)
+    w_new = _apply_delta(w, dw, post_w, params, config)
+    if not update_backward:
+        return (tie_channels(w_new) if config.single_state else w_new), v
     if config.symmetric:
         v_new = v
     else:
         dv, post_v = hebbian_delta(a_upper, a_lower, params, reduction)
-        if config.oja:
-            dv = dv + oja_term(v, post_v, params, reduction)
-        v_new = f_syn * v + eta_syn * dv
-    if config.saturation:
-        w_new = saturate(w_new, params["alpha"])
-        v_new = saturate(v_new, params["alpha"])
+        v_new = _apply_delta(v, dv, post_v, params, config)
     return sync(w_new, v_new, config.symmetric, config.single_state)
 
 
-def _update_forward_only(w, a_lower, a_upper, params, config):
-    """``W`` of ``update_pair`` without its backward partner (saturation, single-state tie)."""
-    reduction = config.batch_reduction
-    dw, post_w = hebbian_delta(with_bias_neuron(a_lower), a_upper, params, reduction)
+def _apply_delta(w, dw, post, params, config):
+    """``f̃ w + η̃ (Δw [+ Oja])``, then saturation if configured (no sync)."""
     if config.oja:
-        dw = dw + oja_term(w, post_w, params, reduction)
+        dw = dw + oja_term(w, post, params, config.batch_reduction)
     w_new = params["f_syn"][..., None, None, None] * w + params["eta_syn"][..., None, None, None] * dw
     if config.saturation:
         w_new = saturate(w_new, params["alpha"])
-    return tie_channels(w_new) if config.single_state else w_new
+    return w_new
 
 
 def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, dtype=tf.float32):
