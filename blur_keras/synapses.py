@@ -120,6 +120,10 @@ def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, d
     ``W[:n_l] ~ N(0, scale² / n_l)``, bias row 0; ``V ~ N(0, scale² / n_{l+1})``;
     stateless (``seed``: int or shape-[2] tensor) so it compiles with XLA and is
     reproducible.  Returns a tuple of ``(W, V)`` pairs with the syncs applied.
+
+    The generator is named (Philox): it draws the same numbers as the default
+    ``auto_select`` does on CPU, but under XLA the default lowers to code ~35×
+    slower (a third of a meta-step's forward time at 100-256-10, k=4).
     """
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 0:
@@ -128,10 +132,15 @@ def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, d
     seeds = tf.random.experimental.stateless_split(seed, 2 * (len(sizes) - 1))
     pairs = []
     for l, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = tf.random.stateless_normal(pop + [n, m, k], seeds[2 * l], dtype=dtype) * (scale / n ** 0.5)
+        w = _normal(pop + [n, m, k], seeds[2 * l], dtype) * (scale / n ** 0.5)
         w = tf.concat([w, tf.zeros(pop + [1, m, k], dtype)], axis=-3)
-        v = tf.random.stateless_normal(pop + [m, n, k], seeds[2 * l + 1], dtype=dtype) * (scale / m ** 0.5)
+        v = _normal(pop + [m, n, k], seeds[2 * l + 1], dtype) * (scale / m ** 0.5)
         if config is not None:
             w, v = sync(w, v, config.symmetric, config.single_state)
         pairs.append((w, v))
     return tuple(pairs)
+
+
+def _normal(shape, seed, dtype):
+    """Standard normals from a stateless seed, Philox (see ``init_synapses``)."""
+    return tf.random.stateless_normal(shape, seed, dtype=dtype, alg="philox")
