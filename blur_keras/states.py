@@ -8,6 +8,8 @@ over leading population axes.
 
 import tensorflow as tf
 
+from blur_keras import gradient
+
 __all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron",
            "input_matmul", "input_outer"]
 
@@ -21,8 +23,22 @@ def mix_states(a, m):
     Written as a broadcast multiply and a sum over d, not a matmul: with k ≤ 8
     states a dot with a k-long contraction runs far below peak on CPU, while
     XLA fuses this form into one elementwise loop (inner step ~2× faster).
+    Its gradient is hand-derived (``gradient.mix_states_vjp``) unless traced
+    under ``gradient.plain_autodiff()``.
     """
+    if gradient.hand_gradients():
+        return _mix_states_hand(a, m)
+    return _mix(a, m)
+
+
+def _mix(a, m):
     return tf.reduce_sum(a[..., :, None] * m[..., None, None, :, :], axis=-2)
+
+
+@tf.custom_gradient
+def _mix_states_hand(a, m):
+    """``_mix`` with the hand-derived gradient."""
+    return _mix(a, m), lambda dy: gradient.mix_states_vjp(a, m, dy)
 
 
 def per_state_matmul(x, w):
