@@ -80,15 +80,17 @@ def input_outer(x, q, m, reduction="sum"):
 
     ``out[..., i, j, c] = m[0, c] Σ_b x[b, i] q[b, j, c]`` for ``i < n`` and
     ``Σ_d m[d, c] Σ_b q[b, j, c]`` for the bias row ``i = n``: one plain matmul
-    ``xᵀ @ q`` with ``q``'s ``(j, c)`` axes flattened, already in the
-    synapses' ``[i, j, c]`` layout.  ``x``: ``[*P', B, n]``; ``q``:
-    ``[*P, B, m, k]``.
+    ``[x, 1]ᵀ @ q`` with ``q``'s ``(j, c)`` axes flattened, already in the
+    synapses' ``[i, j, c]`` layout, then a per-row, per-state scale.
+    ``x``: ``[*P', B, n]``; ``q``: ``[*P, B, m, k]``.
     """
-    xq = _unflatten_last(tf.matmul(tf.cast(x, q.dtype), _flatten_last2(q), transpose_a=True), q)
-    rows = m[..., None, None, 0, :] * xq
-    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * tf.reduce_sum(q, axis=-3, keepdims=True)
-    bias = tf.broadcast_to(bias, tf.concat([tf.shape(rows)[:-3], tf.shape(bias)[-3:]], axis=0))
-    out = tf.concat([rows, bias], axis=-3)
+    x = tf.cast(x, q.dtype)
+    x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+    xq = _unflatten_last(tf.matmul(x_bar, _flatten_last2(q), transpose_a=True), q)
+    n = x.shape[-1]
+    is_bias = tf.range(n + 1)[:, None] == n  # [n + 1, 1]
+    scale = tf.where(is_bias, tf.reduce_sum(m, axis=-2, keepdims=True), m[..., None, 0, :])
+    out = xq * scale[..., :, None, :]
     if reduction == "mean":
         out = out / tf.cast(tf.shape(q)[-3], out.dtype)
     return out
