@@ -32,9 +32,10 @@ def blur_flops(sizes, batch, k, symmetric=False):
     total = 0
     pairs = list(zip(sizes[:-1], sizes[1:]))
     for l, (n, m) in enumerate(pairs):
-        total += 2 * batch * (n + 1) * k * k          # ν mixing of ā^l
+        mixed_in = (n + 1) if l >= 1 else 0          # the input layer is not mixed (states 1… are 0)
+        total += 2 * batch * mixed_in * k * k         # ν mixing of ā^l
         total += 2 * batch * (n + 1) * m * k          # forward per-state matmul
-        total += 2 * batch * ((n + 1) + m) * k * k    # ν̃, μ̃ mixing for ΔW
+        total += 2 * batch * (mixed_in + m) * k * k   # ν̃, μ̃ mixing for ΔW
         total += 2 * batch * (n + 1) * m * k          # ΔW outer products
         if not symmetric and l >= 1:                  # V⁰ is never read, never updated
             total += 2 * batch * (n + m) * k * k      # ν̃, μ̃ mixing for ΔV
