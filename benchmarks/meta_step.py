@@ -2,6 +2,7 @@
 
     python benchmarks/meta_step.py                 # the issue's setting, CPU or GPU
     python benchmarks/meta_step.py --quick         # a smaller network, for a smoke run
+    python benchmarks/meta_step.py --species 1 --replicas 1 --no-memory   # speed only
 
 Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 species,
 1 replica. Reports
@@ -13,6 +14,9 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
   meta-step after the compiling one (on a CPU with ``TF_CPU_ALLOCATOR_USE_BFC=true`` so that the
   CPU allocator keeps statistics; XLA's buffers come from it), each configuration in a fresh
   process. The process's peak resident set (compilation included) is reported beside it.
+
+* the cost of recomputation: one process, meta-steps at T = 50 without and with recomputation
+  (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio.
 
 The data are random tensors of MNIST 10x10's shapes (speed and memory depend on shapes only).
 """
@@ -95,8 +99,31 @@ def child(args):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(args, T, recompute, steps):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", f"--T={T}",
+def recompute_child(args):
+    """Time ratio recompute / plain at ``args.T`` in one process (turns, median over rounds)."""
+    import numpy as np
+
+    seg = int(math.ceil(math.sqrt(args.T)))
+    runs = {}
+    for recompute in (0, seg):
+        tf, trainer, batch = build(args, args.T, recompute)
+        trainer.train_step(batch)  # compile
+        runs[recompute] = (trainer, batch)
+    times = {r: [] for r in runs}
+    for _ in range(max(1, args.steps)):
+        for r, (trainer, batch) in runs.items():
+            t0 = time.time()
+            trainer.train_step(batch)
+            times[r].append(time.time() - t0)
+    ratio = float(np.median(np.array(times[seg]) / np.array(times[0])))
+    print("RESULT " + json.dumps({"T": args.T, "recompute": seg, "ratio": round(ratio, 3),
+                                  "plain_s": round(float(np.median(times[0])), 4),
+                                  "recompute_s": round(float(np.median(times[seg])), 4)}),
+          flush=True)
+
+
+def run_child(args, T, recompute, steps, mode="--child"):
+    cmd = [sys.executable, os.path.abspath(__file__), mode, f"--T={T}",
            f"--recompute={recompute}", f"--steps={steps}", f"--species={args.species}",
            f"--replicas={args.replicas}", f"--batch={args.batch}", f"--hidden={args.hidden}",
            f"--k={args.k}", f"--features={args.features}", f"--classes={args.classes}"]
@@ -111,6 +138,10 @@ def run_child(args, T, recompute, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--recompute-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--recompute-T", type=int, default=50,
+                        help="T of the recomputation-cost measurement (0: skip)")
     parser.add_argument("--T", type=int, default=10)
     parser.add_argument("--recompute", type=int, default=0)
     parser.add_argument("--steps", type=int, default=5, help="timed meta-steps at T=10")
@@ -128,6 +159,8 @@ def main():
         args.hidden, args.k, args.species = 32, 2, 2
     if args.child:
         return child(args)
+    if args.recompute_child:
+        return recompute_child(args)
     import tensorflow as tf
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
@@ -137,6 +170,13 @@ def main():
     speed = run_child(args, 10, 0, args.steps)
     print(f"T=10: {speed.get('steps_per_s')} meta-steps/s ({speed.get('step_s')} s/step; "
           f"first call incl. compilation {speed.get('first_call_s')} s)", flush=True)
+    if args.recompute_T:
+        rc = run_child(args, args.recompute_T, 0, args.steps, mode="--recompute-child")
+        print(f"T={args.recompute_T}: recomputation (segment {rc.get('recompute')}) costs "
+              f"{rc.get('ratio')}x the plain meta-step ({rc.get('recompute_s')} s vs "
+              f"{rc.get('plain_s')} s, median of {args.steps} turns)", flush=True)
+    if args.no_memory:
+        return
     rows = []
     per_step = {}  # recompute on/off -> measured MB per inner step (largest T so far)
     on_cpu = not tf.config.list_physical_devices("GPU")

@@ -16,7 +16,7 @@ from blur_keras.backward import backward_layer
 from blur_keras.checks import check_inputs
 from blur_keras.config import BlurConfig
 from blur_keras.feedback import apply_feedback
-from blur_keras.forward import forward_layer, input_states
+from blur_keras.forward import forward_layer, input_forward_layer, input_states
 from blur_keras.genome_spec import align_to_population, select_layer
 from blur_keras.synapses import update_pair
 
@@ -63,7 +63,10 @@ def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
     states = [input_states(x, _k(synapses))]
     for l, (w, _) in enumerate(synapses):
         p = layer_params(params, l, per_layer, num_pop)
-        states.append(forward_layer(states[-1], w, p, config, fwd[l]))
+        if l == 0:  # from x directly: the input layer's other states are 0
+            states.append(input_forward_layer(x, w, p, config, fwd[l]))
+        else:
+            states.append(forward_layer(states[-1], w, p, config, fwd[l]))
     return states
 
 
@@ -82,12 +85,18 @@ def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False
 
 
 def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
-    """Hebbian update of every pair (SPEC §2 step 5)."""
+    """Hebbian update of every pair (SPEC §2 step 5).
+
+    The backward synapses V⁰ of the first pair are passed through unchanged:
+    they would only feed the input layer, which the backward pass never
+    writes, so nothing ever reads them (they are kept for shapes and files).
+    """
     num_pop = _num_population_axes(synapses)
     new = []
     for l, (w, v) in enumerate(synapses):
         p = layer_params(params, l, per_layer, num_pop)
-        new.append(update_pair(w, v, states[l], states[l + 1], p, config))
+        new.append(update_pair(w, v, states[l], states[l + 1], p, config, update_backward=l > 0,
+                               input_layer=l == 0))
     return tuple(new)
 
 

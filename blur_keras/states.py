@@ -8,7 +8,10 @@ over leading population axes.
 
 import tensorflow as tf
 
-__all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron"]
+from blur_keras import gradient
+
+__all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron",
+           "input_matmul", "input_outer"]
 
 
 def mix_states(a, m):
@@ -20,8 +23,22 @@ def mix_states(a, m):
     Written as a broadcast multiply and a sum over d, not a matmul: with k ≤ 8
     states a dot with a k-long contraction runs far below peak on CPU, while
     XLA fuses this form into one elementwise loop (inner step ~2× faster).
+    Its gradient is hand-derived (``gradient.mix_states_vjp``) unless traced
+    under ``gradient.plain_autodiff()``.
     """
+    if gradient.hand_gradients():
+        return _mix_states_hand(a, m)
+    return _mix(a, m)
+
+
+def _mix(a, m):
     return tf.reduce_sum(a[..., :, None] * m[..., None, None, :, :], axis=-2)
+
+
+@tf.custom_gradient
+def _mix_states_hand(a, m):
+    """``_mix`` with the hand-derived gradient."""
+    return _mix(a, m), lambda dy: gradient.mix_states_vjp(a, m, dy)
 
 
 def per_state_matmul(x, w):
@@ -40,6 +57,53 @@ def per_state_outer(p, q, reduction="sum"):
     if reduction == "mean":
         out = out / tf.cast(tf.shape(p)[-3], out.dtype)
     return out
+
+
+def input_matmul(x, w, m):
+    """``per_state_matmul(mix_states(ā, m), w)`` for an input layer ``ā = [[x, 0, …, 0] ; 1]``.
+
+    Only state 0 of the input layer is non-zero (SPEC §2 step 1), so
+    ``out[..., b, j, c] = m[0, c] Σ_i x[b, i] w[i, j, c] + Σ_d m[d, c] w[n, j, c]``:
+    one plain matmul ``x @ w[:n]`` with ``w``'s ``(j, c)`` axes flattened (no
+    transposes, no state mixing of the input), then a per-state scale and the
+    bias row.  ``x``: ``[*P', B, n]``; ``w``: ``[*P, n + 1, m, k]``; ``m``:
+    ``[*P'', k, k]``, all broadcastable.
+    """
+    n = w.shape[-3] - 1
+    xw = _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :n, :, :])), w)
+    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., n:, :, :]  # [*P, 1, m, k]
+    return m[..., None, None, 0, :] * xw + bias
+
+
+def input_outer(x, q, m, reduction="sum"):
+    """``per_state_outer(mix_states(ā, m), q, reduction)`` for ``ā = [[x, 0, …, 0] ; 1]``.
+
+    ``out[..., i, j, c] = m[0, c] Σ_b x[b, i] q[b, j, c]`` for ``i < n`` and
+    ``Σ_d m[d, c] Σ_b q[b, j, c]`` for the bias row ``i = n``: one plain matmul
+    ``[x, 1]ᵀ @ q`` with ``q``'s ``(j, c)`` axes flattened, already in the
+    synapses' ``[i, j, c]`` layout, then a per-row, per-state scale.
+    ``x``: ``[*P', B, n]``; ``q``: ``[*P, B, m, k]``.
+    """
+    x = tf.cast(x, q.dtype)
+    x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+    xq = _unflatten_last(tf.matmul(x_bar, _flatten_last2(q), transpose_a=True), q)
+    n = x.shape[-1]
+    is_bias = tf.range(n + 1)[:, None] == n  # [n + 1, 1]
+    scale = tf.where(is_bias, tf.reduce_sum(m, axis=-2, keepdims=True), m[..., None, 0, :])
+    out = xq * scale[..., :, None, :]
+    if reduction == "mean":
+        out = out / tf.cast(tf.shape(q)[-3], out.dtype)
+    return out
+
+
+def _flatten_last2(t):
+    """``[..., a, m, k] -> [..., a, m·k]`` (a free reshape)."""
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [t.shape[-2] * t.shape[-1]]], axis=0))
+
+
+def _unflatten_last(t, like):
+    """``[..., a, m·k] -> [..., a, m, k]`` with ``m, k`` the last two axes of ``like``."""
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-1], like.shape[-2:]], axis=0))
 
 
 def with_bias_neuron(a):

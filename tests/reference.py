@@ -204,8 +204,15 @@ def oja(M, a_dst, post, eta_syn, m_oja, reduction="sum"):
     return -np.sign(eta_syn) * abs(m_oja) * M * energy[None, :, :]
 
 
-def update_pair(W, V, a_lo, a_up, g, cfg):
-    """W ← f̃W + η̃(ΔW [+ Oja]); V likewise unless symmetric; saturation; then syncs."""
+def update_pair(W, V, a_lo, a_up, g, cfg, update_backward=True):
+    """W ← f̃W + η̃(ΔW [+ Oja]); V likewise unless symmetric; saturation; then syncs.
+
+    ``update_backward=False`` (the first pair): V is returned unchanged, W is updated as usual
+    (saturation and the single-state tie included).
+    """
+    if not update_backward:
+        W_new, _ = update_pair(W, V, a_lo, a_up, g, cfg.replace(symmetric=True))
+        return W_new, np.array(V, dtype=np.float64)
     red = cfg.batch_reduction
     n = a_lo.shape[1]
     abar = with_bias(a_lo)
@@ -271,7 +278,7 @@ def forward_pass(genome, synapses, x, cfg, per_layer=False, forward_acts=None):
 
 
 def inner_step(genome, synapses, x, y, cfg, per_layer=False, forward_acts=None, backward_acts=None):
-    """Reset, forward, feedback, backward (l = L−1 … 1), synapse update of every pair.
+    """Reset, forward, feedback, backward (l = L−1 … 1), synapse update of every pair (V⁰ kept).
 
     With a per-layer genome, pair l (W^l, V^l) uses ``genome[l]`` for everything that goes
     through it: the forward step into layer l+1, the backward step into layer l and its update.
@@ -288,5 +295,7 @@ def inner_step(genome, synapses, x, y, cfg, per_layer=False, forward_acts=None, 
     new = []
     for l in range(L):
         gl = genome[l] if per_layer else genome
-        new.append(update_pair(synapses[l][0], synapses[l][1], a[l], a[l + 1], gl, cfg))
+        # V⁰ is never read (the input layer is never written): it stays as it was
+        new.append(update_pair(synapses[l][0], synapses[l][1], a[l], a[l + 1], gl, cfg,
+                               update_backward=l > 0))
     return new, a

@@ -876,7 +876,10 @@ def test_backprop_genome_is_sgd_step(reduction):
             expected = ws[l] - lr * scale * grads[l]
             for c in range(2):
                 close(w.numpy()[r, ..., c], expected)
-            close(v.numpy()[r], np.swapaxes(w.numpy()[r, :-1], 0, 1), rtol=0, atol=0)
+            if l > 0:  # V⁰ is never read, so it keeps its initial value
+                close(v.numpy()[r], np.swapaxes(w.numpy()[r, :-1], 0, 1), rtol=0, atol=0)
+            else:
+                close(v.numpy()[r], syn[0][1].numpy()[r], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------
@@ -899,3 +902,18 @@ def test_jit_matches_eager():
         close(v, ve.numpy())
     for a, ae in zip(jit_states, eager_states):
         close(a, ae.numpy())
+
+
+@pytest.mark.parametrize("name", ["plain", "symmetric_single", "saturation_oja"])
+def test_first_backward_synapses_pass_through(name):
+    """V⁰ is never read (the input layer is never written), so inner_step leaves it unchanged."""
+    cfg = {"plain": BlurConfig(),
+           "symmetric_single": BlurConfig(symmetric=True, single_state=True),
+           "saturation_oja": BlurConfig(saturation=True, oja=True)}[name]
+    g = rand_genome(610)
+    syn = tuple((tfc(w), tfc(v)) for w, v in random_synapses(611, cfg=cfg))
+    x = tfc(rand(612, (S, R, B, SIZES[0])))
+    y = tfc(_targets(cfg, 613, (S, R)))
+    new, _ = inner_step(tf_params(g), syn, x, y, cfg)
+    close(new[0][1], syn[0][1].numpy(), rtol=0, atol=0)
+    assert np.abs(new[0][0].numpy() - syn[0][0].numpy()).max() > 1e-4

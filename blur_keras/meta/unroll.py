@@ -45,11 +45,18 @@ def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.
 
 
 def _flatten(synapses):
-    return [t for pair in synapses for t in pair]
+    """Synapses as the flat list the unroll carries: ``[W⁰, W¹, V¹, W², V², …]``.
+
+    V⁰ is left out: ``inner_step`` never reads or changes it, and not
+    carrying it lets XLA drop its random initialisation when the caller
+    does not use it either (``meta_loss``).
+    """
+    return [synapses[0][0]] + [t for pair in synapses[1:] for t in pair]
 
 
-def _pack(flat):
-    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+def _pack(flat, v0):
+    """Inverse of ``_flatten``, with ``v0`` as V⁰."""
+    return ((flat[0], v0),) + tuple((flat[i], flat[i + 1]) for i in range(1, len(flat), 2))
 
 
 def _accuracy(logits, labels):
@@ -58,14 +65,18 @@ def _accuracy(logits, labels):
     return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
 
 
-def _segment_fn(names, num_flat, config, per_layer, num_steps):
-    """``c`` inner steps as a function of flat tensors (for recomputation)."""
+def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec):
+    """``c`` inner steps as a function of flat tensors (for recomputation).
+
+    ``v0_spec``: shape and dtype of V⁰, which the step never reads; a zero
+    placeholder stands in for it.
+    """
 
     def run(*args):
         params = dict(zip(names, args[:len(names)]))
         flat = list(args[len(names):len(names) + num_flat])
         xs, ts, ys = args[len(names) + num_flat:]
-        synapses = _pack(flat)
+        synapses = _pack(flat, tf.zeros(*v0_spec))
         accs = []
         for i in range(num_steps):
             synapses, states = inner_step(params, synapses, xs[i], ts[i], config, per_layer)
@@ -109,7 +120,8 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
       recompute: 0 stores every step's intermediates for the gradient; c > 0
         recomputes them, c inner steps at a time.
     Returns:
-      ``(synapses, inner_accuracy)``: the synapses after T steps, and ``[T, S]``
+      ``(synapses, inner_accuracy)``: the synapses after T steps (V⁰, never
+      read, is returned as given), and ``[T, S]``
       the accuracy of the network's prediction on each training batch just
       before learning from it (the inner-loop learning curve).
     """
@@ -117,12 +129,13 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     num_classes = int(synapses[-1][0].shape[-2])
     train_t = pm1_targets(train_y, num_classes, train_x.dtype)
     names = sorted(params)
-    flat = _flatten(synapses)
+    flat, v0 = _flatten(synapses), synapses[0][1]
+    v0_spec = (v0.shape, v0.dtype)
     p_list = [params[n] for n in names]
     seg = max(1, int(recompute)) if recompute else 1
     seg = min(seg, num_steps)
     num_segments, rest = divmod(num_steps, seg)
-    fn = _segment_fn(names, len(flat), config, per_layer, seg)
+    fn = _segment_fn(names, len(flat), config, per_layer, seg, v0_spec)
     if recompute:
         fn = _recomputed(fn, len(names), len(flat))
 
@@ -142,13 +155,13 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
             maximum_iterations=num_segments)
     inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
     if rest:
-        tail = _segment_fn(names, len(flat), config, per_layer, rest)
+        tail = _segment_fn(names, len(flat), config, per_layer, rest, v0_spec)
         if recompute:
             tail = _recomputed(tail, len(names), len(flat))
         out = tail(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
         flat = list(out[:-1])
         inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
-    return _pack(flat), inner_acc
+    return _pack(flat, v0), inner_acc
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,

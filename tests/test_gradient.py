@@ -1,0 +1,191 @@
+"""Hand-derived gradients and the input-layer shortcut against TensorFlow's own math (issue 8).
+
+Every comparison runs the same function twice: traced normally (hand-derived gradients of the
+primitives in ``blur_keras.gradient``) and traced under ``plain_autodiff()`` (TensorFlow's
+autodiff of the plain formulas).  Gradients of every genome entry and of the initial synapses must
+agree to 1e-5 relative, for every BlurConfig option, with species and replica axes, through
+recomputation, and under XLA.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from blur_keras import BlurConfig, inner_step, predict
+from blur_keras.gradient import mix_states_vjp, plain_autodiff
+from blur_keras.genome import align_to_population
+from blur_keras.meta.unroll import meta_loss
+from blur_keras.states import (input_matmul, input_outer, mix_states, per_state_matmul,
+                               per_state_outer, with_bias_neuron)
+
+try:  # pytest's default (prepend) import mode puts tests/ on sys.path
+    from test_math import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome
+except ImportError:  # pragma: no cover
+    from tests.test_math import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome
+
+RTOL = 1e-5
+
+CONFIGS = dict(INNER_CONFIGS, **{
+    "error_additive": BlurConfig(feedback="error", backward_activation="tanh"),
+    "multiplicative": BlurConfig(backward_rule="multiplicative", backward_activation="tanh"),
+    "symmetric": BlurConfig(symmetric=True),
+    "single_state": BlurConfig(single_state=True),
+    "mean": BlurConfig(batch_reduction="mean"),
+    "activation_norm": BlurConfig(activation_norm=True, norm_epsilon=1e-2),
+    "synapse_norm": BlurConfig(synapse_norm=True),
+    "oja": BlurConfig(oja=True),
+    "saturation": BlurConfig(saturation=True),
+})
+
+
+def _params(seed, dtype=tf.float64):
+    """A random genome ``[S, ...]`` (asymmetric transforms, every entry in use somewhere)."""
+    g = rand_genome(seed)
+    g["eta_syn"] = g["eta_syn"] * 4
+    return {n: tf.constant(v, dtype) for n, v in g.items()}
+
+
+def _synapses(seed, cfg, dtype=tf.float64):
+    rng = np.random.default_rng(seed)
+    out = []
+    for n, m in zip(SIZES[:-1], SIZES[1:]):
+        w = tf.constant(rng.normal(0, 1 / np.sqrt(n), (S, R, n + 1, m, K)), dtype)
+        v = tf.constant(rng.normal(0, 1 / np.sqrt(m), (S, R, m, n, K)), dtype)
+        out.append((w, v))
+    return tuple(out)
+
+
+def _inputs(seed, cfg, dtype=tf.float64):
+    x = tf.constant(rand(seed, (S, R, B, SIZES[0])), dtype)
+    rng = np.random.default_rng(seed + 1)
+    if cfg.feedback == "target":
+        t = 2.0 * np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], (S, R, B))] - 1.0
+    else:
+        t = rng.uniform(-1, 1, (S, R, B, SIZES[-1]))
+    return x, tf.constant(t, dtype)
+
+
+def _two_steps_loss(cfg, x, t, weights):
+    """A scalar of two inner steps: a weighted sum of the new synapses and of a prediction."""
+
+    def loss(params, synapses):
+        p = align_to_population(params, 2)
+        for _ in range(2):
+            synapses, _ = inner_step(p, synapses, x, t, cfg)
+        total = tf.reduce_sum(predict(p, synapses, x[..., ::-1, :], cfg) * weights[-1])
+        for (w, v), (cw, cv) in zip(synapses, weights[:-1]):
+            total += tf.reduce_sum(w * cw) + tf.reduce_sum(v * cv)
+        return total
+
+    return loss
+
+
+def _gradients(loss, params, synapses, jit=False):
+    def run(params, synapses):
+        with tf.GradientTape() as tape:
+            tape.watch([params, synapses])
+            value = loss(params, synapses)
+        return value, tape.gradient(value, [params, synapses],
+                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    return (tf.function(run, jit_compile=True, autograph=False) if jit else run)(params, synapses)
+
+
+def _assert_same(hand, plain, what=""):
+    for path, h, p in zip(range(len(tf.nest.flatten(hand))), tf.nest.flatten(hand),
+                          tf.nest.flatten(plain)):
+        h, p = np.asarray(h), np.asarray(p)
+        scale = max(np.abs(p).max(), 1e-30)
+        assert np.abs(h - p).max() <= RTOL * scale, (what, path, np.abs(h - p).max(), scale)
+
+
+def _hand_and_plain(fn):
+    hand = fn()
+    with plain_autodiff():
+        plain = fn()
+    return hand, plain
+
+
+def _weights(cfg, synapses, seed):
+    rng = np.random.default_rng(seed)
+    out = [tuple(tf.constant(rng.normal(size=t.shape), t.dtype) for t in pair) for pair in synapses]
+    return out + [tf.constant(rng.normal(size=(S, R, B, SIZES[-1])), synapses[0][0].dtype)]
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_inner_step_gradient_equals_autodiff(name):
+    """Every genome entry and every synapse, float64, S=2 species × R=3 replicas."""
+    cfg = CONFIGS[name]
+    params, synapses = _params(700), _synapses(701, cfg)
+    x, t = _inputs(702, cfg)
+    loss = _two_steps_loss(cfg, x, t, _weights(cfg, synapses, 703))
+    (v_hand, g_hand), (v_plain, g_plain) = _hand_and_plain(lambda: _gradients(loss, params, synapses))
+    np.testing.assert_allclose(v_hand, v_plain, rtol=1e-12)
+    _assert_same(g_hand, g_plain, name)
+    assert sum(float(tf.reduce_max(tf.abs(g))) > 0 for g in g_hand[0].values()) >= 6
+
+
+@pytest.mark.parametrize("name", ["default", "all"])
+def test_inner_step_gradient_equals_autodiff_under_xla_float32(name):
+    cfg = CONFIGS[name]
+    params, synapses = _params(710, tf.float32), _synapses(711, cfg, tf.float32)
+    x, t = _inputs(712, cfg, tf.float32)
+    loss = _two_steps_loss(cfg, x, t, _weights(cfg, synapses, 713))
+    (_, g_hand), (_, g_plain) = _hand_and_plain(lambda: _gradients(loss, params, synapses, jit=True))
+    for h, p in zip(tf.nest.flatten(g_hand), tf.nest.flatten(g_plain)):
+        scale = max(float(tf.reduce_max(tf.abs(p))), 1e-30)
+        assert float(tf.reduce_max(tf.abs(h - p))) <= 1e-4 * scale  # float32 round-off
+
+
+@pytest.mark.parametrize("recompute", [0, 2])
+@pytest.mark.parametrize("name", ["default", "all", "mult_mean"])
+def test_meta_gradient_equals_autodiff(name, recompute):
+    """Through the whole meta-loss (while loop, recomputation, query loss), species and replicas."""
+    cfg = CONFIGS[name]
+    params = _params(720)
+    rng = np.random.default_rng(721)
+    T, C = 5, SIZES[-1]
+    batch = {"train_x": rng.uniform(-1, 1, (T, S, R, B, SIZES[0])),
+             "train_y": rng.integers(0, C, (T, S, R, B)),
+             "query_x": rng.uniform(-1, 1, (S, R, 2 * B, SIZES[0])),
+             "query_y": rng.integers(0, C, (S, R, 2 * B))}
+    seed = tf.constant([3, 4], tf.int64)
+
+    def run():
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = tf.reduce_sum(meta_loss(params, seed, batch, cfg, SIZES, recompute=recompute)[0])
+        return tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    g_hand, g_plain = _hand_and_plain(run)
+    _assert_same(g_hand, g_plain, name)
+
+
+def test_mix_states_vjp_broadcasts_population_axes():
+    """``a`` with replica axes, ``m`` with a species axis only (as aligned genomes are)."""
+    a = tf.constant(rand(730, (S, R, B, 5, K)))
+    m = tf.constant(rand(731, (S, 1, K, K)))
+    dy = tf.constant(rand(732, (S, R, B, 5, K)))
+    with tf.GradientTape() as tape:
+        tape.watch([a, m])
+        out = tf.reduce_sum(a[..., :, None] * m[..., None, None, :, :], axis=-2)
+    expected = tape.gradient(out, [a, m], output_gradients=dy)
+    _assert_same(mix_states_vjp(a, m, dy), expected)
+    with tf.GradientTape() as tape:
+        tape.watch([a, m])
+        out = mix_states(a, m)
+    _assert_same(tape.gradient(out, [a, m], output_gradients=dy), expected)
+
+
+@pytest.mark.parametrize("x_lead", [(S, R), (R,), ()])
+def test_input_layer_shortcut_equals_general_contraction(x_lead):
+    """``input_matmul``/``input_outer`` = mixing ``[[x, 0, …] ; 1]`` and the general contraction."""
+    x = tf.constant(rand(740, x_lead + (B, 5)))
+    w = tf.constant(rand(741, (S, R, 6, 4, K)))
+    m = tf.constant(rand(742, (S, 1, K, K)))
+    q = tf.constant(rand(743, (S, R, B, 4, K)))
+    a_bar = with_bias_neuron(tf.concat([x[..., None], tf.zeros(x.shape + (K - 1,), x.dtype)], -1))
+    _assert_same(input_matmul(x, w, m), per_state_matmul(mix_states(a_bar, m), w))
+    for reduction in ("sum", "mean"):
+        expected = per_state_outer(mix_states(a_bar, m), q, reduction)
+        _assert_same(input_outer(x, q, m, reduction), tf.broadcast_to(expected, [S, R, 6, 4, K]))
