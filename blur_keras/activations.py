@@ -1,10 +1,10 @@
-"""Neuron non-linearities σ (SPEC §2).
+"""Neuron non-linearities σ (docs/spec.md §2).
 
 An activation maps a k-state pre-activation ``u[..., k]`` to new k states.
 Plain activations act elementwise on every state.  A *state-aware* activation
 ``backprop_<name>`` writes ``σ(u[..., 0])`` into state 0 and ``σ'(u[..., 1:])``
 into the other states: with it, the k=2 BLUR step is exactly an SGD step
-(SPEC §4).
+(docs/spec.md §4).
 
 Activations are referred to by name so that layers and models serialise;
 ``get(name)`` returns the function.

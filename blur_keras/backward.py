@@ -1,4 +1,4 @@
-"""The backward pass (SPEC §2 step 4).
+"""The backward pass (docs/spec.md §2 step 4).
 
 ``g^l[b, i, c] = Σ_j Σ_d a^{l+1}[b, j, d] μ[d, c] V^l[j, i, c]``, then one of
 three update rules (σ is the backward activation of layer l):

@@ -1,4 +1,4 @@
-"""The switches of a BLUR network (SPEC §2–3), one frozen dataclass.
+"""The switches of a BLUR network (docs/spec.md §2–3), one frozen dataclass.
 
 The genome holds the learned numbers; ``BlurConfig`` holds the discrete choices
 that are fixed for an experiment: activations, feedback mode, backward update
@@ -31,7 +31,7 @@ class BlurConfig:
       feedback: ``"target"`` (state 1 of the last layer := target) or
         ``"error"`` (state 1 := (prediction − y) ⊙ state 1).
       backward_rule: ``"additive"``, ``"multiplicative"`` or
-        ``"multiplicative_second"`` (SPEC §2 step 4).
+        ``"multiplicative_second"`` (docs/spec.md §2 step 4).
       symmetric: backward synapses are the transposed forward synapses.
       single_state: every synapse channel equals channel 0.
       batch_reduction: ``"sum"`` (paper) or ``"mean"`` over the batch in the
@@ -80,7 +80,7 @@ class BlurConfig:
 
     @classmethod
     def backprop(cls, hidden_activation="tanh", last_activation="linear", batch_reduction="sum"):
-        """The switches that make the k=2 backprop genome an exact SGD step (SPEC §4)."""
+        """The switches that make the k=2 backprop genome an exact SGD step (docs/spec.md §4)."""
         return cls(
             hidden_activation="backprop_" + hidden_activation,
             last_activation="backprop_" + last_activation,

@@ -1,4 +1,4 @@
-"""Feedback into the last layer (SPEC §2 step 3). No loss is computed."""
+"""Feedback into the last layer (docs/spec.md §2 step 3). No loss is computed."""
 
 import tensorflow as tf
 

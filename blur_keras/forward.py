@@ -1,4 +1,4 @@
-"""The forward pass (SPEC §2 steps 1–2).
+"""The forward pass (docs/spec.md §2 steps 1–2).
 
 ``z^{l+1}[b, j, c] = Σ_i Σ_d ā^l[b, i, d] ν[d, c] W^l[i, j, c]`` with the bias
 neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.

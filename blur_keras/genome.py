@@ -34,7 +34,7 @@ class Genome(keras.layers.Layer):
       k: number of neuron and synapse states (≥ 2).
       num_layers: ``None`` for one genome shared by all layer pairs (default);
         an int for a per-layer genome with that many layer pairs.
-      species: ``None``, or the size of a leading species axis (SPEC §6).
+      species: ``None``, or the size of a leading species axis (docs/spec.md §6).
       values: optional dict name -> array; missing entries take neutral
         defaults (identity transforms, keeps 1, neuron update 1, synapse
         update −1e-3), broadcast to the full shape.
@@ -105,7 +105,7 @@ class Genome(keras.layers.Layer):
                         "genome.params() with the functions in blur_keras.inner.")
 
     # -- serialisation ----------------------------------------------------
-    # What a genome file carries besides its numbers (SPEC §1 needs the switches to mean
+    # What a genome file carries besides its numbers (docs/spec.md §1 needs the switches to mean
     # anything); ``None`` when unknown (an old values-only file, or a genome built in code).
     config = None        # the BlurConfig it was trained with
     init_scale = None    # synapse initialisation scale of the networks it trained
@@ -203,7 +203,7 @@ class Genome(keras.layers.Layer):
     # -- presets ----------------------------------------------------------
     @classmethod
     def backprop(cls, learning_rate, k=2, num_layers=None, species=None, **kwargs):
-        """The genome that makes a BLUR step an SGD step (SPEC §4; k must be 2).
+        """The genome that makes a BLUR step an SGD step (docs/spec.md §4; k must be 2).
 
         Use it with ``BlurConfig.backprop()``.
         """

@@ -53,7 +53,7 @@ def core_shape(name, k):
 
 
 def num_core_numbers(k):
-    """4k² + 4: the size of the core genome (SPEC §1)."""
+    """4k² + 4: the size of the core genome (docs/spec.md §1)."""
     return 4 * k * k + 4
 
 

@@ -1,11 +1,11 @@
-"""One BLUR inner step (an "unroll") and prediction, as pure functions (SPEC §2).
+"""One BLUR inner step (an "unroll") and prediction, as pure functions (docs/spec.md §2).
 
 State in, state out: ``inner_step(genome_params, synapses, x, targets, config)``
 returns new synapses and the layer states, so it can be unrolled, compiled
 with XLA and differentiated with respect to the genome.  No loss and no
 gradient exist inside.
 
-Population axes (SPEC §6): synapses may carry leading axes ``P`` (species,
+Population axes (docs/spec.md §6): synapses may carry leading axes ``P`` (species,
 replicas); genome entries carry a prefix of them (left-aligned, e.g. species
 only); ``x`` and ``targets`` broadcast against them.
 """
@@ -55,7 +55,7 @@ def _k(synapses):
 
 def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
                  forward_activations=None):
-    """Reset and forward (SPEC §2 steps 1–2). Returns the states ``[a^0, …, a^L]``."""
+    """Reset and forward (docs/spec.md §2 steps 1–2). Returns the states ``[a^0, …, a^L]``."""
     x = tf.convert_to_tensor(x)
     check_inputs(params, synapses, x)
     num_pop = _num_population_axes(synapses)
@@ -72,7 +72,7 @@ def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
 
 def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False,
                   backward_activations=None):
-    """Backward (SPEC §2 step 4), l = L−1 … 1; the input layer is never changed."""
+    """Backward (docs/spec.md §2 step 4), l = L−1 … 1; the input layer is never changed."""
     num_pop = _num_population_axes(synapses)
     bwd = backward_activations or layer_activations(config, len(synapses))[1]
     states = list(states)
@@ -85,7 +85,7 @@ def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False
 
 
 def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
-    """Hebbian update of every pair (SPEC §2 step 5).
+    """Hebbian update of every pair (docs/spec.md §2 step 5).
 
     The backward synapses V⁰ of the first pair are passed through unchanged:
     they would only feed the input layer, which the backward pass never
@@ -123,5 +123,6 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
 
 
 def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):
-    """A forward pass on new inputs; the output is state 0 of the last layer (SPEC §2 step 6)."""
+    """A forward pass on new inputs; the output is state 0 of the last layer
+    (docs/spec.md §2 step 6)."""
     return forward_pass(params, synapses, x, config, per_layer, forward_activations)[-1][..., 0]

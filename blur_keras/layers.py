@@ -115,7 +115,7 @@ class BlurDense(keras.layers.Layer):
         self._context = _Context(genome, config, index, activation)
 
     def call(self, inputs, genome=None):
-        """Forward states of this layer from its input (SPEC §2 step 2), after a reset.
+        """Forward states of this layer from its input (docs/spec.md §2 step 2), after a reset.
 
         Needs a genome: the one ``BlurModel`` attached, or ``genome=``.
         """

@@ -6,7 +6,7 @@ Standard layers in front of the chain (Rescaling, Flatten, a frozen feature
 extractor) compute the features that enter state 0 of the first BLUR layer.
 
 * ``model(x)`` / ``predict``: forward pass, state 0 of the last layer;
-* ``step(x, y)``: one inner step (SPEC §2) on a batch;
+* ``step(x, y)``: one inner step (docs/spec.md §2) on a batch;
 * ``fit``: one inner step per batch; no loss, no gradient, no optimizer;
   compiled metrics (default: accuracy) are computed on the prediction the
   network made on each batch before learning from it;
@@ -90,7 +90,7 @@ class BlurModel(keras.Model):
         (a genome file carries the config it was trained with), else
         ``BlurConfig()``. An explicit config contradicting the genome's is an error.
       targets: how labels become the feedback targets: ``"pm1"`` (±1 one-hot,
-        default, SPEC §2 step 3), ``"one_hot"`` (0/1 one-hot) or ``"raw"``
+        default, docs/spec.md §2 step 3), ``"one_hot"`` (0/1 one-hot) or ``"raw"``
         (``y`` is used as given: regression, or the backprop genome's MSE).
         Integer labels and one-hot labels are both accepted for the first two.
       check_finite: in ``fit``, stop with ``NonFiniteError`` naming the layer

@@ -1,4 +1,4 @@
-"""Normalisations that keep BLUR stable and transferable (SPEC §3)."""
+"""Normalisations that keep BLUR stable and transferable (docs/spec.md §3)."""
 
 import tensorflow as tf
 

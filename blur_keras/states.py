@@ -1,4 +1,4 @@
-"""The two contractions every BLUR pass is made of (SPEC §2).
+"""The two contractions every BLUR pass is made of (docs/spec.md §2).
 
 A 4-operand contraction ``Σ_i Σ_d a[b,i,d] ν[d,c] W[i,j,c]`` is computed as
 ``mix_states`` (a k×k matrix applied to the state axis) followed by
@@ -62,7 +62,7 @@ def per_state_outer(p, q, reduction="sum"):
 def input_matmul(x, w, m):
     """``per_state_matmul(mix_states(ā, m), w)`` for an input layer ``ā = [[x, 0, …, 0] ; 1]``.
 
-    Only state 0 of the input layer is non-zero (SPEC §2 step 1), so
+    Only state 0 of the input layer is non-zero (docs/spec.md §2 step 1), so
     ``out[..., b, j, c] = m[0, c] Σ_i x[b, i] w[i, j, c] + Σ_d m[d, c] w[n, j, c]``:
     one plain matmul ``x @ w[:n]`` with ``w``'s ``(j, c)`` axes flattened (no
     transposes, no state mixing of the input), then a per-state scale and the

@@ -1,5 +1,5 @@
 """Synapses: initialisation, the Hebbian update, Oja decay, saturation, syncs
-(SPEC §1, §2 step 5, §3).
+(docs/spec.md §1, §2 step 5, §3).
 
 Forward synapses ``W^l``: ``[*P, n_l + 1, n_{l+1}, k]`` (row ``n_l`` is the
 bias); backward synapses ``V^l``: ``[*P, n_{l+1}, n_l, k]``.

@@ -1,11 +1,12 @@
-"""An independent float64 NumPy reference of BLUR (SPEC §2–3), written from the SPEC text.
+"""An independent float64 NumPy reference of BLUR (docs/spec.md §2–3), written from the
+specification text.
 
 Everything here works on ONE population member: activations ``[B, n, k]``,
 forward synapses ``W [n_l + 1, n_{l+1}, k]`` (last row = bias), backward
 synapses ``V [n_{l+1}, n_l, k]``, and a genome given as a dict of plain arrays
 without species/layer axes (``nu``, ``mu``, ``pre``, ``post``: ``[k, k]``;
 ``f``, ``eta``, ``f_syn``, ``eta_syn``, ``oja``, ``alpha``, ``syn_scale``:
-scalars; ``gamma``, ``beta``: ``[k]``).  Population axes (SPEC §6) are handled
+scalars; ``gamma``, ``beta``: ``[k]``).  Population axes (docs/spec.md §6) are handled
 by the caller with explicit Python loops over species and replicas.
 
 The formulas are transcribed literally (full ``np.einsum`` contractions with
@@ -23,7 +24,7 @@ are read.
 import numpy as np
 
 # ---------------------------------------------------------------------------
-# σ and σ' (SPEC §2, §4)
+# σ and σ' (docs/spec.md §2, §4)
 # ---------------------------------------------------------------------------
 
 
@@ -89,7 +90,7 @@ def with_bias(a):
 
 
 def activation_norm(u, gamma, beta, eps):
-    """Batch normalisation per neuron and state, then per-state γ, β (SPEC §3).
+    """Batch normalisation per neuron and state, then per-state γ, β (docs/spec.md §3).
 
     ``u[B, n, k]``; mean and (biased) variance over the batch axis.
     """
@@ -105,7 +106,8 @@ def activation_norm(u, gamma, beta, eps):
 
 
 def synapse_norm(M, scale, eps):
-    """``M[:, j, c] / sqrt(Σ_i M[i, j, c]² + ε)``, × scale (SPEC §3); sums over the first (source) axis."""
+    """``M[:, j, c] / sqrt(Σ_i M[i, j, c]² + ε)``, × scale (docs/spec.md §3); sums over the
+    first (source) axis."""
     n_src, n_dst, k = M.shape
     out = np.empty_like(M)
     for j in range(n_dst):

@@ -1,4 +1,4 @@
-"""SPEC §4: the k=2 backprop genome reproduces Keras SGD step for step."""
+"""docs/spec.md §4: the k=2 backprop genome reproduces Keras SGD step for step."""
 
 import keras
 import numpy as np

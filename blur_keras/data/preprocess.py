@@ -125,7 +125,8 @@ def select_classes(x, y, classes: ClassesLike, num_classes: Optional[int] = None
 
 
 def to_pm1_targets(labels, num_classes: int):
-    """±1 one-hot targets (SPEC §2 step 3): ``+1`` for the true class, ``-1`` for the others.
+    """±1 one-hot targets (docs/spec.md §2 step 3): ``+1`` for the true class, ``-1`` for
+    the others.
 
     Works on tensors (returns a float32 tensor) and NumPy arrays (returns float32 NumPy); the
     encoding itself is ``blur_keras.feedback.pm1_targets``.

@@ -1,4 +1,5 @@
-"""Synthetic tasks generated in-graph (no files): the 2-D tasks of SPEC §5 and n-bit Boolean functions.
+"""Synthetic tasks generated in-graph (no files): the 2-D tasks of docs/spec.md §5 and n-bit
+Boolean functions.
 
 2-D tasks: inputs ``x = (u, v)`` uniform in ``[-1, 1]²``; the label is a fixed function of ``x``:
 
@@ -25,7 +26,7 @@ name                classes  label
                              ``(0, 0.8)``, ``(±0.8, -0.6)``)
 ==================  =======  =====================================================================
 
-SPEC §5: the paper meta-trains on and, xor, two-moons and holds out the rest.
+docs/spec.md §5: the paper meta-trains on and, xor, two-moons and holds out the rest.
 
 n-bit Boolean functions (:class:`BooleanFunction`): an input is a code ``c`` in ``0..2ⁿ-1``; its
 features are ``x_i = +1`` if bit ``i`` of ``c`` is set, else ``-1``. Functions: ``parity`` (1 iff an

@@ -512,7 +512,8 @@ def make_task_stream(
 # ----------------------------------------------------------------------------------------- presets
 
 PRESETS: Dict[str, Any] = {
-    # SPEC §5: meta-train on MNIST cropped to 20x20 and resized to 10x10, plus digits 0-4 and 5-9.
+    # docs/spec.md §5: meta-train on MNIST cropped to 20x20 and resized to 10x10, plus digits
+    # 0-4 and 5-9.
     "mnist_10x10": dict(dataset="mnist", crop=20, resolution=10),
     "mnist_0_4_10x10": dict(dataset="mnist", classes=(0, 1, 2, 3, 4), crop=20, resolution=10),
     "mnist_5_9_10x10": dict(dataset="mnist", classes=(5, 6, 7, 8, 9), crop=20, resolution=10),
@@ -541,7 +542,8 @@ def preset_task(name: str, **overrides) -> Task:
 
 @gin.configurable(module=GIN_MODULE)
 def paper_mnist_mixture(weights: Optional[Sequence[float]] = None, **overrides) -> Mixture:
-    """SPEC §5: full MNIST plus digits 0–4 and 5–9, cropped to 20×20, resized to 10×10."""
+    """docs/spec.md §5: full MNIST plus digits 0–4 and 5–9, cropped to 20×20, resized to
+    10×10."""
     return Mixture(
         tasks=tuple(preset_task(n, **overrides) for n in ("mnist_10x10", "mnist_0_4_10x10", "mnist_5_9_10x10")),
         weights=weights)

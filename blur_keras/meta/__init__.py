@@ -1,4 +1,4 @@
-"""Meta-training of BLUR genomes (SPEC §5): the meta-loss, outer optimisers, runs, export.
+"""Meta-training of BLUR genomes (docs/spec.md §5): the meta-loss, outer optimisers, runs, export.
 
 * :func:`meta_loss` (``unroll``): pure meta-loss of a genome population through T inner steps;
 * :class:`GradientTrainer` (``trainer``): per-species Adam under a ``tf.distribute`` strategy;

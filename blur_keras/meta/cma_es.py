@@ -1,4 +1,4 @@
-"""CMA-ES as the outer optimiser (SPEC §5), with pycma.
+"""CMA-ES as the outer optimiser (docs/spec.md §5), with pycma.
 
 A generation: pycma proposes ``λ`` genomes; they become the species axis of
 one genome population, evaluated in one compiled call (T inner steps from

@@ -268,7 +268,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
       task: a ``blur_keras.data.Task`` or ``Mixture`` (phase 0 of the curriculum).
       hidden_sizes, k, blur_config: the network (input/output sizes come from the task).
       genome_init: ``"random"`` (the paper's random start, ``genome_seed``,
-        ``transform_std``, ``synapse_update``), ``"backprop"`` (SPEC §4, k=2)
+        ``transform_std``, ``synapse_update``), ``"backprop"`` (docs/spec.md §4, k=2)
         or a path to a genome JSON file; ``genome_values`` overrides entries.
       outer: ``"adam"`` (per-species Adam, ``species`` genomes side by side) or
         ``"cma"`` (CMA-ES, ``population_size``, ``sigma0``).

@@ -49,7 +49,7 @@ def split_replicas(batch, index, count):
 
 
 class GradientTrainer(tf.Module):
-    """Per-species Adam on the meta-loss (SPEC §5).
+    """Per-species Adam on the meta-loss (docs/spec.md §5).
 
     Args:
       genome: a ``Genome`` with a species axis (its values are the start).

@@ -1,8 +1,8 @@
-"""The meta-loss: T BLUR inner steps from fresh synapses, then a query (SPEC §5).
+"""The meta-loss: T BLUR inner steps from fresh synapses, then a query (docs/spec.md §5).
 
 Everything here is a pure function of tensors, so it compiles with
 ``tf.function(jit_compile=True)`` and differentiates with respect to the
-genome.  Shapes (SPEC §6): the genome carries a leading species axis ``S``;
+genome.  Shapes (docs/spec.md §6): the genome carries a leading species axis ``S``;
 synapses are ``[S, R, ...]`` (``R`` replicas: synapse initialisations sharing
 one genome); a batch is the dict
 
@@ -166,7 +166,7 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
               init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None):
-    """Meta-loss of a population of genomes on one batch of tasks (SPEC §5).
+    """Meta-loss of a population of genomes on one batch of tasks (docs/spec.md §5).
 
     Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
     a forward pass on the query batch, then the softmax cross-entropy (or MSE
