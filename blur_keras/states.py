@@ -69,7 +69,7 @@ def input_matmul(x, w, m):
     bias row.  ``x``: ``[*P', B, n]``; ``w``: ``[*P, n + 1, m, k]``; ``m``:
     ``[*P'', k, k]``, all broadcastable.
     """
-    n = w.shape[-3] - 1
+    n = _dim(w, -3) - 1
     xw = _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :n, :, :])), w)
     bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., n:, :, :]  # [*P, 1, m, k]
     return m[..., None, None, 0, :] * xw + bias
@@ -87,7 +87,7 @@ def input_outer(x, q, m, reduction="sum"):
     x = tf.cast(x, q.dtype)
     x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
     xq = _unflatten_last(tf.matmul(x_bar, _flatten_last2(q), transpose_a=True), q)
-    n = x.shape[-1]
+    n = _dim(x, -1)
     is_bias = tf.range(n + 1)[:, None] == n  # [n + 1, 1]
     scale = tf.where(is_bias, tf.reduce_sum(m, axis=-2, keepdims=True), m[..., None, 0, :])
     out = xq * scale[..., :, None, :]
@@ -96,14 +96,20 @@ def input_outer(x, q, m, reduction="sum"):
     return out
 
 
+def _dim(t, axis):
+    """Axis ``axis`` of ``t``: a Python int when static, else a scalar tensor (dynamic widths)."""
+    size = t.shape[axis]
+    return size if size is not None else tf.shape(t)[axis]
+
+
 def _flatten_last2(t):
     """``[..., a, m, k] -> [..., a, m·k]`` (a free reshape)."""
-    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [t.shape[-2] * t.shape[-1]]], axis=0))
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [_dim(t, -2) * _dim(t, -1)]], axis=0))
 
 
 def _unflatten_last(t, like):
     """``[..., a, m·k] -> [..., a, m, k]`` with ``m, k`` the last two axes of ``like``."""
-    return tf.reshape(t, tf.concat([tf.shape(t)[:-1], like.shape[-2:]], axis=0))
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-1], [_dim(like, -2), _dim(like, -1)]], axis=0))
 
 
 def with_bias_neuron(a):
