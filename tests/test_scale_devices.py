@@ -4,15 +4,17 @@ Runs in a fresh process (logical devices must be configured before TensorFlow st
 gradient trainer with ``shard_axis="species"`` on 2 logical CPU devices, fed through
 ``distribute_datasets_from_function`` as ``meta_train`` feeds several devices; CMA-ES with 5
 candidates over 2 devices (3 + 3, the last candidate repeated): equal to the default
-single-device strategy to 1e-5. With ``BLUR_SLOW_TESTS=1`` (several minutes on a shared 2-core
-machine: each MirroredStrategy traces the meta-gradient once per device) also one replica per
-species through ``train_step`` and ``shard_axis="both"`` on 4 devices (2 species blocks × 2
-replica blocks).
+single-device strategy to 1e-5. The second test (a few minutes on 2 cores: each
+MirroredStrategy traces the meta-gradient once per device) checks one replica per species
+through ``train_step`` and ``shard_axis="both"`` on 4 devices (2 species blocks × 2 replica
+blocks).
 """
 
 import os
 import subprocess
 import sys
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +34,7 @@ from blur_keras.meta.cma_es import CMAESTrainer
 from blur_keras.meta.trainer import GradientTrainer
 
 JIT = bool(int(os.environ.get("BLUR_TEST_JIT", "0")))  # tracing dominates: XLA only adds to it
-SLOW = bool(int(os.environ.get("BLUR_SLOW_TESTS", "0")))
+SLOW = os.environ.get("BLUR_SCALE_GRID") == "1"  # the second test below sets it
 rng = np.random.default_rng(0)
 lab = lambda x: (x[..., 0] * x[..., 1] > 0).astype(np.int32)
 
@@ -80,7 +82,7 @@ assert sp.layout == (2, 1), sp.layout
 same(ref, sp, "species on 2 devices"); same_metrics(ref_out, sp_out, "species on 2 devices")
 print("SPECIES_OK", f"{time.time() - T0:.1f} s", flush=True)
 
-if SLOW:  # BLUR_SLOW_TESTS=1: one replica per species (train_step) and a 2 x 2 grid on 4 devices
+if SLOW:  # one replica per species (train_step) and a 2 x 2 grid on 4 devices
     # (a second collective group over the same devices would clash with the first one's keys)
     four = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     b41 = [batch(4, 1) for _ in range(2)]
@@ -121,15 +123,27 @@ print("CMA_OK", f"{time.time() - T0:.1f} s", flush=True)
 '''
 
 
-def test_species_and_candidates_sharded_over_devices_equal_one_device():
+def _run_script(grid):
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["BLUR_SCALE_GRID"] = "1" if grid else "0"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=400, cwd=REPO)
+                          text=True, timeout=900, cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    for tag in ("SPECIES_OK", "CMA_OK") + (("BOTH_OK",) if os.environ.get("BLUR_SLOW_TESTS") == "1"
-                                          else ()):
-        assert tag in proc.stdout, out[-4000:]
-    print(proc.stdout)
+    return proc.stdout, out
+
+
+@pytest.mark.process
+def test_species_and_candidates_sharded_over_devices_equal_one_device():
+    stdout, out = _run_script(grid=False)
+    for tag in ("SPECIES_OK", "CMA_OK"):
+        assert tag in stdout, out[-4000:]
+
+
+@pytest.mark.process
+def test_one_replica_per_species_and_a_two_by_two_grid_equal_one_device():
+    """4 species x 1 replica over 2 devices through train_step; shard_axis="both" on 4 devices."""
+    stdout, out = _run_script(grid=True)
+    assert "BOTH_OK" in stdout, out[-4000:]

@@ -102,6 +102,7 @@ def _genome(model_dir):
     return Genome.load_json(os.path.join(model_dir, "genome_population.json")).numpy()
 
 
+@pytest.mark.process
 def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
     gin_file = tmp_path / "tiny.gin"
     gin_file.write_text(TINY_GIN)
@@ -149,8 +150,7 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
     assert not any("removing" in l for l in second[0].splitlines() if "the chief wrote" in l)
 
 
-@pytest.mark.skipif(os.environ.get("BLUR_SLOW_TESTS") != "1",
-                    reason="about a minute of waiting for the heartbeat timeout; BLUR_SLOW_TESTS=1")
+@pytest.mark.process
 def test_a_lost_worker_is_reported_with_the_checkpoint_to_resume_from(tmp_path):
     gin_file = tmp_path / "long.gin"
     gin_file.write_text(TINY_GIN.replace("num_steps = 4", "num_steps = 100000"))
