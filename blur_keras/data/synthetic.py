@@ -12,9 +12,10 @@ name                classes  label
 ``nand``            2        1 iff not (``u > 0`` and ``v > 0``)
 ``two_moons``       2        1 iff ``x`` is nearer the lower moon's arc than the upper one's. Upper
                              arc: centre ``(-0.25, -0.15)``, radius 0.6, the half with
-                             ``v >= -0.15``; lower arc: centre ``(0.25, 0.15)``, radius 0.6, the half
-                             with ``v <= 0.15``. Distance to a half-circle arc: ``| |x - c| - r |``
-                             on the arc's side of the centre, else the distance to the nearer end
+                             ``v >= -0.15``; lower arc: centre ``(0.25, 0.15)``, radius 0.6, the
+                             half with ``v <= 0.15``. Distance to a half-circle arc:
+                             ``| |x - c| - r |`` on the arc's side of the centre, else the distance
+                             to the nearer end
                              point ``c ± (r, 0)``.
 ``circle``          2        1 iff ``u² + v² < 2/π`` (radius ≈ 0.798: half the square's area)
 ``small_circle``    2        1 iff ``u² + v² < 0.16`` (radius 0.4)
@@ -41,13 +42,12 @@ coincide with probability zero. Boolean inputs are finite, so each meta-step and
 replacement), so query inputs are never seen during the inner steps.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable
 
 import numpy as np
+import tensorflow as tf
 
 __all__ = [
     "BooleanFunction",
@@ -57,11 +57,6 @@ __all__ = [
     "synthetic_names",
 ]
 
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 # ------------------------------------------------------------------------------ 2-D label functions
@@ -75,14 +70,13 @@ MOON_LOWER_CENTRE = (0.25, 0.15)
 BLOB_RADIUS = 0.6
 
 
-def blob_centres() -> np.ndarray:
+def blob_centres():
     k = np.arange(5)
     theta = np.pi / 2 + 2 * np.pi * k / 5
     return (BLOB_RADIUS * np.stack([np.cos(theta), np.sin(theta)], axis=-1)).astype(np.float32)
 
 
 def _i32(b):
-    tf = _tf()
     return tf.cast(b, tf.int32)
 
 
@@ -102,12 +96,12 @@ def _nand(u, v):
     return 1 - _and(u, v)
 
 
-def _arc_distance(u, v, centre, radius, upper: bool):
-    tf = _tf()
+def _arc_distance(u, v, centre, radius, upper):
     cu, cv = centre
     du, dv = u - cu, v - cv
     to_circle = tf.abs(tf.sqrt(du * du + dv * dv) - radius)
-    to_end = tf.minimum(tf.sqrt((du - radius) ** 2 + dv * dv), tf.sqrt((du + radius) ** 2 + dv * dv))
+    to_end = tf.minimum(tf.sqrt((du - radius) ** 2 + dv * dv),
+                        tf.sqrt((du + radius) ** 2 + dv * dv))
     on_side = dv >= 0 if upper else dv <= 0
     return tf.where(on_side, to_circle, to_end)
 
@@ -127,30 +121,27 @@ def _small_circle(u, v):
 
 
 def _pie_slice(u, v):
-    tf = _tf()
     return _i32(v > tf.abs(u))
 
 
 def _blobs5(u, v):
-    tf = _tf()
     c = tf.constant(blob_centres())
     d2 = (u[..., None] - c[:, 0]) ** 2 + (v[..., None] - c[:, 1]) ** 2
     return tf.argmin(d2, axis=-1, output_type=tf.int32)
 
 
 def _cross(u, v):
-    tf = _tf()
     return _i32((tf.abs(u) < CROSS_W) | (tf.abs(v) < CROSS_W))
 
 
 def _triangle(u, v):
-    tf = _tf()
     return _i32((v > -0.6) & (v < 0.8 - 1.75 * tf.abs(u)))
 
 
 @dataclasses.dataclass(frozen=True)
 class Synthetic2D:
-    """A 2-D task: inputs uniform in ``[-1, 1]²``, labels from a fixed function (module docstring)."""
+    """A 2-D task: inputs uniform in ``[-1, 1]²``, labels from a fixed function (module
+    docstring)."""
 
     name: str
     num_classes: int
@@ -160,13 +151,12 @@ class Synthetic2D:
 
     def labels(self, x):
         """int32 labels of float ``x [..., 2]`` (in-graph)."""
-        tf = _tf()
         x = tf.convert_to_tensor(x, tf.float32)
         return self.label_fn(x[..., 0], x[..., 1])
 
-    def sample(self, seed, train_shape: Sequence[int], query_shape: Sequence[int]):
-        """``(train_x [*train_shape, 2], train_y, query_x [*query_shape, 2], query_y)``, stateless."""
-        tf = _tf()
+    def sample(self, seed, train_shape, query_shape):
+        """``(train_x [*train_shape, 2], train_y, query_x [*query_shape, 2], query_y)``,
+        stateless."""
         seed = tf.convert_to_tensor(seed)
         s_train = tf.random.experimental.stateless_fold_in(seed, 0)
         s_query = tf.random.experimental.stateless_fold_in(seed, 1)
@@ -174,14 +164,13 @@ class Synthetic2D:
         qx = tf.random.stateless_uniform(list(query_shape) + [2], s_query, -1.0, 1.0)
         return tx, self.labels(tx), qx, self.labels(qx)
 
-    def eval_arrays(self, num_examples: int = 10000, seed: int = 1234) -> Tuple[np.ndarray, np.ndarray]:
+    def eval_arrays(self, num_examples=10000, seed=1234):
         """A fixed evaluation set: ``num_examples`` uniform points (their own seed stream)."""
-        tf = _tf()
         x = tf.random.stateless_uniform([num_examples, 2], [seed, 0x5E7], -1.0, 1.0)
         return x.numpy(), self.labels(x).numpy().astype(np.int64)
 
 
-SYNTHETIC_2D: Dict[str, Synthetic2D] = {
+SYNTHETIC_2D = {
     t.name: t
     for t in (
         Synthetic2D("and", 2, _and),
@@ -204,18 +193,17 @@ SYNTHETIC_2D: Dict[str, Synthetic2D] = {
 BOOLEAN_FUNCTIONS = ("parity", "majority", "and", "or", "random")
 
 
-def boolean_function_names() -> List[str]:
+def boolean_function_names():
     return [f"bool_{f}" for f in BOOLEAN_FUNCTIONS]
 
 
-def synthetic_names() -> List[str]:
+def synthetic_names():
     return list(SYNTHETIC_2D) + boolean_function_names()
 
 
 def _index_shuffle(index, seeds, max_index):
-    """Position of ``index`` in the random permutation of ``0..max_index`` named by ``seeds [..., 3]``
-    (one permutation per seed row; ``seeds`` broadcasts against ``index``)."""
-    tf = _tf()
+    """Position of ``index`` in the random permutation of ``0..max_index`` named by
+    ``seeds [..., 3]`` (one permutation per seed row; ``seeds`` broadcasts against ``index``)."""
     index = tf.cast(index, tf.int64)
     seeds = tf.broadcast_to(tf.cast(seeds, tf.int64), tf.concat([tf.shape(index), [3]], 0))
     out = tf.raw_ops.RandomIndexShuffle(
@@ -224,10 +212,10 @@ def _index_shuffle(index, seeds, max_index):
     return tf.reshape(out, tf.shape(index))
 
 
-def stream_seeds(seed, shape: Sequence[int]):
+def stream_seeds(seed, shape):
     """int64 ``[*shape, 3]`` seeds for ``RandomIndexShuffle``, one per stream."""
-    tf = _tf()
-    return tf.random.stateless_uniform(list(shape) + [3], seed, minval=None, maxval=None, dtype=tf.int64)
+    return tf.random.stateless_uniform(
+        list(shape) + [3], seed, minval=None, maxval=None, dtype=tf.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,7 +231,8 @@ class BooleanFunction:
 
     def __post_init__(self):
         if self.function not in BOOLEAN_FUNCTIONS:
-            raise ValueError(f"Unknown Boolean function {self.function!r}; known: {', '.join(BOOLEAN_FUNCTIONS)}")
+            raise ValueError(f"Unknown Boolean function {self.function!r}; "
+                             f"known: {', '.join(BOOLEAN_FUNCTIONS)}")
         if not 1 <= self.n_bits <= 62:
             raise ValueError(f"n_bits must be in 1..62, got {self.n_bits}")
         if self.function == "random" and self.n_bits > 20:
@@ -252,43 +241,47 @@ class BooleanFunction:
             raise ValueError(f"query_fraction must be in (0, 1), got {self.query_fraction}")
 
     @property
-    def name(self) -> str:
+    def name(self):
         return f"bool_{self.function}"
 
     @property
-    def num_features(self) -> int:
+    def num_features(self):
         return self.n_bits
 
     @property
-    def num_codes(self) -> int:
+    def num_codes(self):
         return 2 ** self.n_bits
 
     @property
-    def num_query_codes(self) -> int:
+    def num_query_codes(self):
         return int(min(max(1, round(self.query_fraction * self.num_codes)), self.num_codes - 1))
 
-    def truth_table(self) -> np.ndarray:
+    def truth_table(self):
         """Labels of all codes (n_bits <= 20), as int64 ``[2ⁿ]``."""
         if self.n_bits > 20:
             raise ValueError("truth_table needs n_bits <= 20")
         if self.function == "random":
-            return np.random.default_rng(self.function_seed).integers(0, 2, self.num_codes).astype(np.int64)
+            rng = np.random.default_rng(self.function_seed)
+            return rng.integers(0, 2, self.num_codes).astype(np.int64)
         return self.labels(np.arange(self.num_codes, dtype=np.int64)).numpy().astype(np.int64)
+
+    def _bits(self, codes):
+        """int64 bits ``[..., n_bits]`` of int64 codes (bit i at position i)."""
+        shifts = tf.range(self.n_bits, dtype=tf.int64)
+        return tf.bitwise.bitwise_and(tf.bitwise.right_shift(codes[..., None], shifts), 1)
 
     def features(self, codes):
         """±1 float32 features ``[..., n_bits]`` of int codes (bit i → feature i)."""
-        tf = _tf()
         codes = tf.cast(codes, tf.int64)
-        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(codes[..., None], tf.range(self.n_bits, dtype=tf.int64)), 1)
+        bits = self._bits(codes)
         return tf.cast(2 * bits - 1, tf.float32)
 
     def labels(self, codes):
         """int32 labels of int codes (in-graph)."""
-        tf = _tf()
         codes = tf.cast(codes, tf.int64)
         if self.function == "random":
             return tf.gather(tf.constant(self.truth_table().astype(np.int32)), codes)
-        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(codes[..., None], tf.range(self.n_bits, dtype=tf.int64)), 1)
+        bits = self._bits(codes)
         count = tf.reduce_sum(bits, axis=-1)
         if self.function == "parity":
             out = count % 2
@@ -300,27 +293,29 @@ class BooleanFunction:
             out = tf.cast(count > 0, tf.int64)
         return tf.cast(out, tf.int32)
 
-    def sample(self, seed, train_shape: Sequence[int], query_shape: Sequence[int]):
+    def sample(self, seed, train_shape, query_shape):
         """Disjoint train/query inputs per stream (all axes but the batch axis name a stream).
 
         ``train_shape = [T, S, R, B]``, ``query_shape = [S, R, Bq]``.
         """
-        tf = _tf()
         seed = tf.convert_to_tensor(seed)
         streams = list(query_shape[:-1])
         perm_seeds = stream_seeds(tf.random.experimental.stateless_fold_in(seed, 0), streams)
         n, q = self.num_codes, self.num_query_codes
         tpos = q + tf.random.stateless_uniform(
-            list(train_shape), tf.random.experimental.stateless_fold_in(seed, 1), 0, n - q, dtype=tf.int64)
+            list(train_shape), tf.random.experimental.stateless_fold_in(seed, 1), 0, n - q,
+            dtype=tf.int64)
         qpos = tf.random.stateless_uniform(
-            list(query_shape), tf.random.experimental.stateless_fold_in(seed, 2), 0, q, dtype=tf.int64)
+            list(query_shape), tf.random.experimental.stateless_fold_in(seed, 2), 0, q,
+            dtype=tf.int64)
         tcodes = _index_shuffle(tpos, perm_seeds[None, ..., None, :], n - 1)
         qcodes = _index_shuffle(qpos, perm_seeds[..., None, :], n - 1)
-        return self.features(tcodes), self.labels(tcodes), self.features(qcodes), self.labels(qcodes)
+        return (self.features(tcodes), self.labels(tcodes),
+                self.features(qcodes), self.labels(qcodes))
 
-    def eval_arrays(self, num_examples: Optional[int] = None, seed: int = 1234) -> Tuple[np.ndarray, np.ndarray]:
-        """All ``2ⁿ`` inputs when ``n_bits <= 16`` and ``num_examples`` is None, else a seeded sample."""
-        tf = _tf()
+    def eval_arrays(self, num_examples=None, seed=1234):
+        """All ``2ⁿ`` inputs when ``n_bits <= 16`` and ``num_examples`` is None, else a seeded
+        sample."""
         if num_examples is None and self.n_bits <= 16:
             codes = tf.range(self.num_codes, dtype=tf.int64)
         else:

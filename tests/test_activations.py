@@ -1,0 +1,33 @@
+"""σ and the state-aware backprop_* activations (blur_keras.activations).
+"""
+
+import pytest
+
+from blur_keras import BlurConfig, activations
+
+from helpers import S, R, K, B, N_UP, rand, tfc, close
+from helpers import reference as ref
+
+
+@pytest.mark.parametrize("name", activations.names())
+def test_activation(name):
+    u = rand(3, (S, R, B, N_UP, K), -2.5, 2.5)
+    close(activations.get(name)(tfc(u)), ref.activation(name, u))
+    if name.startswith("backprop_"):
+        s, ds = ref.sigma(name[len("backprop_"):])
+        out = activations.get(name)(tfc(u)).numpy()
+        close(out[..., 0], s(u[..., 0]))
+        close(out[..., 1:], ds(u[..., 1:]))
+
+
+@pytest.mark.parametrize("name", ["relu_tanh", "tanh", "relu", "sigmoid", "linear"])
+def test_derivative_closed_form(name):
+    u = rand(4, (7, K), -2.5, 2.5)
+    close(activations.derivative(name)(tfc(u)), ref.sigma(name)[1](u))
+
+
+def test_unknown_activation_raises():
+    with pytest.raises(ValueError, match="nope"):
+        activations.get("nope")
+    with pytest.raises(ValueError, match="hidden_activation"):
+        BlurConfig(hidden_activation="nope")
