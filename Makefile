@@ -25,3 +25,4 @@ bench: install data
 	$(PYTHON) benchmarks/inner_step.py
 	$(PYTHON) benchmarks/data.py
 	$(PYTHON) benchmarks/meta_step.py
+	$(PYTHON) benchmarks/resume.py
