@@ -69,9 +69,9 @@ def input_matmul(x, w, m):
     bias row.  ``x``: ``[*P', B, n]``; ``w``: ``[*P, n + 1, m, k]``; ``m``:
     ``[*P'', k, k]``, all broadcastable.
     """
-    n = w.shape[-3] - 1
-    xw = _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :n, :, :])), w)
-    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., n:, :, :]  # [*P, 1, m, k]
+    # the last row of w is the bias row (slices from the end: the sizes may be dynamic)
+    xw = _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :-1, :, :])), w)
+    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., -1:, :, :]  # [*P, 1, m, k]
     return m[..., None, None, 0, :] * xw + bias
 
 
@@ -87,7 +87,7 @@ def input_outer(x, q, m, reduction="sum"):
     x = tf.cast(x, q.dtype)
     x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
     xq = _unflatten_last(tf.matmul(x_bar, _flatten_last2(q), transpose_a=True), q)
-    n = x.shape[-1]
+    n = x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]  # dynamic in exports
     is_bias = tf.range(n + 1)[:, None] == n  # [n + 1, 1]
     scale = tf.where(is_bias, tf.reduce_sum(m, axis=-2, keepdims=True), m[..., None, 0, :])
     out = xq * scale[..., :, None, :]
@@ -98,12 +98,13 @@ def input_outer(x, q, m, reduction="sum"):
 
 def _flatten_last2(t):
     """``[..., a, m, k] -> [..., a, m·k]`` (a free reshape)."""
-    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [t.shape[-2] * t.shape[-1]]], axis=0))
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [-1]], axis=0))
 
 
 def _unflatten_last(t, like):
     """``[..., a, m·k] -> [..., a, m, k]`` with ``m, k`` the last two axes of ``like``."""
-    return tf.reshape(t, tf.concat([tf.shape(t)[:-1], like.shape[-2:]], axis=0))
+    last2 = like.shape[-2:] if like.shape[-2:].is_fully_defined() else tf.shape(like)[-2:]
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-1], last2], axis=0))
 
 
 def with_bias_neuron(a):
