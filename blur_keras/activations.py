@@ -45,6 +45,11 @@ def _canonical(name):
     return _ALIASES.get(name, name)
 
 
+def strip_backprop(name):
+    """The elementwise activation of a name: ``backprop_relu`` -> ``relu`` (others unchanged)."""
+    return name[len(_BACKPROP_PREFIX):] if name.startswith(_BACKPROP_PREFIX) else name
+
+
 def derivative(name):
     """σ' of an elementwise activation, in closed form (no autodiff)."""
     name = _canonical(name)
@@ -69,7 +74,7 @@ def get(activation):
         return activation
     name = _canonical(activation)
     if isinstance(name, str) and name.startswith(_BACKPROP_PREFIX):
-        base = _canonical(name[len(_BACKPROP_PREFIX):])
+        base = _canonical(strip_backprop(name))
         if base in _ELEMENTWISE:
             return _state_aware(base)
     elif name in _ELEMENTWISE:

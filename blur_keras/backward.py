@@ -11,7 +11,7 @@ three update rules (σ is the backward activation of layer l):
 import tensorflow as tf
 
 from blur_keras import activations
-from blur_keras.forward import neuron_update, scalar
+from blur_keras.neurons import neuron_update, scalar
 from blur_keras.normalization import normalize_activations, normalize_synapses
 from blur_keras.states import mix_states, per_state_matmul
 

@@ -76,10 +76,6 @@ class Rule:
                                  f"pairs; it cannot train a network with {num_layers}.")
 
 
-def _strip_backprop(name):
-    return name[len("backprop_"):] if name.startswith("backprop_") else name
-
-
 def load_rule(spec, config=None, init_scale=None):
     """A ``Rule`` from ``"backprop"`` / ``"backprop:<lr>[:<hidden σ>]"``, a genome ``.json``
     file, or an exported SavedModel directory.
@@ -352,8 +348,8 @@ def _baseline_run(weights, lrs, pool_x, pool_y, idx, val_x, val_y, test_x, test_
 def baseline_activations(config, loss):
     """The baseline network's hidden and last σ: the rule's (backprop variants stripped);
     linear logits under cross-entropy."""
-    hidden = _strip_backprop(config.hidden_activation)
-    last = "linear" if loss == "xent" else _strip_backprop(config.last_activation)
+    hidden = activations.strip_backprop(config.hidden_activation)
+    last = "linear" if loss == "xent" else activations.strip_backprop(config.last_activation)
     return hidden, last
 
 

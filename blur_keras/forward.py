@@ -7,15 +7,11 @@ neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.
 import tensorflow as tf
 
 from blur_keras import activations
-from blur_keras.normalization import normalize_activations, normalize_synapses
+from blur_keras.neurons import neuron_update, scalar
+from blur_keras.normalization import normalize_synapses
 from blur_keras.states import input_matmul, mix_states, per_state_matmul, with_bias_neuron
 
 __all__ = ["input_states", "forward_layer", "input_forward_layer", "neuron_update", "scalar"]
-
-
-def scalar(v):
-    """A per-population scalar ``[*P]`` broadcast against ``[*P, B, n, k]``."""
-    return v[..., None, None, None]
 
 
 def input_states(x, k):
@@ -23,17 +19,6 @@ def input_states(x, k):
     x = tf.convert_to_tensor(x)
     zeros = tf.zeros(tf.concat([tf.shape(x), [k - 1]], axis=0), x.dtype)
     return tf.concat([x[..., None], zeros], axis=-1)
-
-
-def neuron_update(current, drive, params, config):
-    """Pre-activation ``f · a + η · drive`` (``current=None`` means a freshly reset layer),
-    batch-normalised with the genome's γ, β when ``config.activation_norm``."""
-    u = scalar(params["eta"]) * drive
-    if current is not None:
-        u = scalar(params["f"]) * current + u
-    if config.activation_norm:
-        u = normalize_activations(u, params["gamma"], params["beta"], config.norm_epsilon)
-    return u
 
 
 def forward_layer(a_below, w, params, config, activation, current=None):

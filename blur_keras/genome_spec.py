@@ -18,7 +18,7 @@ import tensorflow as tf
 __all__ = [
     "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "DESCRIPTIONS", "core_rank", "core_shape",
     "num_core_numbers", "default_values", "full_values", "member", "select_layer",
-    "align_to_population",
+    "align_to_population", "trainable_entries",
 ]
 
 # name -> number of trailing "core" axes (2: k×k, 1: k, 0: scalar)
@@ -96,6 +96,22 @@ def full_values(values, k, num_layers=None, species=None, dtype="float32"):
                              f"non-finite values (NaN or Inf): {arr.tolist()}.")
         full[name] = arr
     return full
+
+
+# the optional entries and the BlurConfig switch that makes the rule read them
+_USED_WHEN = {"gamma": "activation_norm", "beta": "activation_norm", "oja": "oja",
+              "alpha": "saturation", "syn_scale": "synapse_norm"}
+
+
+def trainable_entries(trainable, config):
+    """The genome entries an outer optimiser changes: ``trainable`` (checked), or by default
+    the core entries and the optional ones the config's switches make the rule read."""
+    if not trainable:
+        return CORE_NAMES + tuple(n for n in OPTIONAL_NAMES if getattr(config, _USED_WHEN[n]))
+    unknown = sorted(set(trainable) - set(NAMES))
+    if unknown:
+        raise ValueError(f"Unknown trainable genome entries {unknown}; known: {list(NAMES)}.")
+    return tuple(trainable)
 
 
 def member(values, index):

@@ -12,7 +12,7 @@ from blur_keras.states import input_outer, mix_states, per_state_outer, with_bia
 
 __all__ = [
     "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "tie_channels",
-    "update_pair", "init_synapses",
+    "update_pair", "init_synapses", "flatten_pairs", "pair_up",
 ]
 
 
@@ -113,6 +113,16 @@ def _apply_delta(w, dw, post, params, config):
     if config.saturation:
         w_new = saturate(w_new, params["alpha"])
     return w_new
+
+
+def flatten_pairs(synapses):
+    """``((W⁰, V⁰), (W¹, V¹), …)`` -> ``[W⁰, V⁰, W¹, V¹, …]``."""
+    return [t for pair in synapses for t in pair]
+
+
+def pair_up(flat):
+    """Inverse of ``flatten_pairs``: ``[W⁰, V⁰, W¹, V¹, …]`` -> ``((W⁰, V⁰), (W¹, V¹), …)``."""
+    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
 
 
 def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, dtype=tf.float32):

@@ -1,9 +1,12 @@
 """Meta-training of BLUR genomes (docs/spec.md §5): the meta-loss, outer optimisers, runs, export.
 
 * :func:`meta_loss` (``unroll``): pure meta-loss of a genome population through T inner steps;
+* :class:`OuterTrainer` (``outer``): what a run needs from an outer optimiser;
 * :class:`GradientTrainer` (``trainer``): per-species Adam under a ``tf.distribute`` strategy;
 * :class:`CMAESTrainer` (``cma_es``): CMA-ES over the genome, population on the species axis;
-* :func:`meta_train`, :class:`Curriculum` (``experiment``): a whole gin-configured run;
+* :func:`meta_train` (``experiment``): a whole gin-configured run, composed of
+  :class:`Curriculum` (``curriculum``), ``start``, ``checkpoint``, ``runlog``, ``validation``,
+  ``loop``, ``result`` and ``report``;
 * :func:`choose_strategy` (``strategy``), :class:`RunCheckpoint` (``checkpoint``),
   :func:`export_saved_model` (``export``), :func:`sgd_accuracy` / :func:`genome_accuracy`
   (``baselines``).
@@ -15,12 +18,13 @@ from blur_keras.meta.cma_es import CMAESTrainer
 from blur_keras.meta.experiment import Curriculum, MetaTrainingDiverged, meta_train
 from blur_keras.meta.export import LearnedRule, export_saved_model
 from blur_keras.meta.optim import adam_update, species_norm
+from blur_keras.meta.outer import OuterTrainer
 from blur_keras.meta.strategy import NoTPUError, choose_strategy
 from blur_keras.meta.trainer import GradientTrainer
 from blur_keras.meta.unroll import meta_loss, pm1_targets
 
 __all__ = [
     "CMAESTrainer", "Curriculum", "GradientTrainer", "LearnedRule", "MetaTrainingDiverged",
-    "NoTPUError", "RunCheckpoint", "adam_update", "choose_strategy", "export_saved_model",
+    "NoTPUError", "OuterTrainer", "RunCheckpoint", "adam_update", "choose_strategy", "export_saved_model",
     "genome_accuracy", "meta_loss", "meta_train", "pm1_targets", "sgd_accuracy", "species_norm",
 ]

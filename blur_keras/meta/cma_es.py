@@ -17,9 +17,11 @@ import cma
 import numpy as np
 import tensorflow as tf
 
-from blur_keras.genome import NAMES
+from blur_keras.genome_spec import NAMES, member, trainable_entries
+from blur_keras.meta.batch import meta_batch
 from blur_keras.meta.distribute import sharded_population_eval
-from blur_keras.meta.trainer import step_seeds
+from blur_keras.meta.outer import OuterTrainer, register_trainer
+from blur_keras.meta.seeds import step_seeds
 from blur_keras.meta.unroll import meta_loss
 
 __all__ = ["CMAESTrainer", "WORST_FITNESS"]
@@ -27,7 +29,8 @@ __all__ = ["CMAESTrainer", "WORST_FITNESS"]
 WORST_FITNESS = 1.0
 
 
-class CMAESTrainer(tf.Module):
+@register_trainer("cma")
+class CMAESTrainer(OuterTrainer, tf.Module):
     """Evolve one genome with CMA-ES.
 
     Args:
@@ -53,15 +56,17 @@ class CMAESTrainer(tf.Module):
         self.k, self.per_layer, self.num_layers = genome.k, genome.per_layer, genome.num_layers
         values = genome.numpy()
         if genome.species is not None:
-            values = {n: v[0] for n, v in values.items()}
+            values = member(values, 0)
         self.base = values
         self.config, self.sizes = config, tuple(int(s) for s in sizes)
-        self.trainable = tuple(trainable) if trainable else default_trainable(config)
-        unknown = sorted(set(self.trainable) - set(NAMES))
-        if unknown:
-            raise ValueError(f"Unknown trainable genome entries {unknown}; known: {list(NAMES)}.")
+        self.trainable = trainable_entries(trainable, config)
         self.shapes = {n: values[n].shape for n in self.trainable}
         self.population_size = int(population_size)
+        if isinstance(population_size, bool) or self.population_size != population_size \
+                or self.population_size < 1:
+            raise ValueError(f"CMAESTrainer.population_size must be an int >= 1; "
+                             f"got {population_size!r}.")
+        self.sigma0 = float(sigma0)
         self.species = self.population_size
         self.seed = int(seed)
         self.loss_kwargs = dict(loss="xent", recompute=int(recompute), per_layer=self.per_layer,
@@ -120,8 +125,7 @@ class CMAESTrainer(tf.Module):
         fn = self._population_fn if len(next(iter(params.values()))) == self.population_size \
             else self._eval_fn  # the mean genome (validation) is evaluated on one device
         aux = fn({n: tf.convert_to_tensor(v) for n, v in params.items()}, seeds,
-                 {k: tf.convert_to_tensor(batch[k]) for k in ("train_x", "train_y", "query_x",
-                                                              "query_y")})
+                 meta_batch(batch, as_tensors=True))
         acc = aux["accuracy"].numpy()
         acc = np.where(aux["finite"].numpy() & np.isfinite(acc), acc, np.nan)
         return acc, aux["inner_accuracy"].numpy()
@@ -149,14 +153,14 @@ class CMAESTrainer(tf.Module):
 
     def mean_genome(self):
         """The distribution's mean as a species-free genome dict."""
-        return {n: v[0] for n, v in self.unflatten(self.es.mean[None]).items()}
+        return member(self.unflatten(self.es.mean[None]), 0)
 
     def best_genome(self):
         """The best candidate seen so far (pycma's record), or the mean before any."""
         x = self.es.result.xbest
         if x is None:
             return self.mean_genome()
-        return {n: v[0] for n, v in self.unflatten(np.asarray(x)[None]).items()}
+        return member(self.unflatten(np.asarray(x)[None]), 0)
 
     # -- checkpoint -------------------------------------------------------------
     def pack_state(self):
@@ -173,16 +177,40 @@ class CMAESTrainer(tf.Module):
     def checkpoint_items(self):
         return {"cma_state": self.state, "step": self.step}
 
+    # -- the OuterTrainer interface ------------------------------------------------
+    nonfinite = "meta-fitness"
 
-def default_trainable(config):
-    """Core entries plus the optional entries the config's switches use."""
-    names = ["nu", "mu", "pre", "post", "f", "eta", "f_syn", "eta_syn"]
-    if config.activation_norm:
-        names += ["gamma", "beta"]
-    if config.oja:
-        names.append("oja")
-    if config.saturation:
-        names.append("alpha")
-    if config.synapse_norm:
-        names.append("syn_scale")
-    return tuple(names)
+    @classmethod
+    def start_species(cls, species):
+        return None  # one genome: the mean of the first search distribution
+
+    @property
+    def data_species(self):
+        return 1  # every candidate sees the same data
+
+    def validate(self, batch):
+        """The distribution's mean (one genome)."""
+        return self.fitness({n: v[None] for n, v in self.mean_genome().items()}, batch, 0)
+
+    def genome_values(self):
+        return {n: v[None] for n, v in self.mean_genome().items()}
+
+    def before_save(self):
+        self.pack_state()
+
+    def after_restore(self):
+        self.unpack_state()
+
+    def scalars(self, metrics):
+        return {"cma/mean_fitness": metrics["mean_fitness"], "cma/sigma": metrics["sigma"],
+                "query_accuracy/mean": float(np.mean(metrics["accuracy"])),
+                "query_accuracy/best": float(np.max(metrics["accuracy"]))}
+
+    def summary(self, metrics):
+        acc = metrics["accuracy"]
+        return (f"mean fitness {metrics['mean_fitness']:.4f} | query acc mean {np.mean(acc):.3f} "
+                f"max {np.max(acc):.3f} | sigma {metrics['sigma']:.4f}")
+
+    def settings(self):
+        return {"population_size": self.population_size, "sigma0": self.sigma0,
+                "trainable": list(self.trainable)}

@@ -33,14 +33,14 @@ import math
 
 import tensorflow as tf
 
+from blur_keras.meta.batch import BATCH_AXES
+
 __all__ = ["SHARD_AXES", "shard_layout", "device_block", "device_blocks", "shard_batch",
            "scatter_species",
            "take_species", "distribute_stream", "sharded_population_eval"]
 
 SHARD_AXES = ("replicas", "species", "both")
 
-# (species axis, replica axis) of the batch entries a meta-step reads
-BATCH_AXES = {"train_x": (1, 2), "train_y": (1, 2), "query_x": (0, 1), "query_y": (0, 1)}
 
 
 def shard_layout(shard_axis, num_devices, species, replicas=None):

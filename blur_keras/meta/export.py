@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from blur_keras.inner import inner_step, predict
 from blur_keras.meta.unroll import pm1_targets
-from blur_keras.synapses import init_synapses, sync
+from blur_keras.synapses import flatten_pairs, init_synapses, pair_up, sync
 
 __all__ = ["LearnedRule", "export_saved_model"]
 
@@ -105,11 +105,11 @@ class LearnedRule(tf.Module):
         return {n: tf.convert_to_tensor(v) for n, v in self.genome_vars.items()}
 
     def _pack(self, flat):
-        return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+        return pair_up(flat)
 
     def _init(self, seed):
-        synapses = init_synapses(seed, self.sizes, self.k, (), self._config, self._init_scale)
-        return [t for pair in synapses for t in pair]
+        return flatten_pairs(init_synapses(seed, self.sizes, self.k, (), self._config,
+                                           self._init_scale))
 
     def _init_sized(self, seed, sizes):
         """``init`` for other widths (same depth; ``dynamic`` exports only)."""

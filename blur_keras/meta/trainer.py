@@ -17,29 +17,24 @@ uninterrupted one exactly.
 import numpy as np
 import tensorflow as tf
 
-from blur_keras.genome import NAMES
+from blur_keras.genome_spec import NAMES, trainable_entries
 from blur_keras.meta import distribute as dist
+from blur_keras.meta.batch import BATCH_AXES, meta_batch
 from blur_keras.meta.optim import adam_update, species_norm
+from blur_keras.meta.outer import OuterTrainer, finite_stat, register_trainer
+from blur_keras.meta.seeds import step_seeds
 from blur_keras.meta.unroll import meta_loss
 
 __all__ = ["GradientTrainer", "step_seeds", "split_replicas"]
-
-
-def step_seeds(seed, step, replica_ids):
-    """``[len(replica_ids), 2]`` stateless seeds of the synapse initialisations of a step."""
-    base = tf.random.experimental.stateless_fold_in(
-        tf.constant([int(seed), 0x5E5], tf.int64), tf.cast(step, tf.int64))
-    return tf.stack([tf.random.experimental.stateless_fold_in(base, tf.cast(r, tf.int64))
-                     for r in replica_ids])
 
 
 def split_replicas(batch, index, count):
     """The ``index``-th of ``count`` equal parts of a batch along its replica axis."""
     out = {}
     for key, value in batch.items():
-        axis = {"train_x": 2, "train_y": 2, "query_x": 1, "query_y": 1}.get(key)
-        if axis is None:
+        if key not in BATCH_AXES:
             continue
+        axis = BATCH_AXES[key][1]
         size = value.shape[axis]
         if size % count:
             raise ValueError(f"{key}: {size} replicas do not split over {count} devices.")
@@ -48,7 +43,8 @@ def split_replicas(batch, index, count):
     return out
 
 
-class GradientTrainer(tf.Module):
+@register_trainer("adam")
+class GradientTrainer(OuterTrainer, tf.Module):
     """Per-species Adam on the meta-loss (docs/spec.md §5).
 
     Args:
@@ -56,7 +52,7 @@ class GradientTrainer(tf.Module):
       config: ``BlurConfig``; sizes: layer sizes ``n_0 … n_L``.
       learning_rate, clip_norm, beta1, beta2, epsilon: Adam (paper: 5e-4, 10).
       loss, recompute, init_scale, logit_scale: see ``meta_loss``.
-      trainable: genome entries to train (default: all).
+      trainable: genome entries to train (default: ``genome_spec.trainable_entries``).
       seed: seed of the synapse initialisations.
       strategy: a ``tf.distribute.Strategy`` (default: the current one).
       jit_compile: compile the meta-gradient with XLA.
@@ -72,9 +68,6 @@ class GradientTrainer(tf.Module):
         if genome.species is None:
             raise ValueError("GradientTrainer needs a genome with a species axis "
                              "(Genome(..., species=S)).")
-        unknown = sorted(set(trainable or ()) - set(NAMES))
-        if unknown:
-            raise ValueError(f"Unknown trainable genome entries {unknown}; known: {list(NAMES)}.")
         self.k, self.species, self.per_layer = genome.k, genome.species, genome.per_layer
         self.num_layers = genome.num_layers
         self.config, self.sizes = config, tuple(int(s) for s in sizes)
@@ -83,7 +76,8 @@ class GradientTrainer(tf.Module):
                             beta1=float(beta1), beta2=float(beta2), epsilon=float(epsilon))
         self.loss_kwargs = dict(loss=loss, recompute=int(recompute), per_layer=genome.per_layer,
                                 init_scale=float(init_scale), logit_scale=float(logit_scale))
-        self.trainable = tuple(trainable) if trainable else tuple(NAMES)
+        self.trainable = trainable_entries(trainable, config)
+        self.shard_axis = shard_axis
         self.seed = int(seed)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.layout = dist.shard_layout(shard_axis, self.strategy.num_replicas_in_sync,
@@ -182,7 +176,7 @@ class GradientTrainer(tf.Module):
         return self.strategy.num_replicas_in_sync
 
     def _distribute(self, batch):
-        batch = {k: batch[k] for k in ("train_x", "train_y", "query_x", "query_y")}
+        batch = meta_batch(batch)
         n = self.num_devices
         if n == 1:
             return batch
@@ -220,8 +214,7 @@ class GradientTrainer(tf.Module):
         seeds = step_seeds(self.seed + 7919, seed_step, range(replicas))
         params = params if params is not None else self.genome_values()
         losses, aux = self._eval_fn({n: tf.convert_to_tensor(v) for n, v in params.items()},
-                                    seeds, {k: batch[k] for k in
-                                            ("train_x", "train_y", "query_x", "query_y")})
+                                    seeds, meta_batch(batch))
         return {"loss": losses.numpy(), **{k: v.numpy() for k, v in aux.items()}}
 
     def genome_values(self):
@@ -236,3 +229,46 @@ class GradientTrainer(tf.Module):
         """Trackables for ``tf.train.Checkpoint``."""
         return {"genome": dict(self.params), "adam_m": dict(self.m), "adam_v": dict(self.v),
                 "adam_count": self.count, "step": self.step}
+
+    # -- the OuterTrainer interface ------------------------------------------------
+    stops_on_nonfinite = True
+
+    def check_replicas(self, replicas):
+        if self.shard_axis == "replicas" and replicas % self.num_devices:
+            raise ValueError(f"meta_train.replicas={replicas} must be a multiple of the "
+                             f"{self.num_devices} devices of the strategy.")
+        dist.shard_layout(self.shard_axis, self.num_devices, self.species, replicas)
+
+    def training_stream(self, make_dataset):
+        if self.num_devices == 1:
+            return iter(make_dataset(self.data_species)), self.train_step
+        # each worker draws its devices' blocks of the stream
+        return iter(self.distribute_dataset(make_block_dataset=lambda block: make_dataset(
+            self.data_species, block=block))), self.train_step_distributed
+
+    def validate(self, batch):
+        res = self.evaluate(batch)
+        return res["accuracy"], res["inner_accuracy"]
+
+    def population(self):
+        return self.genome_values()
+
+    def scalars(self, metrics):
+        out = {"meta_loss/mean": finite_stat(np.mean, metrics["loss"])}
+        for s in range(self.species):
+            out[f"meta_loss/species_{s}"] = float(metrics["loss"][s])
+            out[f"query_accuracy/species_{s}"] = float(metrics["accuracy"][s])
+            out[f"grad_norm/species_{s}"] = float(metrics["grad_norm"][s])
+        return out
+
+    def log_scalars(self):
+        return {f"genome_norm/species_{s}": float(n) for s, n in enumerate(self.genome_norms())}
+
+    def summary(self, metrics):
+        loss, acc = metrics["loss"], metrics["accuracy"]
+        return (f"meta-loss {finite_stat(np.mean, loss):.4f} (min {finite_stat(np.min, loss):.4f})"
+                f" | query acc {np.mean(acc):.3f} (max {np.max(acc):.3f})")
+
+    def settings(self):
+        return {**self.hparams, "loss": self.loss_kwargs["loss"], "shard_axis": self.shard_axis,
+                "trainable": list(self.trainable)}

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from blur_keras.feedback import pm1_targets
 from blur_keras.inner import inner_step, predict
-from blur_keras.synapses import init_synapses
+from blur_keras.synapses import flatten_pairs, init_synapses, pair_up
 
 __all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
 
@@ -51,12 +51,12 @@ def _flatten(synapses):
     carrying it lets XLA drop its random initialisation when the caller
     does not use it either (``meta_loss``).
     """
-    return [synapses[0][0]] + [t for pair in synapses[1:] for t in pair]
+    return [synapses[0][0]] + flatten_pairs(synapses[1:])
 
 
 def _pack(flat, v0):
     """Inverse of ``_flatten``, with ``v0`` as V⁰."""
-    return ((flat[0], v0),) + tuple((flat[i], flat[i + 1]) for i in range(1, len(flat), 2))
+    return ((flat[0], v0),) + pair_up(flat[1:])
 
 
 def _accuracy(logits, labels):

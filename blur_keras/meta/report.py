@@ -1,0 +1,72 @@
+"""The final report of a run: the evaluation suite (``blur_keras.evaluation``) on its
+transfer tasks, and the learned rule against its random start, SGD and Adam."""
+
+import dataclasses
+import os
+
+import gin
+from absl import logging
+
+from blur_keras.config import BlurConfig
+
+__all__ = ["compare"]
+
+
+def _gin_bound(name):
+    try:
+        gin.query_parameter(name)
+        return True
+    except ValueError:
+        return False
+
+
+def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples, seed,
+            init_scale, per_layer, sgd_learning_rates, jit_compile, make_eval_arrays,
+            make_task_stream, out_dir=None, provenance=None):
+    """The evaluation suite (``blur_keras.evaluation``) on the run's transfer tasks.
+
+    The tasks, architectures, horizons, seeds, ... are the gin bindings of
+    ``evaluate_suite``; what is not bound follows the run: its own task (test split), its
+    hidden sizes, horizons ``{T, 10, 20, 50, 100}``, ``replicas`` seeds, its batch size and
+    ``examples`` test examples. The random start is measured on the run's own task at T.
+    Writes ``out_dir`` (table.md, curves, points) and returns the ``comparison`` summary
+    (test accuracy at T: learned rule, its start, SGD and Adam at the learning rate
+    chosen on validation).
+    """
+    from blur_keras import evaluation as ev
+
+    config = config or BlurConfig()
+    out_dir = out_dir or "/tmp/blur_suite"
+    own = {"tasks": [task], "hidden_sizes": [tuple(sizes[1:-1])],
+           "horizons": tuple(sorted({int(unroll), 10, 20, 50, 100})), "seeds": int(replicas),
+           "batch_size": int(batch_size), "test_examples": int(examples or 2000)}
+    overrides = {key: v for key, v in own.items() if not _gin_bound(f"evaluate_suite.{key}")}
+    if not _gin_bound("evaluate_suite.tasks"):
+        overrides["tasks"] = [ev.task_data(task, test_examples=own["test_examples"])]
+    rule = ev.Rule("learned genome", learned, config, per_layer, float(init_scale), provenance)
+    summary = ev.evaluate_suite(rule, out_dir, log=lambda line: logging.info("%s", line),
+                                **overrides)
+    entry = summary["results"][0]
+    data = ev.task_data(task, test_examples=own["test_examples"])
+    start_rule = dataclasses.replace(rule, name="random start", values=start)
+    start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "random_start"),
+                                 hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(unroll),),
+                                 seeds=summary["seeds"], batch_size=summary["batch_size"],
+                                 baselines=(), plot=False, log=lambda *_: None)
+    steps = entry["steps"]
+    at = max(i for i, s_ in enumerate(steps) if s_ <= unroll)
+    res = entry["methods"]
+    out = {"unroll": int(steps[at]), "task": entry["label"], "seeds": summary["seeds"],
+           "learned": res["blur"]["test_mean"][at],
+           "random_start": start_summary["results"][0]["methods"]["blur"]["test_mean"][-1],
+           "suite": out_dir, "table": os.path.join(out_dir, "table.md")}
+    for method in ("sgd", "adam"):
+        if method in res:
+            out[f"{method}_best"] = res[method]["test_mean"][at]
+            out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
+    out["learned_beats_start"] = out["learned"] > out["random_start"]
+    out["learned_beats_sgd"] = out["learned"] > out.get("sgd_best", -1.0)
+    print(f"Test accuracy (baselines at the learning rate chosen on validation; "
+          f"{summary['seeds']} seeds); random start at T={unroll}: {out['random_start']:.4f}\n"
+          + ev.format_table(summary), flush=True)
+    return out

@@ -1,0 +1,76 @@
+"""The outer-trainer interface: registry, gin selection, hyperparameter hand-over, and a
+third optimiser (``SimpleESTrainer``) run by ``meta_train`` without any change to it."""
+
+import json
+
+import gin
+import numpy as np
+import pytest
+
+from blur_keras import BlurConfig, Genome
+from blur_keras.data import preset_task
+from blur_keras.meta import experiment  # noqa: F401  (registers the trainers)
+from blur_keras.meta.cma_es import CMAESTrainer
+from blur_keras.meta.curriculum import Curriculum
+from blur_keras.meta.outer import TRAINERS, OuterTrainer, build_trainer, trainer_factory
+from blur_keras.meta.simple_es import SimpleESTrainer
+from blur_keras.meta.trainer import GradientTrainer
+
+
+class _Recorder(OuterTrainer):
+    def __init__(self, genome, config, sizes, *, seed=0, learning_rate=1.0, sigma0=None):
+        self.args = dict(seed=seed, learning_rate=learning_rate, sigma0=sigma0)
+
+
+def test_registry_names_the_trainers():
+    assert issubclass(TRAINERS["adam"], GradientTrainer)
+    assert issubclass(TRAINERS["cma"], CMAESTrainer)
+    assert issubclass(TRAINERS["es"], SimpleESTrainer)
+    assert trainer_factory(None, "cma") is TRAINERS["cma"]
+    assert trainer_factory(_Recorder, "adam") is _Recorder  # an explicit trainer wins
+    with pytest.raises(ValueError, match="outer='sgd'"):
+        trainer_factory(None, "sgd")
+
+
+def test_build_trainer_hands_over_only_set_and_accepted_hyperparameters():
+    t = build_trainer(_Recorder, None, None, (2, 2), {"seed": 3},
+                      {"learning_rate": 0.5, "sigma0": None, "population_size": 7})
+    assert t.args == {"seed": 3, "learning_rate": 0.5, "sigma0": None}
+
+
+def test_start_species_and_data_species():
+    assert GradientTrainer.start_species(8) == 8 and CMAESTrainer.start_species(8) is None
+    genome = Genome.random(2, seed=0)
+    cma = CMAESTrainer(genome, BlurConfig(), (2, 3, 2), population_size=5, jit_compile=False)
+    assert cma.data_species == 1 and cma.species == 5
+    values = cma.genome_values()
+    assert all(v.shape[0] == 1 for v in values.values())
+    best, result = cma.result(np.array([0.3]))
+    assert best == 0 and set(result) == set(values)
+
+
+def test_gin_binds_the_trainer_and_its_hyperparameters():
+    gin.clear_config()
+    try:
+        gin.parse_config(["meta_train.trainer = @GradientTrainer",
+                          "GradientTrainer.learning_rate = 0.02"])
+        factory = gin.query_parameter("meta_train.trainer").scoped_configurable_fn
+        genome = Genome.random(2, seed=0, species=2)
+        trainer = build_trainer(factory, genome, BlurConfig(), (2, 3, 2), {"jit_compile": False},
+                                {"learning_rate": None})
+        assert trainer.hparams["learning_rate"] == 0.02 and trainer.name == "adam"
+    finally:
+        gin.clear_config()
+
+
+def test_a_third_optimiser_runs_through_meta_train(tmp_path):
+    results = experiment.meta_train(
+        str(tmp_path), task=preset_task("and"), hidden_sizes=(4,), trainer=SimpleESTrainer,
+        population_size=6, replicas=2, batch_size=8, num_steps=4,
+        curriculum=Curriculum(unroll_start=2), checkpoint_every=2, eval_every=2,
+        jit_compile=False, final_eval=False, export=False)
+    assert results["steps_done"] == 4 and results["best_species"] == 0
+    learned = json.loads((tmp_path / "genome.json").read_text())
+    assert learned["provenance"]["outer"] == "es"
+    lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert [len(l["accuracy"]) for l in lines] == [6] * 4
