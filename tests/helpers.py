@@ -212,3 +212,16 @@ def _prep_ref(images, crop, size):
     if x.shape[-1] != size:
         x = _resize_ref(x, size)
     return x.reshape(len(x), -1)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra):
+    """The environment of a child Python process that imports this checkout's blur_keras."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env

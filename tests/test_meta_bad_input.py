@@ -11,6 +11,8 @@ import blur_keras as bk
 from blur_keras.data import preset_task
 from blur_keras.meta.experiment import meta_train
 
+import helpers
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "train", "meta.py")
 
@@ -73,10 +75,7 @@ def test_meta_train_integer_settings(tmp_path, name, value):
 
 # -- item 12: the CLI prints one line for every configuration error -----------------------------
 def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
+    return helpers.subprocess_env()
 
 
 CLI_CASES = {

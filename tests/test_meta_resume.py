@@ -10,6 +10,8 @@ import time
 import pytest
 import tensorflow as tf
 
+import helpers
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "train", "meta.py")
 
@@ -42,10 +44,7 @@ meta_train.export = False
 
 
 def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
+    return helpers.subprocess_env()
 
 
 def _cmd(gin_file, model_dir, *extra):

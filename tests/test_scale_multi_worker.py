@@ -18,6 +18,8 @@ import time
 import numpy as np
 import pytest
 
+import helpers
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "train", "meta.py")
 
@@ -49,12 +51,7 @@ meta_train.export = False
 
 
 def _env(**extra):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
+    return helpers.subprocess_env(**extra)
 
 
 def _free_ports(n):
