@@ -44,6 +44,9 @@ class CMAESTrainer(OuterTrainer, tf.Module):
       seed: seeds pycma and the synapse initialisations.
       init_scale, logit_scale, recompute: see ``meta_loss``.
       jit_compile: compile the population's evaluation with XLA.
+      trajectory_weight: ``w``: the fitness is ``(1 − w) ·`` query accuracy ``+ w ·`` the mean
+        over the T inner steps of the accuracy on each training batch before learning from it
+        (a fitness spread over the whole trajectory; 0: the paper's query accuracy).
       strategy: a ``tf.distribute.Strategy``; with several devices the candidates are split
         over them (``blur_keras.meta.distribute.sharded_population_eval``); every worker runs
         the same pycma (same seed, same fitness), so all propose the same candidates.
@@ -51,7 +54,7 @@ class CMAESTrainer(OuterTrainer, tf.Module):
 
     def __init__(self, genome, config, sizes, *, population_size=80, sigma0=0.1, trainable=None,
                  seed=0, init_scale=1.0, logit_scale=1.0, recompute=0, jit_compile=True,
-                 strategy=None, name="cma_es_trainer"):
+                 strategy=None, trajectory_weight=0.0, name="cma_es_trainer"):
         super().__init__(name=name)
         self.k, self.per_layer, self.num_layers = genome.k, genome.per_layer, genome.num_layers
         values = genome.numpy()
@@ -67,6 +70,10 @@ class CMAESTrainer(OuterTrainer, tf.Module):
             raise ValueError(f"CMAESTrainer.population_size must be an int >= 1; "
                              f"got {population_size!r}.")
         self.sigma0 = float(sigma0)
+        if not 0.0 <= float(trajectory_weight) <= 1.0:
+            raise ValueError(f"CMAESTrainer.trajectory_weight={trajectory_weight!r}; "
+                             "expected a number in [0, 1].")
+        self.trajectory_weight = float(trajectory_weight)
         self.species = self.population_size
         self.seed = int(seed)
         self.loss_kwargs = dict(loss="xent", recompute=int(recompute), per_layer=self.per_layer,
@@ -144,7 +151,8 @@ class CMAESTrainer(OuterTrainer, tf.Module):
         solutions = self._ask()
         acc, inner = self.fitness(self.unflatten(solutions), batch, int(self.step.numpy()))
         finite = np.isfinite(acc)
-        fitness = np.where(finite, -np.nan_to_num(acc), WORST_FITNESS)
+        score = (1.0 - self.trajectory_weight) * acc + self.trajectory_weight * inner.mean(axis=0)
+        fitness = np.where(finite, -np.nan_to_num(score), WORST_FITNESS)
         self.es.tell(solutions, fitness.tolist())
         self.step.assign_add(1)
         return {"accuracy": np.nan_to_num(acc), "fitness": fitness, "applied": finite,
@@ -213,4 +221,4 @@ class CMAESTrainer(OuterTrainer, tf.Module):
 
     def settings(self):
         return {"population_size": self.population_size, "sigma0": self.sigma0,
-                "trainable": list(self.trainable)}
+                "trainable": list(self.trainable), "trajectory_weight": self.trajectory_weight}

@@ -58,12 +58,17 @@ class GradientTrainer(OuterTrainer, tf.Module):
       jit_compile: compile the meta-gradient with XLA.
       shard_axis: what the devices split: ``"replicas"``, ``"species"`` or ``"both"``
         (``blur_keras.meta.distribute``); the result does not depend on it.
+      trajectory_weight: weight of the online (trajectory) loss, see ``meta_loss``.
+      residual_penalty: ``λ``: adds ``λ Σ (θ − θ₀)²`` (θ₀: the start genome) to every
+        species' meta-loss, so that the rule learns a regularised residual on its start
+        (e.g. the backprop genome) rather than drifting far from it.
     """
 
     def __init__(self, genome, config, sizes, *, learning_rate=5e-4, clip_norm=10.0, beta1=0.9,
                  beta2=0.999, epsilon=1e-8, loss="xent", recompute=0, init_scale=1.0,
                  logit_scale=1.0, trainable=None, seed=0, strategy=None, jit_compile=True,
-                 shard_axis="replicas", name="gradient_trainer"):
+                 shard_axis="replicas", trajectory_weight=0.0, residual_penalty=0.0,
+                 name="gradient_trainer"):
         super().__init__(name=name)
         if genome.species is None:
             raise ValueError("GradientTrainer needs a genome with a species axis "
@@ -74,8 +79,16 @@ class GradientTrainer(OuterTrainer, tf.Module):
         self.hparams = dict(learning_rate=float(learning_rate),
                             clip_norm=None if clip_norm is None else float(clip_norm),
                             beta1=float(beta1), beta2=float(beta2), epsilon=float(epsilon))
+        if not 0.0 <= float(trajectory_weight) <= 1.0:
+            raise ValueError(f"GradientTrainer.trajectory_weight={trajectory_weight!r}; "
+                             "expected a number in [0, 1].")
+        if not 0.0 <= float(residual_penalty) < float("inf"):
+            raise ValueError(f"GradientTrainer.residual_penalty={residual_penalty!r}; "
+                             "expected a finite number >= 0.")
         self.loss_kwargs = dict(loss=loss, recompute=int(recompute), per_layer=genome.per_layer,
-                                init_scale=float(init_scale), logit_scale=float(logit_scale))
+                                init_scale=float(init_scale), logit_scale=float(logit_scale),
+                                trajectory_weight=float(trajectory_weight))
+        self.residual_penalty = float(residual_penalty)
         self.trainable = trainable_entries(trainable, config)
         self.shard_axis = shard_axis
         self.seed = int(seed)
@@ -86,6 +99,7 @@ class GradientTrainer(OuterTrainer, tf.Module):
             self.loss_kwargs["population_species"] = self.species
         agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
         values = genome.numpy()
+        self.start = values  # the residual penalty pulls towards it
         with self.strategy.scope():
             self.params = {n: tf.Variable(values[n], name=n, aggregation=agg) for n in NAMES}
             self.m = {n: tf.Variable(np.zeros_like(values[n]), name="m_" + n, aggregation=agg)
@@ -115,6 +129,9 @@ class GradientTrainer(OuterTrainer, tf.Module):
         return meta_loss(params, seeds, batch, self.config, self.sizes, **self.loss_kwargs)
 
     def _apply(self, params, grads, m, v, count, finite):
+        if self.residual_penalty:  # gradient of λ Σ (θ − θ₀)²: a residual on the start genome
+            grads = {n: g + 2.0 * self.residual_penalty * (params[n] - tf.cast(self.start[n], g.dtype))
+                     for n, g in grads.items()}
         return adam_update(params, grads, m, v, count, finite=finite, trainable=self.trainable,
                            **self.hparams)
 
@@ -271,4 +288,6 @@ class GradientTrainer(OuterTrainer, tf.Module):
 
     def settings(self):
         return {**self.hparams, "loss": self.loss_kwargs["loss"], "shard_axis": self.shard_axis,
-                "trainable": list(self.trainable)}
+                "trainable": list(self.trainable),
+                "trajectory_weight": self.loss_kwargs["trajectory_weight"],
+                "residual_penalty": self.residual_penalty}

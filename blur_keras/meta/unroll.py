@@ -65,9 +65,13 @@ def _accuracy(logits, labels):
     return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
 
 
-def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec):
+def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_scale=1.0):
     """``c`` inner steps as a function of flat tensors (for recomputation).
 
+    Returns the flat synapses after the ``c`` steps, then ``[c, S]`` online
+    losses (softmax cross-entropy of ``logit_scale ×`` the prediction made on
+    each training batch before learning from it, mean over replicas and
+    examples; differentiable) and ``[c, S]`` online accuracies (not).
     ``v0_spec``: shape and dtype of V⁰, which the step never reads; a zero
     placeholder stands in for it.
     """
@@ -77,11 +81,15 @@ def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec):
         flat = list(args[len(names):len(names) + num_flat])
         xs, ts, ys = args[len(names) + num_flat:]
         synapses = _pack(flat, tf.zeros(*v0_spec))
-        accs = []
+        losses, accs = [], []
         for i in range(num_steps):
             synapses, states = inner_step(params, synapses, xs[i], ts[i], config, per_layer)
-            accs.append(tf.reduce_mean(_accuracy(states[-1][..., 0], ys[i]), axis=-1))
-        return (*_flatten(synapses), tf.stack(accs))
+            guess = states[-1][..., 0]
+            labels = tf.broadcast_to(tf.cast(ys[i], tf.int32), tf.shape(guess)[:-1])
+            xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logit_scale * guess)
+            losses.append(tf.reduce_mean(tf.reshape(xent, [tf.shape(xent)[0], -1]), axis=-1))
+            accs.append(tf.reduce_mean(_accuracy(guess, ys[i]), axis=-1))
+        return (*_flatten(synapses), tf.stack(losses), tf.stack(accs))
 
     return run
 
@@ -94,14 +102,12 @@ def _recomputed(fn, num_params, num_flat):
         outputs = fn(*args)
 
         def grad(*dys):
-            dys = list(dys)
-            # the accuracy output has no gradient
-            dys[-1] = tf.zeros_like(outputs[-1])
+            # the last output (accuracy) has no gradient
             diff_args = list(args[:num_params + num_flat])
             with tf.GradientTape() as tape:
                 tape.watch(diff_args)
                 again = fn(*diff_args, *args[num_params + num_flat:])
-            grads = tape.gradient(list(again[:-1]), diff_args, output_gradients=dys[:-1],
+            grads = tape.gradient(list(again[:-1]), diff_args, output_gradients=list(dys[:-1]),
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return (*grads, *[None] * (len(args) - num_params - num_flat))
 
@@ -110,7 +116,8 @@ def _recomputed(fn, num_params, num_flat):
     return wrapped
 
 
-def unroll(params, synapses, train_x, train_y, config, per_layer=False, recompute=0):
+def unroll(params, synapses, train_x, train_y, config, per_layer=False, recompute=0,
+           logit_scale=1.0):
     """T inner steps, one per training batch.
 
     Args:
@@ -119,11 +126,14 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
       train_x: ``[T, S, R, B, F]``; train_y: ``[T, S, R, B]`` int labels.
       recompute: 0 stores every step's intermediates for the gradient; c > 0
         recomputes them, c inner steps at a time.
+      logit_scale: scale of the prediction in the online loss.
     Returns:
-      ``(synapses, inner_accuracy)``: the synapses after T steps (V⁰, never
-      read, is returned as given), and ``[T, S]``
-      the accuracy of the network's prediction on each training batch just
-      before learning from it (the inner-loop learning curve).
+      ``(synapses, inner_accuracy, online_loss)``: the synapses after T steps
+      (V⁰, never read, is returned as given); ``[T, S]`` the accuracy of the
+      network's prediction on each training batch just before learning from it
+      (the inner-loop learning curve); ``[S]`` the mean over the T steps of
+      that prediction's softmax cross-entropy (differentiable: the trajectory
+      part of the meta-loss).
     """
     num_steps = int(train_x.shape[0])
     num_classes = int(synapses[-1][0].shape[-2])
@@ -132,40 +142,43 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     flat, v0 = _flatten(synapses), synapses[0][1]
     v0_spec = (v0.shape, v0.dtype)
     p_list = [params[n] for n in names]
-    seg = max(1, int(recompute)) if recompute else 1
-    seg = min(seg, num_steps)
+    seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
     num_segments, rest = divmod(num_steps, seg)
-    fn = _segment_fn(names, len(flat), config, per_layer, seg, v0_spec)
-    if recompute:
-        fn = _recomputed(fn, len(names), len(flat))
 
-    def body(i, flat, accs):
+    def segment(length):
+        fn = _segment_fn(names, len(flat), config, per_layer, length, v0_spec, logit_scale)
+        return _recomputed(fn, len(names), len(flat)) if recompute else fn
+
+    fn = segment(seg)
+
+    def body(i, flat, loss_sum, accs):
         idx = i * seg + tf.range(seg)
         xs, ts, ys = (tf.gather(a, idx) for a in (train_x, train_t, train_y))
         out = fn(*p_list, *flat, xs, ts, ys)
-        return i + 1, list(out[:-1]), accs.write(i, out[-1])
+        return (i + 1, list(out[:-2]), loss_sum + tf.reduce_sum(out[-2], axis=0),
+                accs.write(i, out[-1]))
 
     accs = tf.TensorArray(tf.float32, size=num_segments, element_shape=[seg, None],
                           infer_shape=False)
+    loss_sum = tf.zeros(tf.shape(flat[0])[:1], train_x.dtype)
     if num_segments == 1:
-        _, flat, accs = body(tf.constant(0), flat, accs)
+        _, flat, loss_sum, accs = body(tf.constant(0), flat, loss_sum, accs)
     else:
-        _, flat, accs = tf.while_loop(
-            lambda i, *_: i < num_segments, body, (tf.constant(0), flat, accs),
+        _, flat, loss_sum, accs = tf.while_loop(
+            lambda i, *_: i < num_segments, body, (tf.constant(0), flat, loss_sum, accs),
             maximum_iterations=num_segments)
     inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
     if rest:
-        tail = _segment_fn(names, len(flat), config, per_layer, rest, v0_spec)
-        if recompute:
-            tail = _recomputed(tail, len(names), len(flat))
-        out = tail(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
-        flat = list(out[:-1])
+        out = segment(rest)(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
+        flat = list(out[:-2])
+        loss_sum += tf.reduce_sum(out[-2], axis=0)
         inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
-    return _pack(flat, v0), inner_acc
+    return _pack(flat, v0), inner_acc, loss_sum / num_steps
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
-              init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None):
+              init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None,
+              trajectory_weight=0.0):
     """Meta-loss of a population of genomes on one batch of tasks (docs/spec.md §5).
 
     Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
@@ -182,6 +195,11 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
       recompute: gradient-checkpoint segment length (0: off).
       logit_scale: query logits are ``logit_scale ×`` state 0 (tanh outputs
         lie in [−1, 1]).
+      trajectory_weight: ``w`` in ``(1 − w) · query loss + w · online loss``, where the
+        online loss is the mean over the T inner steps of the cross-entropy of the
+        prediction on each training batch before the network learns from it
+        (``unroll``): a meta-loss spread over the whole trajectory rather than
+        its last step. 0 (default): the paper's last-step query loss.
       shared_synapses: every species starts from the same synapses (common
         random numbers, e.g. for comparing CMA-ES candidates).
       population_species: when ``params`` hold a shard of a larger population
@@ -194,7 +212,7 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
     Returns:
       ``(loss, aux)``: ``loss`` is ``[S]`` (mean over replicas and query
       examples); ``aux`` holds ``accuracy`` ``[S]`` (query accuracy),
-      ``inner_accuracy`` ``[T, S]`` and ``finite`` ``[S]`` (bool).
+      ``inner_accuracy`` ``[T, S]``, ``online_loss`` ``[S]`` and ``finite`` ``[S]`` (bool).
     """
     if loss not in LOSSES:
         raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
@@ -214,8 +232,8 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
         if population_species and population_species != species:  # a shard of the population
             keep = tf.cast(batch["species_first"], tf.int32) + tf.range(species)
             synapses = tuple(tuple(tf.gather(t, keep, axis=0) for t in pair) for pair in synapses)
-    synapses, inner_acc = unroll(params, synapses, train_x, batch["train_y"], config, per_layer,
-                                 recompute)
+    synapses, inner_acc, online = unroll(params, synapses, train_x, batch["train_y"], config,
+                                         per_layer, recompute, logit_scale)
     query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
     query_y = tf.cast(batch["query_y"], tf.int32)
     out = predict(params, synapses, query_x, config, per_layer)  # [S, R, Bq, C]
@@ -228,8 +246,11 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
         per_example = tf.reduce_mean(
             tf.square(out - pm1_targets(query_y, num_classes, out.dtype)), axis=-1)
     per_species = tf.reduce_mean(per_example, axis=[1, 2])
+    if trajectory_weight:
+        per_species = (1.0 - trajectory_weight) * per_species + trajectory_weight * online
     acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
     acc = tf.cast(acc, tf.float32)
     finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [species, -1])), axis=-1)
     finite = tf.logical_and(finite, tf.math.is_finite(per_species))
-    return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "finite": finite}
+    return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "online_loss": online,
+                         "finite": finite}
