@@ -119,14 +119,14 @@ def plot_genome(genome, path, title=None):
 
 
 def plot_comparison(comparison, path):
-    """Bars: learned genome, its random start, best SGD; and the SGD learning-rate sweep.
+    """Bars: learned genome, its start, best SGD; and the SGD learning-rate sweep.
 
     ``comparison``: the ``results.json["comparison"]`` dict of a meta-training run.
     """
     plt = _pyplot()
     fig, (bars, sweep) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    names = ["learned genome", "random start", f"SGD (lr={comparison['sgd_best_learning_rate']:g})"]
-    values = [comparison["learned"], comparison["random_start"], comparison["sgd_best"]]
+    names = ["learned genome", comparison.get("start_name", "start"), f"SGD (lr={comparison['sgd_best_learning_rate']:g})"]
+    values = [comparison["learned"], comparison["start"], comparison["sgd_best"]]
     bars.bar(names, values, color=["tab:green", "tab:gray", "tab:blue"])
     for i, v in enumerate(values):
         bars.text(i, v, f"{v:.3f}", ha="center", va="bottom")

@@ -45,7 +45,7 @@ def test_plot_run_draws_every_picture_of_a_run(tmp_path):
         fh.write(json.dumps({"step": 3, "val_accuracy": [0.2, 0.4], "best_species": 1}) + "\n")
     bk.Genome.random(2, seed=1).save_json(str(d / "genome.json"))
     with open(d / "results.json", "w") as fh:
-        json.dump({"comparison": {"unroll": 5, "learned": 0.7, "random_start": 0.1, "sgd_best": 0.35,
+        json.dump({"comparison": {"unroll": 5, "learned": 0.7, "start": 0.1, "start_name": "random start", "sgd_best": 0.35,
                                   "sgd_best_learning_rate": 1.0,
                                   "sgd_sweep": {"0.1": 0.15, "1.0": 0.35}}}, fh)
     paths = plots.plot_run(str(d))

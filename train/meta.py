@@ -111,7 +111,7 @@ def main(argv):
     if comp is not None:
         verdict = ("beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"]
                    else "does NOT beat")
-        print(f"The learned genome {verdict} both its random start and SGD at T={comp['unroll']}. "
+        print(f"The learned genome {verdict} both its start ({comp['start_name']}) and SGD at T={comp['unroll']}. "
               f"Results: {os.path.join(model_dir, 'results.json')}", flush=True)
     gin.clear_config()
 

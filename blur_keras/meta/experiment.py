@@ -37,6 +37,7 @@ from blur_keras.meta.outer import build_trainer, trainer_factory
 from blur_keras.meta.report import compare
 from blur_keras.meta.result import provenance, write_result
 from blur_keras.meta.runlog import RunLog
+from blur_keras.meta.stages import run_stages
 from blur_keras.meta.start import make_start_genome, start_values
 from blur_keras.meta.strategy import describe_strategy, is_tpu
 from blur_keras.meta.validation import Validation
@@ -95,7 +96,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                final_eval=True, final_eval_replicas=8, final_eval_examples=2000,
                sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
                stop_after=None, learning_rate=None, clip_norm=None, loss=None, shard_axis=None,
-               trainable=None, population_size=None, sigma0=None):
+               trainable=None, population_size=None, sigma0=None, stages=()):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -117,8 +118,12 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
       learning_rate, clip_norm, loss, shard_axis, trainable, population_size, sigma0:
         shorthands for the trainer's own hyperparameters, handed to it when it takes them
         (None: its own default or gin binding).
+      stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
+        per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
+    if stages:
+        return run_stages(meta_train, model_dir, stages, strategy=strategy, stop_after=stop_after)
     run = types.SimpleNamespace(**locals())  # the run's arguments, for the parts below
     run.blur_config = blur_config if blur_config is not None else BlurConfig()
     run.curriculum = curriculum if curriculum is not None else Curriculum()
@@ -136,6 +141,9 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     os.makedirs(model_dir, exist_ok=True)
     ckpt, run_state, start = open_run(run_dir, model_dir, trainer, seed=seed, settings=settings,
                                       unroll=run.curriculum.unroll_at(0), keep=keep_checkpoints)
+    finished = _finished_results(model_dir, start, num_steps)
+    if finished is not None:
+        return finished
     with open(os.path.join(model_dir, "operative_config.gin"), "w") as fh:
         fh.write(gin.operative_config_str())
     train_stream, validation = _streams(run, trainer)
@@ -158,6 +166,16 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         json.dump(results, fh, indent=2)
     logging.info("pictures: %s", ", ".join(plot_run(model_dir)))
     return results
+
+
+def _finished_results(model_dir, start, num_steps):
+    """A run resumed at its end returns the results it wrote (nothing is run again)."""
+    path = os.path.join(model_dir, "results.json")
+    if start < num_steps or not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        results = json.load(fh)
+    return results if results.get("steps_done") == num_steps else None
 
 
 def _start(run):
@@ -210,6 +228,14 @@ def _streams(run, trainer):
                                     run.eval_replicas, run.seed)
 
 
+def _start_name(genome_init):
+    if genome_init in ("random", "backprop"):
+        return f"{genome_init} start"
+    path = os.path.abspath(genome_init)
+    name = os.path.basename(os.path.dirname(path) if path.endswith("genome.json") else path)
+    return f"start genome ({name})"
+
+
 def _finish(run, model_dir, trainer, last_val, start):
     """Result files (genome, population, SavedModel) and the final report; the results."""
     from blur_keras.data import make_eval_arrays, make_task_stream
@@ -232,5 +258,5 @@ def _finish(run, model_dir, trainer, last_val, start):
             per_layer=run.per_layer, sgd_learning_rates=run.sgd_learning_rates,
             jit_compile=run.jit_compile, make_eval_arrays=make_eval_arrays,
             make_task_stream=make_task_stream, out_dir=os.path.join(model_dir, "suite"),
-            provenance=origin)
+            provenance=origin, start_name=_start_name(run.genome_init))
     return results

@@ -22,13 +22,14 @@ def _gin_bound(name):
 
 def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples, seed,
             init_scale, per_layer, sgd_learning_rates, jit_compile, make_eval_arrays,
-            make_task_stream, out_dir=None, provenance=None):
+            make_task_stream, out_dir=None, provenance=None, start_name="random start"):
     """The evaluation suite (``blur_keras.evaluation``) on the run's transfer tasks.
 
     The tasks, architectures, horizons, seeds, ... are the gin bindings of
     ``evaluate_suite``; what is not bound follows the run: its own task (test split), its
     hidden sizes, horizons ``{T, 10, 20, 50, 100}``, ``replicas`` seeds, its batch size and
-    ``examples`` test examples. The random start is measured on the run's own task at T.
+    ``examples`` test examples. The start genome (``start_name``: "random start", "backprop
+    start", the previous stage's genome) is measured on the run's own task at T.
     Writes ``out_dir`` (table.md, curves, points) and returns the ``comparison`` summary
     (test accuracy at T: learned rule, its start, SGD and Adam at the learning rate
     chosen on validation).
@@ -48,8 +49,8 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
                                 **overrides)
     entry = summary["results"][0]
     data = ev.task_data(task, test_examples=own["test_examples"])
-    start_rule = dataclasses.replace(rule, name="random start", values=start)
-    start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "random_start"),
+    start_rule = dataclasses.replace(rule, name=start_name, values=start)
+    start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "start"),
                                  hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(unroll),),
                                  seeds=summary["seeds"], batch_size=summary["batch_size"],
                                  baselines=(), plot=False, log=lambda *_: None)
@@ -58,15 +59,15 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
     res = entry["methods"]
     out = {"unroll": int(steps[at]), "task": entry["label"], "seeds": summary["seeds"],
            "learned": res["blur"]["test_mean"][at],
-           "random_start": start_summary["results"][0]["methods"]["blur"]["test_mean"][-1],
-           "suite": out_dir, "table": os.path.join(out_dir, "table.md")}
+           "start": start_summary["results"][0]["methods"]["blur"]["test_mean"][-1],
+           "start_name": start_name, "suite": out_dir, "table": os.path.join(out_dir, "table.md")}
     for method in ("sgd", "adam"):
         if method in res:
             out[f"{method}_best"] = res[method]["test_mean"][at]
             out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
-    out["learned_beats_start"] = out["learned"] > out["random_start"]
+    out["learned_beats_start"] = out["learned"] > out["start"]
     out["learned_beats_sgd"] = out["learned"] > out.get("sgd_best", -1.0)
     print(f"Test accuracy (baselines at the learning rate chosen on validation; "
-          f"{summary['seeds']} seeds); random start at T={unroll}: {out['random_start']:.4f}\n"
+          f"{summary['seeds']} seeds); {start_name} at T={unroll}: {out['start']:.4f}\n"
           + ev.format_table(summary), flush=True)
     return out

@@ -1,0 +1,61 @@
+"""A run in stages (blur_keras.meta.stages): each stage a gin scope, starting from the last."""
+
+import json
+import os
+
+import gin
+
+from test_meta_gin import CLI, REPO, TINY
+
+STAGED = TINY + [
+    "meta_train.stages = ['fast', 'long']",
+    "fast/meta_train.trainer = @GradientTrainer",
+    "fast/GradientTrainer.trajectory_weight = 0.5",
+    "long/meta_train.trainer = @CMAESTrainer",
+    "long/CMAESTrainer.population_size = 4",
+    "long/CMAESTrainer.trajectory_weight = 0.5",
+    "long/meta_train.num_steps = 2",
+    "long/meta_train.checkpoint_every = 2",
+    "long/meta_train.eval_every = 2",
+    "long/Curriculum.unroll_start = 4",
+]
+
+
+def _run(model_dir, extra=()):
+    from blur_keras.meta.experiment import meta_train
+
+    CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], STAGED + list(extra))
+    try:
+        return meta_train(str(model_dir))
+    finally:
+        gin.clear_config()
+
+
+def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
+    results = _run(tmp_path)
+    fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
+    assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
+    assert long["outer"] == "cma" and long["population_size"] == 4
+    assert long["genome_init"] == str(tmp_path / "fast" / "genome.json")
+    assert [r["steps_done"] for r in results["stages"]] == [3, 2]
+    final = json.load(open(tmp_path / "genome.json"))
+    stages = final["provenance"]["stages"]
+    assert [s["stage"] for s in stages] == ["fast", "long"]
+    assert [s["unroll"] for s in stages] == [2, 4]
+    assert final["provenance"]["genome_init"] == "random"  # the first stage's start
+    long_genome = json.load(open(tmp_path / "long" / "genome.json"))
+    assert final["values"] == long_genome["values"]
+
+
+def test_a_finished_stage_is_not_run_again(tmp_path):
+    _run(tmp_path, ["meta_train.stop_after = 1"])  # stops (checkpointed) in the first stage
+    assert not os.path.exists(tmp_path / "fast" / "genome.json")
+    first = _run(tmp_path)
+    assert [r["steps_done"] for r in first["stages"]] == [3, 2]
+    stamp = os.path.getmtime(tmp_path / "fast" / "genome.json")
+    # more steps for the last stage: the first is finished and kept, the last one continues
+    again = _run(tmp_path, ["long/meta_train.num_steps = 4"])
+    assert os.path.getmtime(tmp_path / "fast" / "genome.json") == stamp
+    assert [r["steps_done"] for r in again["stages"]] == [3, 4]
+    metrics = [json.loads(line) for line in open(tmp_path / "long" / "metrics.jsonl")]
+    assert len(metrics) == 4  # steps 3 and 4 continued the checkpointed stage
