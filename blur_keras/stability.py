@@ -51,9 +51,10 @@ def load_genome(rule):
     return genome
 
 
-def build_model(genome, sizes, seed=0):
+def build_model(genome, sizes, seed=0, jit_compile=True):
     """A compiled ``BlurModel`` ``sizes[0]-…-sizes[-1]`` with the genome's own initialisation
-    (``init_synapses``, scale ``genome.init_scale``, drawn from ``seed``)."""
+    (``init_synapses``, scale ``genome.init_scale``, drawn from ``seed``); ``jit_compile``:
+    XLA for ``fit`` (faster steps, a few seconds of compilation per model)."""
     genome = Genome.from_dict(genome.to_dict())  # one genome layer per model
     net = keras.Sequential([keras.Input((int(sizes[0]),))] +
                            [BlurDense(int(n), k=genome.k) for n in sizes[1:]])
@@ -61,7 +62,7 @@ def build_model(genome, sizes, seed=0):
     model.assign_synapses(init_synapses(tf.constant([int(seed), 7919], tf.int64), sizes,
                                         genome.k, (), model.config, genome.init_scale or 1.0,
                                         model.synapse_dtype))
-    model.compile(metrics=["accuracy"], jit_compile=True)
+    model.compile(metrics=["accuracy"], jit_compile=jit_compile)
     return model
 
 
@@ -72,9 +73,11 @@ def train_subset(data, train_examples, seed):
     return data.pool_x[order], data.pool_y[order]
 
 
-def val_accuracy(model, x, y):
-    """Accuracy of ``model(x)``; rows with non-finite outputs count as wrong."""
-    out = np.asarray(model(x, training=False))
+def val_accuracy(model, x, y, batch_size=32):
+    """Accuracy of ``model(x)`` in batches of ``batch_size`` (as ``fit``'s validation: with
+    ``activation_norm`` a prediction depends on its batch); non-finite rows count as wrong."""
+    out = np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
+                          for i in range(0, len(x), batch_size)])
     hit = (np.argmax(out, -1) == np.asarray(y)) & np.all(np.isfinite(out), -1)
     return float(hit.mean())
 
@@ -85,9 +88,10 @@ class _Recorder(keras.callbacks.Callback):
     """Validation accuracy per epoch (from ``fit``'s logs) and at the early steps; notes the
     first non-finite log value and stops training there."""
 
-    def __init__(self, val_x, val_y, early_steps):
+    def __init__(self, val_x, val_y, early_steps, batch_size=32):
         super().__init__()
         self.val_x, self.val_y, self.early_steps = val_x, val_y, set(early_steps)
+        self.batch_size = batch_size
         self.epoch, self.step, self.epochs, self.early, self.nonfinite = 0, 0, [], {}, None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -98,7 +102,8 @@ class _Recorder(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.step in self.early_steps:
-            self.early[self.step] = val_accuracy(self.model, self.val_x, self.val_y)
+            self.early[self.step] = val_accuracy(self.model, self.val_x, self.val_y,
+                                                 self.batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -115,7 +120,7 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
     """Run ``model.fit``; returns the curve as a dict: ``val_accuracy`` (one entry per epoch,
     ``None`` from a non-finite epoch on), ``early`` (step -> accuracy), ``nonfinite``
     (``None`` or ``{"epoch", "step", "message"}``, 1-based) and ``seconds``."""
-    recorder = _Recorder(val[0], val[1], early_steps)
+    recorder = _Recorder(val[0], val[1], early_steps, batch_size)
     keras.utils.set_random_seed(int(seed))  # fit's shuffle
     start = time.time()
     try:
@@ -133,7 +138,7 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
 
 
 def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, batch_size=32,
-              train_examples=4000, early_steps=EARLY_STEPS, seed=0, log=print):
+              train_examples=4000, early_steps=EARLY_STEPS, seed=0, jit_compile=True, log=print):
     """Train every task × architecture × seed; returns the report dict (``fit.json``)."""
     report = {"epochs": int(epochs), "batch_size": int(batch_size), "seeds": int(seeds),
               "train_examples": int(train_examples), "early_steps": list(early_steps),
@@ -146,7 +151,7 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
             entry = {"label": label, "task": data.name, "sizes": list(sizes), "curves": []}
             for r in range(seeds):
                 train = train_subset(data, train_examples, seed + r)
-                model = build_model(genome, sizes, seed + r)
+                model = build_model(genome, sizes, seed + r, jit_compile)
                 curve = fit_curve(model, train, (data.val_x, data.val_y), epochs, batch_size,
                                   early_steps, seed + r)
                 curve.update(seed=seed + r, train_examples=len(train[1]))
@@ -275,7 +280,8 @@ def write_report(report, out_dir, tolerance=TOLERANCE, plot=True):
 @gin.configurable(module="blur_keras", denylist=["rule", "out_dir", "log"])
 def fit_check(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,), (64,)), seeds=3,
               epochs=20, batch_size=32, train_examples=4000, val_examples=1000,
-              early_steps=EARLY_STEPS, tolerance=TOLERANCE, seed=0, plot=True, log=print):
+              early_steps=EARLY_STEPS, tolerance=TOLERANCE, seed=0, jit_compile=True, plot=True,
+              log=print):
     """The fit check of ``rule`` (a ``Genome`` or genome ``.json``) on ``tasks``
     (``blur_keras.data.Task`` or ``TaskData``; validation: ``val_examples`` held out of the
     training split); writes the files to ``out_dir`` and returns the report."""
@@ -285,7 +291,7 @@ def fit_check(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,), (64,)),
         raise ValueError("fit_check needs at least one task.")
     report = run_check(genome, datas, tuple(tuple(h) for h in hidden_sizes), int(seeds),
                        int(epochs), int(batch_size), int(train_examples), tuple(early_steps),
-                       int(seed), log)
+                       int(seed), bool(jit_compile), log)
     report["rule"] = rule if isinstance(rule, str) else genome.name
     report["config"] = genome.config.to_dict()
     report["tolerance"] = float(tolerance)
