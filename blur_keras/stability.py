@@ -30,7 +30,7 @@ from blur_keras.layers import BlurDense
 from blur_keras.model import BlurModel
 from blur_keras.synapses import init_synapses
 
-__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "train_subset",
+__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "reset_synapses", "train_subset",
            "val_accuracy", "fit_curve", "run_check", "curve_stats", "summarise", "passes",
            "format_table", "plot_curves", "write_report", "fit_check"]
 
@@ -59,10 +59,17 @@ def build_model(genome, sizes, seed=0, jit_compile=True):
     net = keras.Sequential([keras.Input((int(sizes[0]),))] +
                            [BlurDense(int(n), k=genome.k) for n in sizes[1:]])
     model = BlurModel(net, genome)
-    model.assign_synapses(init_synapses(tf.constant([int(seed), 7919], tf.int64), sizes,
-                                        genome.k, (), model.config, genome.init_scale or 1.0,
-                                        model.synapse_dtype))
     model.compile(metrics=["accuracy"], jit_compile=jit_compile)
+    return reset_synapses(model, seed)
+
+
+def reset_synapses(model, seed):
+    """Give ``model`` fresh synapses: the genome's own initialisation drawn from ``seed``
+    (reusing a model keeps its compiled ``fit``); returns the model."""
+    sizes = [model.blur_layers[0].input_width] + [layer.units for layer in model.blur_layers]
+    model.assign_synapses(init_synapses(tf.constant([int(seed), 7919], tf.int64), sizes,
+                                        model.genome.k, (), model.config,
+                                        model.genome.init_scale or 1.0, model.synapse_dtype))
     return model
 
 
@@ -149,9 +156,10 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
             sizes = (data.num_features, *[int(w) for w in widths], data.num_classes)
             label = f"{data.name} {'-'.join(map(str, sizes))}"
             entry = {"label": label, "task": data.name, "sizes": list(sizes), "curves": []}
+            model = build_model(genome, sizes, seed, jit_compile)  # compiled once per shape
             for r in range(seeds):
                 train = train_subset(data, train_examples, seed + r)
-                model = build_model(genome, sizes, seed + r, jit_compile)
+                reset_synapses(model, seed + r)
                 curve = fit_curve(model, train, (data.val_x, data.val_y), epochs, batch_size,
                                   early_steps, seed + r)
                 curve.update(seed=seed + r, train_examples=len(train[1]))
