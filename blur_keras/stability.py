@@ -141,6 +141,7 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
              if fail is None or s < fail["step"]}
     curve = recorder.epochs + [None] * (epochs - len(recorder.epochs))
     return {"val_accuracy": curve, "early": early, "nonfinite": fail,
+            "steps_per_epoch": -(-len(train[1]) // batch_size),
             "seconds": round(time.time() - start, 2)}
 
 
@@ -178,10 +179,11 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
 # ---------------------------------------------------------------------------------- summary
 
 def curve_stats(curve):
-    """``(best, final)`` validation accuracy of one curve; ``final`` is NaN for a curve that
-    went non-finite, ``best`` is NaN when no epoch finished."""
+    """``(best, final)`` validation accuracy of one curve; ``best`` over the epochs and the
+    early steps (NaN when none was recorded), ``final`` after the last epoch (NaN for a curve
+    that went non-finite)."""
     acc = [np.nan if a is None else a for a in curve["val_accuracy"]]
-    finished = [a for a in acc if np.isfinite(a)]
+    finished = [a for a in acc + list(curve.get("early", {}).values()) if np.isfinite(a)]
     best = max(finished) if finished else np.nan
     final = np.nan if curve["nonfinite"] is not None or not acc else acc[-1]
     return float(best), float(final)
@@ -226,8 +228,8 @@ def format_table(report, tolerance=TOLERANCE):
     """Markdown: one row per task × architecture (mean ± std over seeds)."""
     lines = [f"`model.fit`, {report['epochs']} epochs, batch {report['batch_size']}, "
              f"{report['seeds']} seeds; PASS = no non-finite value and final within "
-             f"{tolerance:g} of best (every seed). Final / final − best over the seeds that "
-             "finished.", "",
+             f"{tolerance:g} of best (every seed). Best: over epochs and early steps; final and "
+             "final − best: over the seeds that finished.", "",
              "| task / sizes | best val acc | final val acc | final − best | non-finite "
              "(epochs) | result |", "|---|---|---|---|---|---|"]
     for entry in report["results"]:
@@ -240,8 +242,8 @@ def format_table(report, tolerance=TOLERANCE):
 
 
 def plot_curves(report, path):
-    """One panel per task × architecture: validation accuracy vs epoch, one line per seed
-    (a cross where a curve went non-finite)."""
+    """One panel per task × architecture: validation accuracy vs epoch (early steps at their
+    fraction of an epoch), one line per seed; a cross where a curve went non-finite."""
     from blur_keras.plots import _pyplot, _save
 
     plt = _pyplot()
@@ -251,15 +253,19 @@ def plot_curves(report, path):
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), dpi=100, squeeze=False)
     for ax, entry in zip(axes.flat, report["results"]):
         for curve in entry["curves"]:
-            acc = np.array([np.nan if a is None else a for a in curve["val_accuracy"]], float)
-            line, = ax.plot(np.arange(1, len(acc) + 1), acc, marker=".",
-                            label=f"seed {curve['seed']}")
+            per = curve.get("steps_per_epoch") or 1
+            early = sorted((int(s) / per, a) for s, a in curve.get("early", {}).items())
+            acc = [(e + 1.0, np.nan if a is None else a)
+                   for e, a in enumerate(curve["val_accuracy"])]
+            x, y = np.array(sorted(early + acc), float).reshape(-1, 2).T
+            line, = ax.plot(x, y, marker=".", label=f"seed {curve['seed']}")
             fail = curve["nonfinite"]
             if fail is not None:
-                ax.plot([fail["epoch"]], [0.0], "x", color=line.get_color(), markersize=9)
+                ax.plot([fail["step"] / per], [0.0], "x", color=line.get_color(), markersize=9)
         ax.set_title(entry["label"] + (" (x: non-finite)" if any(
             c["nonfinite"] for c in entry["curves"]) else ""), fontsize=9)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("epoch (early points: steps / steps per epoch)")
+        ax.set_xlim(0, report["epochs"] + 0.5)
         ax.set_ylabel("val accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
