@@ -15,6 +15,7 @@ the rule and the tasks and writes ``fit.json``, ``table.md`` and ``fit_curves.pn
 import json
 import math
 import os
+import re
 import time
 
 import gin
@@ -30,9 +31,9 @@ from blur_keras.layers import BlurDense
 from blur_keras.model import BlurModel
 from blur_keras.synapses import init_synapses
 
-__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "reset_synapses", "train_subset",
-           "val_accuracy", "fit_curve", "run_check", "curve_stats", "summarise", "passes",
-           "format_table", "plot_curves", "write_report", "fit_check"]
+__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "reset_synapses",
+           "train_subset", "val_accuracy", "fit_curve", "run_check", "curve_stats", "summarise",
+           "passes", "format_table", "plot_curves", "write_report", "fit_check"]
 
 TOLERANCE = 0.01
 EARLY_STEPS = (10, 20, 50, 100)
@@ -51,15 +52,17 @@ def load_genome(rule):
     return genome
 
 
-def build_model(genome, sizes, seed=0, jit_compile=True):
+def build_model(genome, sizes, seed=0, jit_compile=True, steps_per_execution=1):
     """A compiled ``BlurModel`` ``sizes[0]-…-sizes[-1]`` with the genome's own initialisation
     (``init_synapses``, scale ``genome.init_scale``, drawn from ``seed``); ``jit_compile``:
-    XLA for ``fit`` (faster steps, a few seconds of compilation per model)."""
+    XLA for ``fit`` (faster steps, a few seconds of compilation per model);
+    ``steps_per_execution``: batches per compiled call (less Python overhead per step)."""
     genome = Genome.from_dict(genome.to_dict())  # one genome layer per model
     net = keras.Sequential([keras.Input((int(sizes[0]),))] +
                            [BlurDense(int(n), k=genome.k) for n in sizes[1:]])
     model = BlurModel(net, genome)
-    model.compile(metrics=["accuracy"], jit_compile=jit_compile)
+    model.compile(metrics=["accuracy"], jit_compile=jit_compile,
+                  steps_per_execution=int(steps_per_execution))
     return reset_synapses(model, seed)
 
 
@@ -92,23 +95,29 @@ def val_accuracy(model, x, y, batch_size=32):
 # ---------------------------------------------------------------------------------- training
 
 class _Recorder(keras.callbacks.Callback):
-    """Validation accuracy per epoch (from ``fit``'s logs) and at the early steps; notes the
-    first non-finite log value and stops training there."""
+    """Validation accuracy per epoch (from ``fit``'s logs) and at the early steps (at the end
+    of the compiled call that reaches them: exact when ``steps_per_execution`` divides them);
+    notes the first non-finite log value and stops training there."""
 
-    def __init__(self, val_x, val_y, early_steps, batch_size=32):
+    def __init__(self, val_x, val_y, early_steps, batch_size=32, steps_per_epoch=1):
         super().__init__()
         self.val_x, self.val_y, self.early_steps = val_x, val_y, set(early_steps)
-        self.batch_size = batch_size
+        self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.epoch, self.step, self.epochs, self.early, self.nonfinite = 0, 0, [], {}, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
+    def global_step(self, batch):
+        """1-based step of batch ``batch`` (0-based, within the current epoch)."""
+        return self.epoch * self.steps_per_epoch + int(batch) + 1
+
     def on_train_batch_begin(self, batch, logs=None):
-        self.step += 1
+        self.step = self.global_step(batch)  # the first step of this call
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.step in self.early_steps:
+        first, self.step = self.step, self.global_step(batch)
+        if self.early_steps & set(range(first, self.step + 1)):
             self.early[self.step] = val_accuracy(self.model, self.val_x, self.val_y,
                                                  self.batch_size)
 
@@ -127,14 +136,18 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
     """Run ``model.fit``; returns the curve as a dict: ``val_accuracy`` (one entry per epoch,
     ``None`` from a non-finite epoch on), ``early`` (step -> accuracy), ``nonfinite``
     (``None`` or ``{"epoch", "step", "message"}``, 1-based) and ``seconds``."""
-    recorder = _Recorder(val[0], val[1], early_steps, batch_size)
+    recorder = _Recorder(val[0], val[1], early_steps, batch_size,
+                         -(-len(train[1]) // batch_size))
     keras.utils.set_random_seed(int(seed))  # fit's shuffle
     start = time.time()
     try:
         model.fit(train[0], train[1], batch_size=batch_size, epochs=epochs, shuffle=True,
                   validation_data=val, callbacks=[recorder], verbose=0)
     except NonFiniteError as err:
-        recorder.nonfinite = {"epoch": recorder.epoch + 1, "step": recorder.step,
+        batch = re.search(r"training batch (\d+)", str(err))  # the batch the guard recorded
+        recorder.nonfinite = {"epoch": recorder.epoch + 1,
+                              "step": recorder.global_step(batch.group(1)) if batch else
+                              recorder.step,
                               "message": str(err).split(" Lower the genome")[0]}
     fail = recorder.nonfinite
     early = {str(s): a for s, a in sorted(recorder.early.items())
@@ -146,9 +159,11 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
 
 
 def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, batch_size=32,
-              train_examples=4000, early_steps=EARLY_STEPS, seed=0, jit_compile=True, log=print):
+              train_examples=4000, early_steps=EARLY_STEPS, seed=0, jit_compile=True,
+              steps_per_execution=1, log=print):
     """Train every task × architecture × seed; returns the report dict (``fit.json``)."""
     report = {"epochs": int(epochs), "batch_size": int(batch_size), "seeds": int(seeds),
+              "steps_per_execution": int(steps_per_execution),
               "train_examples": int(train_examples), "early_steps": list(early_steps),
               "provenance": genome.provenance, "results": []}
     total, start = len(datas) * len(hidden_sizes) * seeds, time.time()
@@ -157,7 +172,8 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
             sizes = (data.num_features, *[int(w) for w in widths], data.num_classes)
             label = f"{data.name} {'-'.join(map(str, sizes))}"
             entry = {"label": label, "task": data.name, "sizes": list(sizes), "curves": []}
-            model = build_model(genome, sizes, seed, jit_compile)  # compiled once per shape
+            # compiled once per shape
+            model = build_model(genome, sizes, seed, jit_compile, steps_per_execution)
             for r in range(seeds):
                 train = train_subset(data, train_examples, seed + r)
                 reset_synapses(model, seed + r)
@@ -294,8 +310,8 @@ def write_report(report, out_dir, tolerance=TOLERANCE, plot=True):
 @gin.configurable(module="blur_keras", denylist=["rule", "out_dir", "log"])
 def fit_check(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,), (64,)), seeds=3,
               epochs=20, batch_size=32, train_examples=4000, val_examples=1000,
-              early_steps=EARLY_STEPS, tolerance=TOLERANCE, seed=0, jit_compile=True, plot=True,
-              log=print):
+              early_steps=EARLY_STEPS, tolerance=TOLERANCE, seed=0, jit_compile=True,
+              steps_per_execution=10, plot=True, log=print):
     """The fit check of ``rule`` (a ``Genome`` or genome ``.json``) on ``tasks``
     (``blur_keras.data.Task`` or ``TaskData``; validation: ``val_examples`` held out of the
     training split); writes the files to ``out_dir`` and returns the report."""
@@ -305,7 +321,7 @@ def fit_check(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,), (64,)),
         raise ValueError("fit_check needs at least one task.")
     report = run_check(genome, datas, tuple(tuple(h) for h in hidden_sizes), int(seeds),
                        int(epochs), int(batch_size), int(train_examples), tuple(early_steps),
-                       int(seed), bool(jit_compile), log)
+                       int(seed), bool(jit_compile), int(steps_per_execution), log)
     report["rule"] = rule if isinstance(rule, str) else genome.name
     report["config"] = genome.config.to_dict()
     report["tolerance"] = float(tolerance)

@@ -10,7 +10,7 @@ from blur_keras import BlurConfig, Genome
 from blur_keras import stability as st
 from blur_keras.evaluation import synthetic_data
 
-EPOCHS = 3
+EPOCHS = 2
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_a_genome_that_goes_nonfinite_fails_without_stopping_the_check(toy, tmp_
     for entry in report["results"]:
         for curve in entry["curves"]:  # the second seed reuses the model the first broke
             fail = curve["nonfinite"]
-            assert fail is not None and fail["epoch"] >= 1 and fail["step"] >= 1
+            assert fail is not None and fail["epoch"] == 1 and fail["step"] == 2
             assert "non-finite" in fail["message"]
             assert curve["val_accuracy"][fail["epoch"] - 1:] == \
                 [None] * (EPOCHS - fail["epoch"] + 1)
@@ -65,6 +65,16 @@ def test_a_genome_that_goes_nonfinite_fails_without_stopping_the_check(toy, tmp_
     table = (tmp_path / "table.md").read_text()
     assert table.count("| FAIL |") == 2 and "2/2 (" in table
     assert (tmp_path / "fit_curves.png").stat().st_size > 0
+
+
+def test_the_nonfinite_step_is_exact_with_several_steps_per_call(toy):
+    model = st.build_model(_exploding(), (8, 4, 3), jit_compile=False, steps_per_execution=5)
+    curve = st.fit_curve(model, (toy.pool_x, toy.pool_y), (toy.val_x, toy.val_y), EPOCHS,
+                         early_steps=(1,))
+    # step 1 is finite (the synapses only get huge), step 2 overflows
+    assert curve["nonfinite"]["epoch"] == 1 and curve["nonfinite"]["step"] == 2
+    assert curve["val_accuracy"] == [None] * EPOCHS
+    assert curve["early"] == {}  # step 1 is measured after the call (steps 1-5) that failed
 
 
 def test_nonfinite_validation_logs_end_the_curve(toy):
