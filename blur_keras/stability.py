@@ -96,8 +96,9 @@ def val_accuracy(model, x, y, batch_size=32):
 
 class _Recorder(keras.callbacks.Callback):
     """Validation accuracy per epoch (from ``fit``'s logs) and at the early steps (at the end
-    of the compiled call that reaches them: exact when ``steps_per_execution`` divides them);
-    notes the first non-finite log value and stops training there."""
+    of the compiled call that reaches one, keyed by that call's last step: the early step
+    itself when calls of ``steps_per_execution`` steps end there); notes the first non-finite
+    log value and stops training there."""
 
     def __init__(self, val_x, val_y, early_steps, batch_size=32, steps_per_epoch=1):
         super().__init__()
