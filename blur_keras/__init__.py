@@ -2,7 +2,8 @@
 
 Pure math: ``inner_step``, ``forward_pass``, ``predict``, ``init_synapses``
 (and the modules ``forward``, ``feedback``, ``backward``, ``synapses``).
-Keras: ``BlurDense``, ``BlurModel``, ``Genome``, ``BlurConfig``.
+Keras: ``BlurDense``, ``BlurModel``, ``Genome``, ``BlurConfig``; ``pretrained_genomes()``
+lists the genomes shipped with the package (``Genome.pretrained(name)``).
 Subpackages: ``blur_keras.data`` (tasks), ``blur_keras.meta`` (meta-training),
 ``blur_keras.plots``.
 """
@@ -14,6 +15,7 @@ from blur_keras.genome import Genome
 from blur_keras.inner import forward_pass, inner_step, predict
 from blur_keras.layers import BlurDense
 from blur_keras.model import BlurModel
+from blur_keras.pretrained import pretrained_names as pretrained_genomes
 from blur_keras.synapses import init_synapses
 
 __version__ = "0.1.0"

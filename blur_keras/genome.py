@@ -19,6 +19,7 @@ from blur_keras.genome_file import (FILE_FORMAT, as_config, as_float, check_geno
 from blur_keras.genome_spec import (CORE_NAMES, DESCRIPTIONS, NAMES, OPTIONAL_NAMES,
                                     align_to_population, core_rank, core_shape, full_values,
                                     member, num_core_numbers, select_layer)
+from blur_keras.pretrained import pretrained_names, pretrained_text
 
 __all__ = [
     "Genome", "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "core_rank", "core_shape",
@@ -178,6 +179,25 @@ class Genome(keras.layers.Layer):
             return cls.from_json(text, **kwargs)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
+
+    @classmethod
+    def pretrained(cls, name, **kwargs):
+        """A genome shipped with the package (``blur_keras/genomes/<name>.json``), with its
+        config, scales and provenance; an unknown name is a ``ValueError`` listing the known."""
+        return cls._pretrained_from(name, None, **kwargs)
+
+    @staticmethod
+    def pretrained_names():
+        """Names ``Genome.pretrained`` accepts (sorted)."""
+        return pretrained_names()
+
+    @classmethod
+    def _pretrained_from(cls, name, directory, **kwargs):
+        text = pretrained_text(name, directory)
+        try:
+            return cls.from_json(text, **kwargs)
+        except ValueError as err:
+            raise ValueError(f"Pretrained genome {name!r}: {err}") from None
 
     def get_config(self):
         config = super().get_config()

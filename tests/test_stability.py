@@ -1,0 +1,125 @@
+"""The fit check (blur_keras.stability): curves per epoch, non-finite runs reported, PASS/FAIL."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from blur_keras import BlurConfig, Genome
+from blur_keras import stability as st
+from blur_keras.evaluation import synthetic_data
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def toy():
+    # 8 features, 3 classes; 96 training examples = 3 batches of 32 per epoch
+    return synthetic_data("toy", 8, 3, pool=96, val=64, test=8, seed=0)
+
+
+def _backprop():
+    return st.load_genome(Genome.backprop(0.01).with_metadata(
+        config=BlurConfig.backprop("tanh", "linear")))
+
+
+def _exploding():
+    # huge synapse keep and update: the synapses overflow at the second step
+    return st.load_genome(Genome.random(2, seed=0, synapse_keep=1e30, synapse_update=1e30))
+
+
+def test_curves_are_recorded_per_epoch(toy, tmp_path):
+    report = st.run_check(_backprop(), [toy], hidden_sizes=((4,),), seeds=2, epochs=EPOCHS,
+                          early_steps=(1, 2, 50), jit_compile=False,
+                          log=lambda line: None)
+    (entry,) = report["results"]
+    assert entry["sizes"] == [8, 4, 3]
+    assert [c["seed"] for c in entry["curves"]] == [0, 1]
+    for curve in entry["curves"]:
+        assert curve["nonfinite"] is None
+        assert len(curve["val_accuracy"]) == EPOCHS
+        assert all(0.0 <= a <= 1.0 for a in curve["val_accuracy"])
+        assert sorted(curve["early"]) == ["1", "2"]  # 50 is past the 9 steps run
+        assert curve["train_examples"] == 96
+    st.write_report(report, str(tmp_path), plot=False)
+    saved = json.loads((tmp_path / "fit.json").read_text())
+    assert saved["results"][0]["curves"][0]["val_accuracy"] == entry["curves"][0]["val_accuracy"]
+    assert "| toy 8-4-3 |" in (tmp_path / "table.md").read_text()
+
+
+def test_a_genome_that_goes_nonfinite_fails_without_stopping_the_check(toy, tmp_path):
+    report = st.run_check(_exploding(), [toy], hidden_sizes=((4,), (5,)), seeds=2,
+                          epochs=EPOCHS, early_steps=(), jit_compile=False, log=lambda line: None)
+    assert len(report["results"]) == 2  # the second architecture still ran
+    for entry in report["results"]:
+        for curve in entry["curves"]:  # the second seed reuses the model the first broke
+            fail = curve["nonfinite"]
+            assert fail is not None and fail["epoch"] == 1 and fail["step"] == 2
+            assert "non-finite" in fail["message"]
+            assert curve["val_accuracy"][fail["epoch"] - 1:] == \
+                [None] * (EPOCHS - fail["epoch"] + 1)
+        summary = st.summarise(entry)
+        assert summary["nonfinite"] == 2 and not summary["pass"]
+    st.write_report(report, str(tmp_path), plot=True)
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("| FAIL |") == 2 and "2/2 (" in table
+    assert (tmp_path / "fit_curves.png").stat().st_size > 0
+
+
+def test_the_nonfinite_step_is_exact_with_several_steps_per_call(toy):
+    model = st.build_model(_exploding(), (8, 4, 3), jit_compile=False, steps_per_execution=5)
+    curve = st.fit_curve(model, (toy.pool_x, toy.pool_y), (toy.val_x, toy.val_y), EPOCHS,
+                         early_steps=(1,))
+    # step 1 is finite (the synapses only get huge), step 2 overflows
+    assert curve["nonfinite"]["epoch"] == 1 and curve["nonfinite"]["step"] == 2
+    assert curve["val_accuracy"] == [None] * EPOCHS
+    assert curve["early"] == {}  # step 1 is measured after the call (steps 1-5) that failed
+
+
+def test_nonfinite_validation_logs_end_the_curve(toy):
+    model = st.build_model(_backprop(), (8, 4, 3), jit_compile=False)
+    recorder = st._Recorder(toy.val_x, toy.val_y, ())
+    recorder.set_model(model)
+    recorder.step = 7
+    recorder.on_epoch_end(0, {"val_accuracy": 0.5, "val_feedback_mse": 0.3})
+    recorder.on_epoch_end(1, {"val_accuracy": 0.1, "val_feedback_mse": float("nan")})
+    assert recorder.epochs == [0.5]
+    assert recorder.nonfinite["epoch"] == 2 and recorder.nonfinite["step"] == 7
+    assert "val_feedback_mse" in recorder.nonfinite["message"] and model.stop_training
+
+
+def _curve(acc, fail=None):
+    return {"val_accuracy": acc, "nonfinite": fail}
+
+
+@pytest.mark.parametrize("curves, expected", [
+    ([_curve([0.5, 0.8, 0.8]), _curve([0.6, 0.7, 0.75])], True),     # final is the best
+    ([_curve([0.5, 0.8, 0.795])], True),                              # within 0.01 of best
+    ([_curve([0.5, 0.8, 0.78])], False),                              # dropped by 0.02
+    ([_curve([0.5, 0.8, 0.8]), _curve([0.7, 0.9, 0.85])], False),     # one seed dropped
+    ([_curve([0.5, None, None], {"epoch": 2, "step": 9})], False),    # went non-finite
+])
+def test_pass_fail(curves, expected):
+    assert st.passes(curves, tolerance=0.01) is expected
+
+
+def test_summary_statistics():
+    entry = {"label": "t", "curves": [_curve([0.5, 0.8, 0.7]), _curve([0.6, 0.9, 0.9]),
+                                      _curve([0.4, None, None], {"epoch": 2, "step": 5})]}
+    s = st.summarise(entry)
+    assert s["best"][0] == pytest.approx(np.mean([0.8, 0.9, 0.4]))
+    assert s["final"] == pytest.approx((0.8, 0.1)) and s["n_final"] == 2
+    assert s["drop"][0] == pytest.approx(-0.05)
+    assert s["nonfinite"] == 1 and s["nonfinite_epochs"] == [2] and s["pass"] is False
+    best, final = st.curve_stats(_curve([None, None], {"epoch": 1, "step": 1}))
+    assert math.isnan(best) and math.isnan(final)
+
+
+def test_early_accuracy_matches_fits_validation(toy):
+    # the same batches of 32 as fit's validation (activation_norm: predictions depend on the batch)
+    genome = st.load_genome(Genome.random(2, seed=3))
+    model = st.build_model(genome, (8, 4, 3), jit_compile=False)
+    keras_acc = model.evaluate(toy.val_x[:40], toy.val_y[:40], batch_size=32, verbose=0,
+                               return_dict=True)["accuracy"]
+    assert st.val_accuracy(model, toy.val_x[:40], toy.val_y[:40], 32) == pytest.approx(keras_acc)
