@@ -44,6 +44,24 @@ def test_cma_es_non_finite_candidates_get_worst_fitness(batches):
     assert WORST_FITNESS > 0  # worse than any -accuracy
 
 
+def test_trajectory_fitness_mixes_query_and_inner_accuracy_and_grades_divergence(batches):
+    trainer = make_trainer(trajectory_weight=0.25)
+    assert trainer.settings()["trajectory_weight"] == 0.25
+    acc = np.array([0.8, np.nan, 0.6])
+    inner = np.array([[0.2, 0.5, 0.1], [0.4, 0.3, 0.1]])  # [T, candidates]
+    np.testing.assert_allclose(trainer.fitness_of(acc, inner),
+                               [-(0.75 * 0.8 + 0.25 * 0.3), -0.25 * 0.4, -(0.75 * 0.6 + 0.25 * 0.1)])
+    plain = make_trainer()
+    np.testing.assert_allclose(plain.fitness_of(acc, inner), [-0.8, WORST_FITNESS, -0.6])
+    # a diverged network's inner steps count as wrong once its outputs are non-finite
+    params = trainer.unflatten(np.stack([trainer.flatten(trainer.base)] * 2))
+    params["eta_syn"][1] = 3e38
+    _, curve = trainer.fitness(params, batches[0], 0)
+    assert curve[-1, 1] == 0.0 and curve[0, 1] > 0.0
+    with pytest.raises(ValueError, match="trajectory_weight"):
+        make_trainer(trajectory_weight=1.5)
+
+
 def test_cma_es_state_resumes_from_checkpoint(tmp_path, batches):
     straight = make_trainer()
     ref = [straight.train_step(b) for b in batches[:5]]

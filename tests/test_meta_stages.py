@@ -43,6 +43,8 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     assert [s["stage"] for s in stages] == ["fast", "long"]
     assert [s["unroll"] for s in stages] == [2, 4]
     assert final["provenance"]["genome_init"] == "random"  # the first stage's start
+    assert final["provenance"]["transform_std"] == 0.5  # and what rebuilds it (toy2d.gin)
+    assert final["provenance"]["synapse_update"] == -0.01
     long_genome = json.load(open(tmp_path / "long" / "genome.json"))
     assert final["values"] == long_genome["values"]
 

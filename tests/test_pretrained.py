@@ -80,6 +80,9 @@ def start_genome(genome):
                                 num_layers=genome.num_layers)
     else:
         pytest.fail(f"genome_init={init!r} in the provenance: the start cannot be rebuilt.")
+    if origin.get("genome_values"):  # entries the run set on top of its start
+        start.assign({n: np.broadcast_to(np.asarray(v, np.float32), start.shape_of(n))
+                      for n, v in origin["genome_values"].items()})
     return start.with_metadata(config=genome.config, init_scale=genome.init_scale)
 
 

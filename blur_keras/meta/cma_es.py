@@ -3,8 +3,10 @@
 A generation: pycma proposes ``λ`` genomes; they become the species axis of
 one genome population, evaluated in one compiled call (T inner steps from
 shared random synapses on shared batches, then the query accuracy); pycma is
-told ``−accuracy`` (it minimises).  A candidate whose outputs are not finite
-gets the worst fitness (``+1``, worse than any ``−accuracy``).
+told ``−accuracy`` (it minimises; ``trajectory_weight`` mixes in the accuracy over the whole
+unroll, see ``fitness_of``).  A candidate whose outputs are not finite gets the worst fitness
+(``+1``, worse than any ``−accuracy``), or with a trajectory fitness the credit of its inner
+steps only.
 
 The whole state (the pickled ``CMAEvolutionStrategy`` and the NumPy RNG state
 it draws from) lives in a string variable, so it is saved in the run's
@@ -137,6 +139,21 @@ class CMAESTrainer(OuterTrainer, tf.Module):
         acc = np.where(aux["finite"].numpy() & np.isfinite(acc), acc, np.nan)
         return acc, aux["inner_accuracy"].numpy()
 
+    def fitness_of(self, acc, inner):
+        """What pycma minimises: ``−((1 − w) · query accuracy + w · mean inner accuracy)``.
+
+        A candidate whose outputs went non-finite scores its query accuracy as 0: with
+        ``w > 0`` it keeps the credit of the steps it learned before diverging (a graded
+        fitness, so that a population that diverges late can still be ranked); with ``w = 0``
+        it gets ``WORST_FITNESS``.
+        """
+        finite = np.isfinite(acc)
+        if self.trajectory_weight == 0:
+            return np.where(finite, -np.nan_to_num(acc), WORST_FITNESS)
+        inner = np.nan_to_num(np.asarray(inner, np.float64)).mean(axis=0)
+        return -((1.0 - self.trajectory_weight) * np.where(finite, acc, 0.0)
+                 + self.trajectory_weight * inner)
+
     def _ask(self):
         saved = np.random.get_state()
         np.random.set_state(self.rng_state)
@@ -151,8 +168,7 @@ class CMAESTrainer(OuterTrainer, tf.Module):
         solutions = self._ask()
         acc, inner = self.fitness(self.unflatten(solutions), batch, int(self.step.numpy()))
         finite = np.isfinite(acc)
-        score = (1.0 - self.trajectory_weight) * acc + self.trajectory_weight * inner.mean(axis=0)
-        fitness = np.where(finite, -np.nan_to_num(score), WORST_FITNESS)
+        fitness = self.fitness_of(acc, inner)
         self.es.tell(solutions, fitness.tolist())
         self.step.assign_add(1)
         return {"accuracy": np.nan_to_num(acc), "fitness": fitness, "applied": finite,

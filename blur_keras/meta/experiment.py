@@ -228,6 +228,12 @@ def _streams(run, trainer):
                                     run.eval_replicas, run.seed)
 
 
+def _jsonable(values):
+    if not values:
+        return None
+    return {n: np.asarray(v).tolist() for n, v in dict(values).items()}
+
+
 def _start_name(genome_init):
     if genome_init in ("random", "backprop"):
         return f"{genome_init} start"
@@ -243,7 +249,11 @@ def _finish(run, model_dir, trainer, last_val, start):
     target_t = run.curriculum.unroll_at(run.num_steps - 1)
     task = _first_task(run.task)
     origin = provenance(task, run.sizes, target_t, run.num_steps, run.seed, run.genome_init,
-                        run.genome_seed, trainer.name, trainer.species, model_dir)
+                        run.genome_seed, trainer.name, trainer.species, model_dir, start={
+                            "transform_std": run.transform_std,
+                            "synapse_update": run.synapse_update,
+                            "genome_values": _jsonable(run.genome_values),
+                            "backprop_learning_rate": run.backprop_learning_rate})
     best, best_values, files = write_result(
         model_dir, trainer, last_val, k=run.k, num_layers=run.num_layers, config=run.blur_config,
         sizes=run.sizes, init_scale=run.init_scale, logit_scale=run.logit_scale,

@@ -16,11 +16,13 @@ def _version():
 
 
 def provenance(task, sizes, unroll, num_steps, seed, genome_init, genome_seed, outer, species,
-               model_dir):
-    """Where a learned genome comes from (stored in its files)."""
+               model_dir, start=None):
+    """Where a learned genome comes from (stored in its files). ``start``: what rebuilds the
+    start genome besides ``genome_init`` and ``genome_seed`` (``transform_std``,
+    ``synapse_update``, ``genome_values``, ``backprop_learning_rate``)."""
     return {"task": task.describe(), "sizes": list(sizes), "unroll": unroll,
             "meta_steps": num_steps, "seed": seed, "genome_init": str(genome_init),
-            "genome_seed": genome_seed, "outer": outer, "species": species,
+            "genome_seed": genome_seed, **(start or {}), "outer": outer, "species": species,
             "model_dir": os.path.abspath(model_dir), "package_version": _version()}
 
 

@@ -21,17 +21,19 @@ __all__ = ["run_stages"]
 def _stage_summary(name, genome_path):
     with open(genome_path) as fh:
         origin = json.load(fh).get("provenance", {})
-    keys = ("genome_init", "outer", "unroll", "meta_steps", "task", "sizes", "species", "seed",
-            "genome_seed")
+    keys = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
+            "backprop_learning_rate", "outer", "unroll", "meta_steps", "task", "sizes", "species",
+            "seed")
     return {"stage": name, **{k: origin[k] for k in keys if k in origin}}
 
 
 def _write_final(model_dir, stages, genome_path, results):
     with open(genome_path) as fh:
         genome = json.load(fh)
+    start = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
+             "backprop_learning_rate")  # the rule's start: the first stage's
     genome["provenance"] = dict(genome.get("provenance", {}), stages=stages,
-                                genome_init=stages[0].get("genome_init"),
-                                genome_seed=stages[0].get("genome_seed"),
+                                **{k: stages[0].get(k) for k in start},
                                 model_dir=os.path.abspath(model_dir))
     with open(os.path.join(model_dir, "genome.json"), "w") as fh:
         json.dump(genome, fh, indent=1)

@@ -60,8 +60,10 @@ def _pack(flat, v0):
 
 
 def _accuracy(logits, labels):
-    """Accuracy per leading position: ``[..., B, C]`` and ``[..., B]`` -> ``[...]``."""
+    """Accuracy per leading position: ``[..., B, C]`` and ``[..., B]`` -> ``[...]``; a row
+    with a non-finite logit counts as wrong."""
     hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+    hit = tf.logical_and(hit, tf.reduce_all(tf.math.is_finite(logits), axis=-1))
     return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
 
 
