@@ -78,7 +78,8 @@ class Rule:
 
 def load_rule(spec, config=None, init_scale=None):
     """A ``Rule`` from ``"backprop"`` / ``"backprop:<lr>[:<hidden σ>]"``, a genome ``.json``
-    file, or an exported SavedModel directory.
+    file, an exported SavedModel directory, or the name of a pretrained genome
+    (``Genome.pretrained_names()``).
 
     A genome file carries its config; ``config`` is then only a check (a contradiction is
     an error). An old values-only file needs ``config`` (default ``BlurConfig()``).
@@ -94,6 +95,11 @@ def load_rule(spec, config=None, init_scale=None):
                     init_scale=1.0 if init_scale is None else float(init_scale))
     if os.path.isdir(spec):
         return _load_saved_model_rule(spec, config, init_scale)
+    if spec in Genome.pretrained_names() and not os.path.exists(spec):
+        genome = Genome.pretrained(spec)
+        return Rule(f"pretrained/{spec}", genome.numpy(), resolve_config(genome, config),
+                    genome.per_layer, float(init_scale or genome.init_scale or 1.0),
+                    genome.provenance)
     genome = Genome.load_json(spec)
     if genome.species is not None:
         raise ValueError(f"{spec} holds {genome.species} species; pick one "

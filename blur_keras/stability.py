@@ -42,8 +42,14 @@ EARLY_STEPS = (10, 20, 50, 100)
 # ---------------------------------------------------------------------------------- models
 
 def load_genome(rule):
-    """A species-free ``Genome`` with its config set: a ``Genome`` or a genome ``.json`` path."""
-    genome = rule if isinstance(rule, Genome) else Genome.load_json(rule)
+    """A species-free ``Genome`` with its config set: a ``Genome``, a genome ``.json`` path or a
+    pretrained genome's name."""
+    if isinstance(rule, Genome):
+        genome = rule
+    elif rule in Genome.pretrained_names() and not os.path.exists(rule):
+        genome = Genome.pretrained(rule)
+    else:
+        genome = Genome.load_json(rule)
     if genome.species is not None:
         raise ValueError(f"The fit check trains one genome; {rule} holds {genome.species} species "
                          "(pick one with Genome.species_member).")

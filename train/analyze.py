@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("rule", None, "Genome .json, SavedModel directory, or backprop[:lr[:σ]].")
+flags.DEFINE_string("rule", None, "Genome .json, SavedModel directory, backprop[:lr[:σ]] or a "
+                    "pretrained genome's name.")
 flags.DEFINE_list("sizes", ["8", "6", "4"], "Layer sizes n_0,...,n_L of the probe network.")
 flags.DEFINE_integer("batch_size", 16, "Examples in the probe batch.")
 flags.DEFINE_integer("batches", 5, "Random batches / synapse draws to average over.")

@@ -23,7 +23,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GIN = os.path.join(REPO, "gin", "eval", "transfer.gin")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("rule", None, "Genome .json, SavedModel directory, or backprop[:lr[:σ]].")
+flags.DEFINE_string("rule", None, "Genome .json, SavedModel directory, backprop[:lr[:σ]] or a "
+                    "pretrained genome's name (blur_keras.pretrained_genomes()).")
 flags.DEFINE_string("out_dir", None, "Output directory (default: /tmp/blur_eval/<rule name>).")
 flags.DEFINE_multi_string("gin_file", None, "Gin file(s); default: gin/eval/transfer.gin.")
 flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'evaluate_suite.seeds=4'.")

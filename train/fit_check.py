@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GIN = os.path.join(REPO, "gin", "eval", "fit.gin")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("rule", None, "Genome .json file.")
+flags.DEFINE_string("rule", None, "Genome .json file or a pretrained genome's name.")
 flags.DEFINE_string("out_dir", None, "Output directory (default: /tmp/blur_fit/<rule name>).")
 flags.DEFINE_multi_string("gin_file", None, "Gin file(s); default: gin/eval/fit.gin.")
 flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'fit_check.epochs=5'.")
