@@ -36,6 +36,27 @@ def test_all_required_gin_files_exist():
             "toy2d.gin"} <= names
 
 
+def _stages():
+    """The gin scopes of a staged configuration (``meta_train.stages``), or ``[""]``."""
+    try:
+        return [s + "/" for s in gin.query_parameter("meta_train.stages")]
+    except ValueError:
+        return [""]
+
+
+def tiny(path):
+    """TINY, for every stage of the gin file at ``path`` (scoped bindings beat unscoped ones)."""
+    CLI.parse_gin([path], [])
+    try:
+        stages = _stages()
+    finally:
+        gin.clear_config()
+    if stages == [""]:
+        return list(TINY)
+    scoped = [s + b for s in stages for b in TINY if "stages" not in b]
+    return TINY + scoped + [s + "meta_train.population_size = 4" for s in stages]
+
+
 @pytest.mark.parametrize("path", GIN_FILES, ids=os.path.basename)
 def test_gin_file_parses_and_names_a_task(path):
     from blur_keras.data import Mixture, Task
@@ -44,9 +65,28 @@ def test_gin_file_parses_and_names_a_task(path):
     try:
         task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
         assert isinstance(task, (Task, Mixture))
-        assert gin.query_parameter("meta_train.num_steps") >= 100
+        for stage in _stages():
+            assert gin.query_parameter(f"{stage}meta_train.num_steps") >= 20, stage
     finally:
         gin.clear_config()
+
+
+@pytest.mark.parametrize("name", ["general.gin", "tpu_general.gin"])
+def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
+    """The recipes of the shipped genomes run end to end, each stage from the previous one."""
+    from blur_keras.meta.experiment import meta_train
+
+    path = os.path.join(REPO, "gin", name)
+    CLI.parse_gin([path], tiny(path) + ["meta_train.task = @preset_task()",
+                                        "preset_task.name = 'mnist_5k_10x10'"])
+    try:
+        stages = [s.rstrip("/") for s in _stages()]
+        results = meta_train(str(tmp_path))
+    finally:
+        gin.clear_config()
+    assert len(stages) >= 2 and [r["steps_done"] for r in results["stages"]] == [3] * len(stages)
+    final = json.load(open(tmp_path / "genome.json"))
+    assert [s["stage"] for s in final["provenance"]["stages"]] == stages
 
 
 def test_default_gin_is_package_data_linked_from_gin_folder():
