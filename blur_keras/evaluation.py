@@ -458,6 +458,23 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
     return summary
 
 
+def steps_to_reach(val_curves, targets, steps):
+    """How many steps a tuned baseline needs to reach each target (validation accuracy).
+
+    ``val_curves``: ``[records, learning rates]`` mean validation accuracy of one baseline's
+    sweep; ``targets``: ``[records]`` (the rule's mean validation accuracy at each recorded
+    step); ``steps``: the recorded steps. For each target, the first recorded step at which
+    some learning rate's curve reaches it (the best rate for that target), or ``None`` when no
+    rate reaches it within the recorded steps.
+    """
+    val_curves = np.asarray(val_curves, np.float64)
+    out = []
+    for target in np.asarray(targets, np.float64):
+        hit = np.nonzero((val_curves >= target).any(axis=1))[0]
+        out.append(int(steps[hit[0]]) if hit.size else None)
+    return out
+
+
 def _summarise(label, task, sizes, steps, curves, learning_rates):
     methods = {}
     for method, c in curves.items():
@@ -472,6 +489,11 @@ def _summarise(label, task, sizes, steps, curves, learning_rates):
         methods[method] = {"test_mean": [s[0] for s in stats], "test_ci95": [s[1] for s in stats],
                            "val_mean": np.asarray(val_mean, float).tolist(),
                            "best_learning_rate": best_lr}
+    rule_val = methods["blur"]["val_mean"]
+    for method, c in curves.items():
+        if method != "blur":
+            methods[method]["steps_to_reach_rule"] = steps_to_reach(c[0].mean(-1), rule_val,
+                                                                    steps)
     return {"label": label, "task": task, "sizes": list(sizes), "steps": list(steps),
             "methods": methods}
 
@@ -512,8 +534,27 @@ def format_table(summary):
                     cell += f" (lr {res['best_learning_rate'][i]:g})"
                 cells.append(cell)
             lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [""] + _reach_table(entry, horizons)
     return "\n".join(lines)
+
+
+def _reach_table(entry, horizons):
+    """Markdown rows: steps each tuned baseline needs to reach the rule's validation accuracy
+    at each horizon (">N" when it does not within the recorded steps)."""
+    baselines = [m for m in entry["methods"] if "steps_to_reach_rule" in entry["methods"][m]]
+    if not baselines:
+        return []
+    cols = [entry["steps"].index(h) for h in horizons]
+    last = entry["steps"][-1]
+    lines = ["Steps each baseline (best learning rate for the purpose) needs to reach the rule's "
+             "validation accuracy at N steps:", "",
+             "| method | " + " | ".join(f"N = {h}" for h in horizons) + " |",
+             "|---|" + "---|" * len(horizons)]
+    for method in baselines:
+        reach = entry["methods"][method]["steps_to_reach_rule"]
+        cells = [str(reach[i]) if reach[i] is not None else f"> {last}" for i in cols]
+        lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def plot_suite(summary, out_dir):

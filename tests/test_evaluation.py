@@ -86,6 +86,31 @@ def test_select_uses_validation_not_test():
     assert mean == pytest.approx(0.3) and half == pytest.approx(12.706 * 0.1 / 1.0, rel=1e-3)
 
 
+def test_steps_to_reach_the_rule():
+    steps = [0, 10, 20, 50]
+    curves = np.array([[0.1, 0.1], [0.3, 0.5], [0.6, 0.55], [0.7, 0.9]])  # [records, lrs]
+    # any learning rate may serve a target; the first recorded step where one reaches it
+    assert ev.steps_to_reach(curves, [0.1, 0.5, 0.6, 0.95], steps) == [0, 10, 20, None]
+
+
+def test_suite_reports_steps_to_reach_the_rule(suite):
+    out, summary = suite
+    methods = summary["results"][0]["methods"]
+    rows = list(csv.DictReader(open(os.path.join(out, "points.csv"))))
+    steps = summary["results"][0]["steps"]
+    for method in ("sgd", "adam"):
+        val = np.zeros((len(steps), 4))
+        lrs = sorted({float(r["learning_rate"]) for r in rows if r["method"] == method})
+        for i, step in enumerate(steps):
+            for j, lr in enumerate(lrs):
+                val[i, j] = np.mean([float(r["accuracy"]) for r in rows if r["method"] == method
+                                     and int(r["step"]) == step and r["split"] == "val"
+                                     and float(r["learning_rate"]) == lr])
+        assert methods[method]["steps_to_reach_rule"] == ev.steps_to_reach(
+            val, methods["blur"]["val_mean"], steps)
+    assert "needs to reach the rule's" in open(os.path.join(out, "table.md")).read()
+
+
 class HalfSquaredError(keras.losses.Loss):
     def call(self, y_true, y_pred):
         return 0.5 * tf.reduce_sum(tf.square(y_pred - y_true), axis=-1)

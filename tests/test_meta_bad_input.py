@@ -79,7 +79,11 @@ def _env():
 
 
 CLI_CASES = {
-    "negative_steps": (["--gin_param=meta_train.num_steps = -5"], "num_steps must be an int"),
+    "negative_steps": (["--gin_param=fast/meta_train.num_steps = -5"], "num_steps must be an int"),
+    "overridden_by_every_stage": (["--gin_param=meta_train.num_steps = 100"],
+                                  "meta_train.num_steps would be ignored"),
+    "bad_later_stage": (["--gin_param=longer/CMAESTrainer.population_size = 0"],
+                        "population_size must be an int"),
     "k_one": (["--gin_param=meta_train.k = 1"], "meta_train.k must be an int >= 2"),
     "unknown_preset": (["--gin_param=preset_task.name = 'no_such_task'"], "no_such_task"),
     "bad_config_value": (["--gin_param=BlurConfig.norm_epsilon = -1.0"],
@@ -109,14 +113,14 @@ def test_cli_configuration_errors_are_one_line(tmp_path):
         assert len(lines) == 1 and lines[0].startswith(("Error: ", "Bad gin configuration: ")), \
             (name, err)
         assert "--verbosity=1" in err
-        assert not (tmp_path / name / "checkpoints").exists()
+        assert not list((tmp_path / name).rglob("checkpoints")), name  # nothing trained
 
 
 @pytest.mark.process
 def test_cli_traceback_with_verbosity(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, "--strategy=default", "--verbosity=1",
                            f"--model_dir={tmp_path / 'run'}",
-                           "--gin_param=meta_train.num_steps = -5"],
+                           "--gin_param=fast/meta_train.num_steps = -5"],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "num_steps must be an int" in proc.stderr

@@ -71,7 +71,7 @@ def test_gin_file_parses_and_names_a_task(path):
         gin.clear_config()
 
 
-@pytest.mark.parametrize("name", ["general.gin", "tpu_general.gin"])
+@pytest.mark.parametrize("name", ["general.gin", "tpu_general.gin", "default.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
     from blur_keras.meta.experiment import meta_train
@@ -95,10 +95,11 @@ def test_default_gin_is_package_data_linked_from_gin_folder():
     packaged = importlib.resources.files("blur_keras.meta") / "default.gin"
     assert os.path.realpath(os.path.join(REPO, "gin", "default.gin")) == os.path.realpath(
         str(packaged))
-    CLI.parse_gin(None, ["meta_train.num_steps = 3"])  # no --gin_file: the packaged default
+    CLI.parse_gin(None, ["fast/meta_train.num_steps = 3"])  # no --gin_file: the packaged default
     try:
-        assert gin.query_parameter("meta_train.num_steps") == 3
-        assert gin.query_parameter("meta_train.species") == 8
+        assert gin.query_parameter("fast/meta_train.num_steps") == 3
+        assert gin.query_parameter("fast/meta_train.species") == 8
+        assert gin.query_parameter("meta_train.stages") == ["fast", "long", "longer"]
     finally:
         gin.clear_config()
 

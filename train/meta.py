@@ -45,9 +45,41 @@ def parse_gin(gin_files, gin_params):
     for path in gin_files or ():
         if not os.path.exists(path):
             raise FileNotFoundError(f"--gin_file {path} does not exist.")
+        # `include 'x.gin'` finds x.gin beside the including file first (gin's public
+        # add_config_file_search_path appends, after the working directory, whose miss gin's
+        # resource reader logs as an error)
+        folder = os.path.dirname(os.path.abspath(path))
+        if folder not in gin.config._LOCATION_PREFIXES:
+            gin.config._LOCATION_PREFIXES.insert(0, folder)
     with importlib.resources.as_file(
             importlib.resources.files("blur_keras.meta") / "default.gin") as default:
         gin.parse_config_files_and_bindings(gin_files or [str(default)], gin_params or [])
+
+
+def check_stage_overrides(gin_params):
+    """In a staged configuration (``meta_train.stages``), an unscoped ``--gin_param`` that every
+    stage overrides with its own binding would be ignored: refuse it, naming the scoped ones."""
+    import gin
+
+    try:
+        stages = gin.query_parameter("meta_train.stages")
+    except ValueError:
+        return
+    for binding in gin_params or ():
+        key = binding.split("=", 1)[0].strip()
+        if "=" not in binding or "/" in key or "." not in key:
+            continue
+        scoped = []
+        for stage in stages:
+            try:
+                gin.query_parameter(f"{stage}/{key}")
+                scoped.append(f"{stage}/{key}")
+            except ValueError:
+                pass
+        if stages and len(scoped) == len(stages):
+            raise ValueError(f"--gin_param {key} would be ignored: this configuration runs in "
+                             f"stages {list(stages)} and each sets its own ({', '.join(scoped)}). "
+                             f"Bind those instead, e.g. --gin_param='{scoped[0]} = ...'.")
 
 
 # What a user's configuration or data can cause: reported as one line (traceback with --verbosity=1).
@@ -87,6 +119,7 @@ def main(argv):
 
     with _one_line_errors("Bad gin configuration"):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+        check_stage_overrides(FLAGS.gin_param)
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
     from blur_keras.meta import chief

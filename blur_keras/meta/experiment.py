@@ -96,7 +96,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                final_eval=True, final_eval_replicas=8, final_eval_examples=2000,
                sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
                stop_after=None, learning_rate=None, clip_norm=None, loss=None, shard_axis=None,
-               trainable=None, population_size=None, sigma0=None, stages=()):
+               trainable=None, population_size=None, sigma0=None, stages=(), dry_run=False):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -120,6 +120,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         (None: its own default or gin binding).
       stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
         per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
+      dry_run: check the settings and build the start genome and the trainer, then return
+        ``None`` without writing anything (a staged run checks every stage first).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
     if stages:
@@ -134,6 +136,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     run.strategy = strategy or tf.distribute.get_strategy()
     run.num_layers = len(run.sizes) - 1 if per_layer else None
     start_genome, trainer = _start(run)
+    if dry_run:
+        return None
     run_dir, model_dir = model_dir, chief.write_dir(model_dir, run.strategy)  # non-chief: temp
     settings = _settings(run, trainer)
     if tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
