@@ -82,6 +82,22 @@ def check_stage_overrides(gin_params):
                              f"Bind those instead, e.g. --gin_param='{scoped[0]} = ...'.")
 
 
+def verdict(comp):
+    """One line from ``results.json["comparison"]``: start and SGD at the run's horizon, and
+    the step counts at which the learned rule beats each tuned baseline."""
+    versus = "beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"] else \
+        "does NOT beat"
+    line = (f"The learned genome {versus} both its start ({comp['start_name']}) and SGD at "
+            f"{comp['unroll']} steps.")
+    names = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
+    wins = [f"tuned {names.get(m, m)} at {', '.join(map(str, h)) or 'no'} steps"
+            for m, h in comp.get("beats", {}).items()]
+    if wins:
+        line += f" Of {', '.join(map(str, comp['horizons']))} steps, it beats " + \
+            "; ".join(wins) + "."
+    return line
+
+
 # What a user's configuration or data can cause: reported as one line (traceback with --verbosity=1).
 # Anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError)
@@ -142,10 +158,7 @@ def main(argv):
         return
     comp = results.get("comparison")
     if comp is not None:
-        verdict = ("beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"]
-                   else "does NOT beat")
-        print(f"The learned genome {verdict} both its start ({comp['start_name']}) and SGD at T={comp['unroll']}. "
-              f"Results: {os.path.join(model_dir, 'results.json')}", flush=True)
+        print(verdict(comp) + f" Results: {os.path.join(model_dir, 'results.json')}", flush=True)
     gin.clear_config()
 
 

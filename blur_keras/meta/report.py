@@ -48,14 +48,14 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
     summary = ev.evaluate_suite(rule, out_dir, log=lambda line: logging.info("%s", line),
                                 **overrides)
     entry = summary["results"][0]
+    steps = entry["steps"]
+    at = max(i for i, s_ in enumerate(steps) if s_ <= unroll)  # T, or the last horizon before
     data = ev.task_data(task, test_examples=own["test_examples"])
     start_rule = dataclasses.replace(rule, name=start_name, values=start)
     start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "start"),
-                                 hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(unroll),),
+                                 hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(steps[at]),),
                                  seeds=summary["seeds"], batch_size=summary["batch_size"],
                                  baselines=(), plot=False, log=lambda *_: None)
-    steps = entry["steps"]
-    at = max(i for i, s_ in enumerate(steps) if s_ <= unroll)
     res = entry["methods"]
     out = {"unroll": int(steps[at]), "task": entry["label"], "seeds": summary["seeds"],
            "learned": res["blur"]["test_mean"][at],
@@ -65,9 +65,13 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
         if method in res:
             out[f"{method}_best"] = res[method]["test_mean"][at]
             out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
+    horizons = summary["horizons"]
+    out["horizons"] = list(horizons)
+    out["beats"] = {m: [h for h in horizons if res["blur"]["test_mean"][steps.index(h)]
+                        > res[m]["test_mean"][steps.index(h)]] for m in res if m != "blur"}
     out["learned_beats_start"] = out["learned"] > out["start"]
     out["learned_beats_sgd"] = out["learned"] > out.get("sgd_best", -1.0)
     print(f"Test accuracy (baselines at the learning rate chosen on validation; "
-          f"{summary['seeds']} seeds); {start_name} at T={unroll}: {out['start']:.4f}\n"
+          f"{summary['seeds']} seeds); {start_name} at {out['unroll']} steps: {out['start']:.4f}\n"
           + ev.format_table(summary), flush=True)
     return out
