@@ -42,6 +42,7 @@ def main(argv):
 
     import blur_keras.data  # noqa: F401  (registers Task, preset_task, ...)
     from blur_keras import evaluation
+    from blur_keras.gin_files import search_beside
     from blur_keras.config import BlurConfig
 
     try:
@@ -50,6 +51,7 @@ def main(argv):
         pass
     rule_config = gin.configurable("rule_config", module="blur_keras")(_rule_config)
     try:
+        search_beside(FLAGS.gin_file or [DEFAULT_GIN])
         gin.parse_config_files_and_bindings(FLAGS.gin_file or [DEFAULT_GIN], FLAGS.gin_param or [])
         config, init_scale = rule_config()
         rule = evaluation.load_rule(FLAGS.rule, config=config, init_scale=init_scale)

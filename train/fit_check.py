@@ -37,8 +37,10 @@ def main(argv):
 
     import blur_keras.data  # noqa: F401  (registers Task, preset_task, ...)
     from blur_keras import stability
+    from blur_keras.gin_files import search_beside
 
     try:
+        search_beside(FLAGS.gin_file or [DEFAULT_GIN])
         gin.parse_config_files_and_bindings(FLAGS.gin_file or [DEFAULT_GIN], FLAGS.gin_param or [])
         stability.load_genome(FLAGS.rule)
     except Exception as err:  # one clear line; the traceback with --verbosity=1

@@ -40,17 +40,13 @@ def parse_gin(gin_files, gin_params):
 
     import blur_keras.data  # noqa: F401  (registers Task, Mixture, preset_task, ...)
     import blur_keras.meta.experiment  # noqa: F401  (registers meta_train, Curriculum, BlurConfig)
+    from blur_keras.gin_files import search_beside
 
     gin.clear_config()
     for path in gin_files or ():
         if not os.path.exists(path):
             raise FileNotFoundError(f"--gin_file {path} does not exist.")
-        # `include 'x.gin'` finds x.gin beside the including file first (gin's public
-        # add_config_file_search_path appends, after the working directory, whose miss gin's
-        # resource reader logs as an error)
-        folder = os.path.dirname(os.path.abspath(path))
-        if folder not in gin.config._LOCATION_PREFIXES:
-            gin.config._LOCATION_PREFIXES.insert(0, folder)
+    search_beside(gin_files)
     with importlib.resources.as_file(
             importlib.resources.files("blur_keras.meta") / "default.gin") as default:
         gin.parse_config_files_and_bindings(gin_files or [str(default)], gin_params or [])
