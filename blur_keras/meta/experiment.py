@@ -31,11 +31,12 @@ from blur_keras.config import BlurConfig
 from blur_keras.meta import chief
 from blur_keras.meta.baselines import DEFAULT_SGD_LEARNING_RATES
 from blur_keras.meta.checkpoint import check_resumed_settings, open_run, run_settings
+from blur_keras.meta.run_checks import check_run, first_task
 from blur_keras.meta.curriculum import Curriculum
 from blur_keras.meta.loop import MetaTrainingDiverged, train
 from blur_keras.meta.outer import build_trainer, trainer_factory
 from blur_keras.meta.report import compare
-from blur_keras.meta.result import provenance, write_result
+from blur_keras.meta.result import finished_results, jsonable, provenance, start_name, write_result
 from blur_keras.meta.runlog import RunLog
 from blur_keras.meta.stages import run_stages
 from blur_keras.meta.start import make_start_genome, start_values
@@ -54,35 +55,6 @@ try:
     gin.external_configurable(BlurConfig, name="BlurConfig", module="blur_keras")
 except ValueError:  # registered elsewhere already
     pass
-
-
-def _first_task(task):
-    return task.tasks[0] if hasattr(task, "tasks") else task
-
-
-def _check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints):
-    """Check what the run is given before anything is built; returns the layer sizes."""
-    from blur_keras.data import Mixture, Task
-
-    if task is gin.REQUIRED or not isinstance(task, (Task, Mixture)):
-        raise ValueError(f"meta_train.task must be a blur_keras.data Task or Mixture; got {task!r}.")
-    if not isinstance(blur_config, BlurConfig):
-        raise ValueError(f"meta_train.blur_config must be a BlurConfig; got {blur_config!r}.")
-    for name, value in ints.items():
-        low = 2 if name == "k" else 1
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"meta_train.{name} must be an int >= {low}; got {value!r}.")
-    if ints["batch_size"] == 1 and blur_config.activation_norm:
-        raise ValueError("meta_train.batch_size = 1 with BlurConfig.activation_norm: normalising "
-                         "over a batch of one example erases the input. Use batch_size >= 2.")
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ValueError(f"model_dir {model_dir!r} is a file; it must be a directory (new or "
-                         "holding a run to resume).")
-    phases = curriculum.phases(task)
-    features = {t.num_features for t in phases}
-    if len(features) != 1:
-        raise ValueError(f"All curriculum tasks must have the same number of features; got {features}.")
-    return (features.pop(), *[int(h) for h in hidden_sizes], max(int(t.num_classes) for t in phases))
 
 
 @gin.configurable(module=GIN_MODULE, denylist=["model_dir", "strategy"])
@@ -129,7 +101,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     run = types.SimpleNamespace(**locals())  # the run's arguments, for the parts below
     run.blur_config = blur_config if blur_config is not None else BlurConfig()
     run.curriculum = curriculum if curriculum is not None else Curriculum()
-    run.sizes = _check_run(model_dir, task, run.blur_config, run.curriculum, hidden_sizes, dict(
+    run.sizes = check_run(model_dir, task, run.blur_config, run.curriculum, hidden_sizes, dict(
         species=species, replicas=replicas, batch_size=batch_size, num_steps=num_steps,
         checkpoint_every=checkpoint_every, k=k, log_every=log_every, eval_every=eval_every,
         population_size=1 if population_size is None else population_size))
@@ -138,18 +110,10 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     start_genome, trainer = _start(run)
     if dry_run:
         return None
-    run_dir, model_dir = model_dir, chief.write_dir(model_dir, run.strategy)  # non-chief: temp
-    settings = _settings(run, trainer)
-    if tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
-        check_resumed_settings(run_dir, settings)
-    os.makedirs(model_dir, exist_ok=True)
-    ckpt, run_state, start = open_run(run_dir, model_dir, trainer, seed=seed, settings=settings,
-                                      unroll=run.curriculum.unroll_at(0), keep=keep_checkpoints)
-    finished = _finished_results(model_dir, start, num_steps)
-    if finished is not None:
+    model_dir, ckpt, run_state, start = _open(run, trainer)
+    finished = finished_results(model_dir, start, num_steps)
+    if finished is not None:  # a finished run returns the results it wrote
         return finished
-    with open(os.path.join(model_dir, "operative_config.gin"), "w") as fh:
-        fh.write(gin.operative_config_str())
     train_stream, validation = _streams(run, trainer)
     end = num_steps if stop_after is None else min(num_steps, start + int(stop_after))
     every = {"log": log_every, "eval": eval_every, "checkpoint": checkpoint_every}
@@ -172,16 +136,6 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     return results
 
 
-def _finished_results(model_dir, start, num_steps):
-    """A run resumed at its end returns the results it wrote (nothing is run again)."""
-    path = os.path.join(model_dir, "results.json")
-    if start < num_steps or not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        results = json.load(fh)
-    return results if results.get("steps_done") == num_steps else None
-
-
 def _start(run):
     """The start genome and the outer trainer built on it (trainer checks included)."""
     factory = trainer_factory(run.trainer, run.outer)
@@ -198,9 +152,26 @@ def _start(run):
         logging.warning("This configuration is sized for a TPU, but no TPU is in use: running "
                         "it on %s instead (it may be slow).", describe_strategy(run.strategy))
     logging.info("Meta-training %s genome(s) on %s; network %s, k=%d; strategy: %s",
-                 trainer.species, _first_task(run.task).describe(), run.sizes, run.k,
+                 trainer.species, first_task(run.task).describe(), run.sizes, run.k,
                  describe_strategy(run.strategy))
     return start_genome, trainer
+
+
+def _open(run, trainer):
+    """Check a resumed run's settings, open (or restore) its checkpoint, write its operative
+    config; returns ``(write dir, checkpoint, run state, start step)``."""
+    run_dir, model_dir = run.model_dir, chief.write_dir(run.model_dir, run.strategy)
+    settings = _settings(run, trainer)
+    if tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
+        check_resumed_settings(run_dir, settings)
+    os.makedirs(model_dir, exist_ok=True)
+    ckpt, run_state, start = open_run(run_dir, model_dir, trainer, seed=run.seed,
+                                      settings=settings, unroll=run.curriculum.unroll_at(0),
+                                      keep=run.keep_checkpoints)
+    if start < run.num_steps:
+        with open(os.path.join(model_dir, "operative_config.gin"), "w") as fh:
+            fh.write(gin.operative_config_str())
+    return model_dir, ckpt, run_state, start
 
 
 def _settings(run, trainer):
@@ -232,31 +203,17 @@ def _streams(run, trainer):
                                     run.eval_replicas, run.seed)
 
 
-def _jsonable(values):
-    if not values:
-        return None
-    return {n: np.asarray(v).tolist() for n, v in dict(values).items()}
-
-
-def _start_name(genome_init):
-    if genome_init in ("random", "backprop"):
-        return f"{genome_init} start"
-    path = os.path.abspath(genome_init)
-    name = os.path.basename(os.path.dirname(path) if path.endswith("genome.json") else path)
-    return f"start genome ({name})"
-
-
 def _finish(run, model_dir, trainer, last_val, start):
     """Result files (genome, population, SavedModel) and the final report; the results."""
     from blur_keras.data import make_eval_arrays, make_task_stream
 
     target_t = run.curriculum.unroll_at(run.num_steps - 1)
-    task = _first_task(run.task)
+    task = first_task(run.task)
     origin = provenance(task, run.sizes, target_t, run.num_steps, run.seed, run.genome_init,
                         run.genome_seed, trainer.name, trainer.species, model_dir, start={
                             "transform_std": run.transform_std,
                             "synapse_update": run.synapse_update,
-                            "genome_values": _jsonable(run.genome_values),
+                            "genome_values": jsonable(run.genome_values),
                             "backprop_learning_rate": run.backprop_learning_rate})
     best, best_values, files = write_result(
         model_dir, trainer, last_val, k=run.k, num_layers=run.num_layers, config=run.blur_config,
@@ -272,5 +229,5 @@ def _finish(run, model_dir, trainer, last_val, start):
             per_layer=run.per_layer, sgd_learning_rates=run.sgd_learning_rates,
             jit_compile=run.jit_compile, make_eval_arrays=make_eval_arrays,
             make_task_stream=make_task_stream, out_dir=os.path.join(model_dir, "suite"),
-            provenance=origin, start_name=_start_name(run.genome_init))
+            provenance=origin, start_name=start_name(run.genome_init))
     return results

@@ -1,12 +1,16 @@
 """The result of a run: the genome it writes (``genome.json``, with config, scales and
-provenance), the population beside it (``genome_population.json``) and the SavedModel."""
+provenance), the population beside it (``genome_population.json``), the SavedModel, and the
+results a finished run wrote."""
 
+import json
 import os
+
+import numpy as np
 
 from blur_keras.genome import Genome
 from blur_keras.meta.export import export_saved_model
 
-__all__ = ["provenance", "write_result"]
+__all__ = ["finished_results", "jsonable", "provenance", "start_name", "write_result"]
 
 
 def _version():
@@ -47,3 +51,29 @@ def write_result(model_dir, trainer, val_accuracy, *, k, num_layers, config, siz
             os.path.join(model_dir, "saved_model"), values, config, sizes, init_scale, per_layer,
             metadata={"logit_scale": logit_scale, "provenance": provenance})
     return best, values, files
+
+
+def finished_results(model_dir, start, num_steps):
+    """A run resumed at its end returns the results it wrote (nothing is run again)."""
+    path = os.path.join(model_dir, "results.json")
+    if start < num_steps or not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        results = json.load(fh)
+    return results if results.get("steps_done") == num_steps else None
+
+
+def jsonable(values):
+    """Genome entries (``genome_values``) as JSON lists, or None."""
+    if not values:
+        return None
+    return {n: np.asarray(v).tolist() for n, v in dict(values).items()}
+
+
+def start_name(genome_init):
+    """How the final report names a run's start genome."""
+    if genome_init in ("random", "backprop"):
+        return f"{genome_init} start"
+    path = os.path.abspath(genome_init)
+    name = os.path.basename(os.path.dirname(path) if path.endswith("genome.json") else path)
+    return f"start genome ({name})"
