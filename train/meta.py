@@ -79,12 +79,11 @@ def check_stage_overrides(gin_params):
 
 
 def verdict(comp):
-    """One line from ``results.json["comparison"]``: start and SGD at the run's horizon, and
-    the step counts at which the learned rule beats each tuned baseline."""
-    versus = "beats" if comp["learned_beats_start"] and comp["learned_beats_sgd"] else \
-        "does NOT beat"
-    line = (f"The learned genome {versus} both its start ({comp['start_name']}) and SGD at "
-            f"{comp['unroll']} steps.")
+    """One line from ``results.json["comparison"]``: the learned genome, its start and tuned
+    SGD at the run's horizon, and the step counts at which it beats each tuned baseline."""
+    line = (f"At {comp['unroll']} steps the learned genome scores {comp['learned']:.3f}; its "
+            f"start ({comp['start_name']}) {comp['start']:.3f}, tuned SGD "
+            f"{comp.get('sgd_best', float('nan')):.3f}.")
     names = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
     wins = [f"tuned {names.get(m, m)} at {', '.join(map(str, h)) or 'no'} steps"
             for m, h in comp.get("beats", {}).items()]
