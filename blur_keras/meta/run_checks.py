@@ -7,7 +7,7 @@ import numpy as np
 
 from blur_keras.config import BlurConfig
 
-__all__ = ["check_run", "first_task"]
+__all__ = ["check_model_dir", "check_run", "first_task"]
 
 
 def first_task(task):
@@ -30,11 +30,16 @@ def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints):
     if ints["batch_size"] == 1 and blur_config.activation_norm:
         raise ValueError("meta_train.batch_size = 1 with BlurConfig.activation_norm: normalising "
                          "over a batch of one example erases the input. Use batch_size >= 2.")
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ValueError(f"model_dir {model_dir!r} is a file; it must be a directory (new or "
-                         "holding a run to resume).")
+    check_model_dir(model_dir)
     phases = curriculum.phases(task)
     features = {t.num_features for t in phases}
     if len(features) != 1:
         raise ValueError(f"All curriculum tasks must have the same number of features; got {features}.")
     return (features.pop(), *[int(h) for h in hidden_sizes], max(int(t.num_classes) for t in phases))
+
+
+def check_model_dir(model_dir):
+    """A run directory must be a directory (new or holding a run to resume)."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ValueError(f"model_dir {model_dir!r} is a file; it must be a directory (new or "
+                         "holding a run to resume).")

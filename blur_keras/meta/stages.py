@@ -15,6 +15,8 @@ import os
 
 import gin
 
+from blur_keras.meta.run_checks import check_model_dir
+
 __all__ = ["run_stages"]
 
 
@@ -53,9 +55,7 @@ def run_stages(meta_train, model_dir, stages, **kwargs):
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ValueError(f"meta_train.stages={list(stages)!r}: expected distinct gin scope "
                          "names (identifiers).")
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ValueError(f"model_dir {model_dir!r} is a file; it must be a directory (new or "
-                         "holding a run to resume).")
+    check_model_dir(model_dir)
     for i, name in enumerate(names):  # every stage's settings, before any stage trains
         with gin.config_scope(name):  # (a later stage's start file does not exist yet)
             meta_train(os.path.join(model_dir, name), stages=(), dry_run=True,
