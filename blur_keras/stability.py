@@ -103,14 +103,16 @@ def val_accuracy(model, x, y, batch_size=32):
 class _Recorder(keras.callbacks.Callback):
     """Validation accuracy per epoch (from ``fit``'s logs) and at the early steps (at the end
     of the compiled call that reaches one, keyed by that call's last step: the early step
-    itself when calls of ``steps_per_execution`` steps end there); notes the first non-finite
-    log value and stops training there."""
+    itself when calls of ``steps_per_execution`` steps end there), the largest |synapse| after
+    every epoch (``peak_synapse``: a rule whose synapses grow exponentially overflows float32
+    at last, docs/RESULTS.md); notes the first non-finite log value and stops training there."""
 
     def __init__(self, val_x, val_y, early_steps, batch_size=32, steps_per_epoch=1):
         super().__init__()
         self.val_x, self.val_y, self.early_steps = val_x, val_y, set(early_steps)
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.epoch, self.step, self.epochs, self.early, self.nonfinite = 0, 0, [], {}, None
+        self.peaks = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -137,11 +139,19 @@ class _Recorder(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self.epochs.append(float(logs["val_accuracy"]))
+        self.peaks.append(peak_synapse(self.model))
+
+
+def peak_synapse(model):
+    """The largest |W| or |V| of any BLUR layer of ``model`` (a float)."""
+    return max(float(np.max(np.abs(np.asarray(t)))) for layer in model.blur_layers
+               for t in (layer.forward_synapses, layer.backward_synapses))
 
 
 def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STEPS, seed=0):
     """Run ``model.fit``; returns the curve as a dict: ``val_accuracy`` (one entry per epoch,
-    ``None`` from a non-finite epoch on), ``early`` (step -> accuracy), ``nonfinite``
+    ``None`` from a non-finite epoch on), ``peak_synapse`` (``peak_synapse(model)`` after
+    each finished epoch), ``early`` (step -> accuracy), ``nonfinite``
     (``None`` or ``{"epoch", "step", "message"}``, 1-based) and ``seconds``."""
     recorder = _Recorder(val[0], val[1], early_steps, batch_size,
                          -(-len(train[1]) // batch_size))
@@ -160,7 +170,8 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
     early = {str(s): a for s, a in sorted(recorder.early.items())
              if fail is None or s < fail["step"]}
     curve = recorder.epochs + [None] * (epochs - len(recorder.epochs))
-    return {"val_accuracy": curve, "early": early, "nonfinite": fail,
+    return {"val_accuracy": curve, "peak_synapse": recorder.peaks, "early": early,
+            "nonfinite": fail,
             "steps_per_epoch": -(-len(train[1]) // batch_size),
             "seconds": round(time.time() - start, 2)}
 
@@ -189,7 +200,7 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
                 curve.update(seed=seed + r, train_examples=len(train[1]))
                 entry["curves"].append(curve)
                 fail = curve["nonfinite"]
-                log(f"[{len(report['results']) * len(hidden_sizes) * seeds + len(entry['curves'])}"
+                log(f"[{len(report['results']) * seeds + len(entry['curves'])}"
                     f"/{total}] {label} seed {seed + r}: "
                     + (f"non-finite at epoch {fail['epoch']} step {fail['step']}" if fail else
                        f"final val acc {curve['val_accuracy'][-1]:.3f}")
@@ -213,10 +224,13 @@ def curve_stats(curve):
 
 
 def passes(curves, tolerance=TOLERANCE):
-    """PASS: no curve went non-finite and every curve ends within ``tolerance`` of its best."""
+    """PASS: no curve went non-finite and every curve ends within ``tolerance`` of its best
+    (a drop of exactly ``tolerance``, e.g. 10 of 1000 validation examples for 0.01, passes:
+    the comparison allows 1e-6 for the round-off of float32 accuracies)."""
     for curve in curves:
         best, final = curve_stats(curve)
-        if curve["nonfinite"] is not None or not np.isfinite(final) or final < best - tolerance:
+        if (curve["nonfinite"] is not None or not np.isfinite(final)
+                or best - final > tolerance + 1e-6):
             return False
     return True
 
@@ -236,8 +250,10 @@ def summarise(entry, tolerance=TOLERANCE):
     final = _mean_spread([f for _, f in stats])
     drop = _mean_spread([f - b for b, f in stats])
     fails = [c["nonfinite"] for c in entry["curves"] if c["nonfinite"] is not None]
+    peaks = [c["peak_synapse"][-1] for c in entry["curves"] if c.get("peak_synapse")]
     return {"label": entry["label"], "best": best[:2], "final": final[:2], "drop": drop[:2],
             "n_final": final[2], "seeds": len(stats), "nonfinite": len(fails),
+            "peak_synapse": max(peaks) if peaks else float("nan"),
             "nonfinite_epochs": [f["epoch"] for f in fails],
             "pass": passes(entry["curves"], tolerance)}
 
@@ -254,19 +270,22 @@ def format_table(report, tolerance=TOLERANCE):
              f"{tolerance:g} of best (every seed). Best: over epochs and early steps; final and "
              "final − best: over the seeds that finished.", "",
              "| task / sizes | best val acc | final val acc | final − best | non-finite "
-             "(epochs) | result |", "|---|---|---|---|---|---|"]
+             "(epochs) | peak \\|synapse\\| (last epoch) | result |",
+             "|---|---|---|---|---|---|---|"]
     for entry in report["results"]:
         s = summarise(entry, tolerance)
         nonfinite = f"{s['nonfinite']}/{s['seeds']}" + (
             f" ({', '.join(map(str, s['nonfinite_epochs']))})" if s["nonfinite"] else "")
         lines.append(f"| {s['label']} | {_cell(s['best'])} | {_cell(s['final'])} | "
-                     f"{_cell(s['drop'])} | {nonfinite} | {'PASS' if s['pass'] else 'FAIL'} |")
+                     f"{_cell(s['drop'])} | {nonfinite} | {s['peak_synapse']:.3g} | "
+                     f"{'PASS' if s['pass'] else 'FAIL'} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(report, path):
     """One panel per task × architecture: validation accuracy vs epoch (early steps at their
-    fraction of an epoch), one line per seed; a cross where a curve went non-finite."""
+    fraction of an epoch), one line per seed; a cross where a curve went non-finite; the peak
+    |synapse| per epoch dotted, on a log axis at the right."""
     from blur_keras.plots import _pyplot, _save
 
     plt = _pyplot()
@@ -275,6 +294,7 @@ def plot_curves(report, path):
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), dpi=100, squeeze=False)
     for ax, entry in zip(axes.flat, report["results"]):
+        twin = None  # the log axis of the peak |synapse|, made for the first curve with one
         for curve in entry["curves"]:
             per = curve.get("steps_per_epoch") or 1
             early = sorted((int(s) / per, a) for s, a in curve.get("early", {}).items())
@@ -285,6 +305,12 @@ def plot_curves(report, path):
             fail = curve["nonfinite"]
             if fail is not None:
                 ax.plot([fail["step"] / per], [0.0], "x", color=line.get_color(), markersize=9)
+            peaks = curve.get("peak_synapse") or []
+            if peaks:
+                twin = twin or ax.twinx()
+                twin.plot(np.arange(1, len(peaks) + 1), peaks, ":", color=line.get_color())
+                twin.set_yscale("log")
+                twin.set_ylabel("peak |synapse| (dotted)", fontsize=8)
         ax.set_title(entry["label"] + (" (x: non-finite)" if any(
             c["nonfinite"] for c in entry["curves"]) else ""), fontsize=9)
         ax.set_xlabel("epoch (early points: steps / steps per epoch)")

@@ -42,16 +42,33 @@ def test_curves_are_recorded_per_epoch(toy, tmp_path):
         assert all(0.0 <= a <= 1.0 for a in curve["val_accuracy"])
         assert sorted(curve["early"]) == ["1", "2"]  # 50 is past the 9 steps run
         assert curve["train_examples"] == 96
+        assert len(curve["peak_synapse"]) == EPOCHS and all(p > 0 for p in curve["peak_synapse"])
     st.write_report(report, str(tmp_path), plot=False)
     saved = json.loads((tmp_path / "fit.json").read_text())
     assert saved["results"][0]["curves"][0]["val_accuracy"] == entry["curves"][0]["val_accuracy"]
     assert "| toy 8-4-3 |" in (tmp_path / "table.md").read_text()
 
 
+def test_peak_synapse_is_the_largest_weight_after_each_epoch(toy):
+    model = st.build_model(_backprop(), (8, 4, 3), jit_compile=False)
+    curve = st.fit_curve(model, (toy.pool_x, toy.pool_y), (toy.val_x, toy.val_y), EPOCHS,
+                         early_steps=())
+    weights = [w for layer in model.blur_layers for w in layer.get_weights()]
+    assert len(weights) == 4  # W and V of each layer
+    assert curve["peak_synapse"][-1] == max(float(np.abs(w).max()) for w in weights)
+    table = st.format_table({"epochs": EPOCHS, "batch_size": 32, "seeds": 1, "results": [
+        {"label": "toy 8-4-3", "curves": [curve]}]})
+    assert "peak \\|synapse\\|" in table
+    assert f"| {curve['peak_synapse'][-1]:.3g} | PASS |" in table or \
+        f"| {curve['peak_synapse'][-1]:.3g} | FAIL |" in table
+
+
 def test_a_genome_that_goes_nonfinite_fails_without_stopping_the_check(toy, tmp_path):
+    lines = []
     report = st.run_check(_exploding(), [toy], hidden_sizes=((4,), (5,)), seeds=2,
-                          epochs=EPOCHS, early_steps=(), jit_compile=False, log=lambda line: None)
+                          epochs=EPOCHS, early_steps=(), jit_compile=False, log=lines.append)
     assert len(report["results"]) == 2  # the second architecture still ran
+    assert [line.split()[0] for line in lines] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
     for entry in report["results"]:
         for curve in entry["curves"]:  # the second seed reuses the model the first broke
             fail = curve["nonfinite"]
@@ -96,6 +113,10 @@ def _curve(acc, fail=None):
 @pytest.mark.parametrize("curves, expected", [
     ([_curve([0.5, 0.8, 0.8]), _curve([0.6, 0.7, 0.75])], True),     # final is the best
     ([_curve([0.5, 0.8, 0.795])], True),                              # within 0.01 of best
+    ([_curve([0.5, 0.8, 0.79])], True),     # exactly 0.01 (0.8 - 0.79 > 0.01 in floats)
+    ([_curve([0.5, 0.803, 0.793])], True),  # 10 of 1000 validation examples
+    ([_curve([0.5, 0.7570000290870667, 0.746999979019165])], True),   # the same in float32
+    ([_curve([0.5, 0.8, 0.789])], False),                             # 0.011
     ([_curve([0.5, 0.8, 0.78])], False),                              # dropped by 0.02
     ([_curve([0.5, 0.8, 0.8]), _curve([0.7, 0.9, 0.85])], False),     # one seed dropped
     ([_curve([0.5, None, None], {"epoch": 2, "step": 9})], False),    # went non-finite
