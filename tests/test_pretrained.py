@@ -146,3 +146,80 @@ def test_start_genome_from_provenance():
 def test_genomes_are_shipped():
     # the general-purpose rule of issue 12 (README's first Keras example uses it)
     assert "general" in Genome.pretrained_names()
+
+
+# ---------------------------------------------------------------------- (d) synapses stay bounded
+
+GROWTH_STEPS, GROWTH_CHUNK, GROWTH_WINDOW = 3000, 100, 500
+HORIZON = 30_000     # 10 x the longest meta-training unroll of the shipped recipe (T = 3000)
+LIMIT = 1e20         # far below float32's 3.4e38; the first `general` stopped learning near 1e27
+
+
+def synapse_peaks(genome, digits, steps=GROWTH_STEPS):
+    """``max |W|, |V|`` after every ``GROWTH_CHUNK`` inner steps of ``genome`` on the digits
+    (100-32-10, batch 32, one shuffled pass after another): ``[steps // GROWTH_CHUNK]``."""
+    import tensorflow as tf
+
+    from blur_keras.feedback import pm1_targets
+    from blur_keras.inner import inner_step
+    from blur_keras.synapses import init_synapses
+
+    genome = st.load_genome(genome)
+    params, config = genome.params(), genome.config
+    (x, y), _ = digits
+
+    @tf.function(jit_compile=True)
+    def chunk(synapses, xs, ys):  # GROWTH_CHUNK inner steps in one compiled loop
+        def body(i, synapses):
+            return i + 1, inner_step(params, synapses, xs[i], pm1_targets(ys[i], 10), config)[0]
+        return tf.while_loop(lambda i, _: i < GROWTH_CHUNK, body, (0, synapses))[1]
+
+    synapses = init_synapses(tf.constant([0, 7919], tf.int64), (x.shape[1], 32, 10), genome.k,
+                             (), config, genome.init_scale or 1.0)
+    rng, peaks = np.random.default_rng(0), []
+    order = np.concatenate([rng.permutation(len(y)) for _ in range(steps * BATCH // len(y) + 1)])
+    for start in range(0, steps, GROWTH_CHUNK):
+        idx = order[start * BATCH:(start + GROWTH_CHUNK) * BATCH].reshape(GROWTH_CHUNK, BATCH)
+        synapses = chunk(synapses, tf.constant(x[idx]), tf.constant(y[idx].astype(np.int32)))
+        peaks.append(max(float(tf.reduce_max(tf.abs(t))) for pair in synapses for t in pair))
+    return np.array(peaks)
+
+
+def steps_to_limit(peaks, limit=LIMIT):
+    """When the peak synapse reaches ``limit``, extrapolating the growth rate of the last
+    ``GROWTH_WINDOW`` steps as exponential (pessimistic: linear growth looks exponential too,
+    only slower); ``inf`` for a peak that does not grow."""
+    if not np.isfinite(peaks[-1]):
+        return 0.0
+    back = GROWTH_WINDOW // GROWTH_CHUNK
+    rate = np.log(peaks[-1] / peaks[-1 - back]) / GROWTH_WINDOW
+    return np.inf if rate <= 0 else len(peaks) * GROWTH_CHUNK + np.log(limit / peaks[-1]) / rate
+
+
+def check_bounded_growth(genome, digits):
+    peaks = synapse_peaks(genome, digits)
+    steps = steps_to_limit(peaks)
+    assert steps >= HORIZON, (f"peak |synapse| reaches {LIMIT:g} after ~{steps:.0f} steps "
+                              f"(< {HORIZON}); peaks every {GROWTH_CHUNK} steps: {peaks}")
+
+
+@pytest.mark.parametrize("name", Genome.pretrained_names())
+def test_shipped_genome_synapses_stay_bounded_for_10x_its_horizon(name, digits):
+    check_bounded_growth(Genome.pretrained(name), digits)
+
+
+def test_the_growth_check_catches_exponential_growth(digits):
+    # the first shipped `general` (docs/results/tried/general_v1.json): f_syn = 1.009, its
+    # synapses grew ~1% per step and overflowed float32 near step 8,600 at 784 inputs
+    with pytest.raises(AssertionError, match="reaches 1e"):
+        check_bounded_growth(os.path.join(REPO, "docs", "results", "tried", "general_v1.json"),
+                             digits)
+
+
+def test_steps_to_limit():
+    linear = np.arange(1, 31) * 10.0      # +10 every 100 steps: ~110,000 steps, pessimistic
+    assert steps_to_limit(linear) > 1e5
+    grows = 1.01 ** (np.arange(1, 31) * 100.0)   # 1% per step: 1e20 at step ~4,600
+    assert abs(steps_to_limit(grows) - np.log(1e20) / np.log(1.01)) < 50
+    assert steps_to_limit(np.full(30, 3.0)) == np.inf
+    assert steps_to_limit(np.append(np.ones(29), np.inf)) == 0.0
