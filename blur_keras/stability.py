@@ -309,8 +309,9 @@ def plot_curves(report, path):
             if peaks:
                 twin = twin or ax.twinx()
                 twin.plot(np.arange(1, len(peaks) + 1), peaks, ":", color=line.get_color())
-                twin.set_yscale("log")
-                twin.set_ylabel("peak |synapse| (dotted)", fontsize=8)
+        if twin is not None:
+            twin.set_yscale("log")
+            twin.set_ylabel("peak |synapse| (dotted)", fontsize=8)
         ax.set_title(entry["label"] + (" (x: non-finite)" if any(
             c["nonfinite"] for c in entry["curves"]) else ""), fontsize=9)
         ax.set_xlabel("epoch (early points: steps / steps per epoch)")
