@@ -16,7 +16,10 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
   process. The process's peak resident set (compilation included) is reported beside it.
 
 * the cost of recomputation: one process, meta-steps at T = 50 without and with recomputation
-  (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio.
+  (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio;
+* the speed-up of the hand-derived gradients (``blur_keras.step_gradient``, ``gradient``) over
+  TensorFlow's autodiff of the same formulas (traced under ``gradient.plain_autodiff()``): one
+  process, T = 10, in turns, median of the per-round time ratio, and both first calls.
 
 The data are random tensors of MNIST 10x10's shapes (speed and memory depend on shapes only).
 """
@@ -122,6 +125,37 @@ def recompute_child(args):
           flush=True)
 
 
+def autodiff_child(args):
+    """Time ratio autodiff / hand-derived gradients at ``args.T`` in one process."""
+    import numpy as np
+
+    from blur_keras.gradient import plain_autodiff
+
+    runs, first = {}, {}
+    for name in ("hand", "autodiff"):
+        tf, trainer, batch = build(args, args.T, 0)
+        t0 = time.time()
+        if name == "autodiff":
+            with plain_autodiff():  # traced (and compiled) on the first call
+                trainer.train_step(batch)
+        else:
+            trainer.train_step(batch)
+        first[name] = time.time() - t0
+        runs[name] = trainer
+    times = {n: [] for n in runs}
+    for _ in range(max(1, args.steps)):
+        for n, trainer in runs.items():
+            t0 = time.time()
+            trainer.train_step(batch)
+            times[n].append(time.time() - t0)
+    ratio = float(np.median(np.array(times["autodiff"]) / np.array(times["hand"])))
+    print("RESULT " + json.dumps({"T": args.T, "ratio": round(ratio, 3),
+                                  "hand_s": round(float(np.median(times["hand"])), 4),
+                                  "autodiff_s": round(float(np.median(times["autodiff"])), 4),
+                                  "hand_first_s": round(first["hand"], 2),
+                                  "autodiff_first_s": round(first["autodiff"], 2)}), flush=True)
+
+
 def run_child(args, T, recompute, steps, mode="--child"):
     cmd = [sys.executable, os.path.abspath(__file__), mode, f"--T={T}",
            f"--recompute={recompute}", f"--steps={steps}", f"--species={args.species}",
@@ -139,6 +173,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--recompute-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--autodiff-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-autodiff", action="store_true",
+                        help="skip the hand-derived vs autodiff comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--recompute-T", type=int, default=50,
                         help="T of the recomputation-cost measurement (0: skip)")
@@ -161,6 +198,8 @@ def main():
         return child(args)
     if args.recompute_child:
         return recompute_child(args)
+    if args.autodiff_child:
+        return autodiff_child(args)
     import tensorflow as tf
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
@@ -175,6 +214,12 @@ def main():
         print(f"T={args.recompute_T}: recomputation (segment {rc.get('recompute')}) costs "
               f"{rc.get('ratio')}x the plain meta-step ({rc.get('recompute_s')} s vs "
               f"{rc.get('plain_s')} s, median of {args.steps} turns)", flush=True)
+    if not args.no_autodiff:
+        ad = run_child(args, 10, 0, args.steps, mode="--autodiff-child")
+        print(f"T=10: hand-derived gradients {ad.get('ratio')}x faster than autodiff "
+              f"({ad.get('hand_s')} s vs {ad.get('autodiff_s')} s per meta-step, median of "
+              f"{args.steps} turns; first call {ad.get('hand_first_s')} s vs "
+              f"{ad.get('autodiff_first_s')} s)", flush=True)
     if args.no_memory:
         return
     rows = []

@@ -12,7 +12,7 @@ Activations are referred to by name so that layers and models serialise;
 
 import tensorflow as tf
 
-__all__ = ["get", "names", "derivative"]
+__all__ = ["get", "names", "derivative", "canonical"]
 
 
 def _relu_tanh(u):
@@ -41,8 +41,10 @@ def names():
     return base + [_BACKPROP_PREFIX + n for n in sorted(_ELEMENTWISE)]
 
 
-def _canonical(name):
+def canonical(name):
+    """The name an activation is stored under: ``identity`` and ``None`` -> ``linear``."""
     return _ALIASES.get(name, name)
+
 
 
 def strip_backprop(name):
@@ -52,7 +54,7 @@ def strip_backprop(name):
 
 def derivative(name):
     """σ' of an elementwise activation, in closed form (no autodiff)."""
-    name = _canonical(name)
+    name = canonical(name)
     if name not in _ELEMENTWISE:
         raise ValueError(f"Unknown activation {name!r}; expected one of {names()}.")
     return _ELEMENTWISE[name][1]
@@ -72,9 +74,9 @@ def get(activation):
     """Return the activation function for a name (or pass a callable through)."""
     if callable(activation):
         return activation
-    name = _canonical(activation)
+    name = canonical(activation)
     if isinstance(name, str) and name.startswith(_BACKPROP_PREFIX):
-        base = _canonical(strip_backprop(name))
+        base = canonical(strip_backprop(name))
         if base in _ELEMENTWISE:
             return _state_aware(base)
     elif name in _ELEMENTWISE:

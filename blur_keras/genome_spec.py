@@ -17,7 +17,7 @@ import tensorflow as tf
 
 __all__ = [
     "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "DESCRIPTIONS", "core_rank", "core_shape",
-    "num_core_numbers", "default_values", "full_values", "member", "select_layer",
+    "used_entries", "num_core_numbers", "default_values", "full_values", "member", "select_layer",
     "align_to_population", "trainable_entries",
 ]
 
@@ -103,11 +103,17 @@ _USED_WHEN = {"gamma": "activation_norm", "beta": "activation_norm", "oja": "oja
               "alpha": "saturation", "syn_scale": "synapse_norm"}
 
 
+def used_entries(config):
+    """The genome entries the rule reads under ``config``: the core entries and the optional
+    ones its switches turn on."""
+    return CORE_NAMES + tuple(n for n in OPTIONAL_NAMES if getattr(config, _USED_WHEN[n]))
+
+
 def trainable_entries(trainable, config):
     """The genome entries an outer optimiser changes: ``trainable`` (checked), or by default
-    the core entries and the optional ones the config's switches make the rule read."""
+    those the rule reads (``used_entries``)."""
     if not trainable:
-        return CORE_NAMES + tuple(n for n in OPTIONAL_NAMES if getattr(config, _USED_WHEN[n]))
+        return used_entries(config)
     unknown = sorted(set(trainable) - set(NAMES))
     if unknown:
         raise ValueError(f"Unknown trainable genome entries {unknown}; known: {list(NAMES)}.")

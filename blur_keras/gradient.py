@@ -9,7 +9,8 @@ hand-derived product below computes the same numbers as one matmul over the
 flattened ``(b, i)`` axes.
 
 ``plain_autodiff()`` switches the hand-derived gradients off while a function
-is traced, so that tests can compare them with TensorFlow's own.
+is traced (this one and that of a whole inner step, ``step_gradient``), so
+that tests can compare them with TensorFlow's own.
 """
 
 import contextlib

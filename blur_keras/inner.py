@@ -12,6 +12,7 @@ only); ``x`` and ``targets`` broadcast against them.
 
 import tensorflow as tf
 
+from blur_keras import gradient, step_gradient
 from blur_keras.backward import backward_layer
 from blur_keras.checks import check_inputs
 from blur_keras.config import BlurConfig
@@ -116,10 +117,25 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
     """
     x, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(targets)
     check_inputs(params, synapses, x, targets)
+    if gradient.hand_gradients():
+        return _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
+                          backward_activations)
     states = forward_pass(params, synapses, x, config, per_layer, forward_activations)
     states[-1] = apply_feedback(states[-1], targets, config.feedback)
     states = backward_pass(params, synapses, states, config, per_layer, backward_activations)
     return update_synapses(params, synapses, states, config, per_layer), states
+
+
+def _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
+               backward_activations):
+    """``inner_step`` with the hand-derived gradient of the whole step (``step_gradient``)."""
+    fwd, bwd = layer_activations(config, len(synapses), forward_activations, backward_activations)
+    num_pop = _num_population_axes(synapses)
+    layer_p = [layer_params(params, l, per_layer, num_pop) for l in range(len(synapses))]
+    dtype = synapses[0][0].dtype
+    new, states = step_gradient.inner_step(layer_p, synapses, x, tf.cast(targets, dtype), config,
+                                           fwd, bwd)
+    return new, [input_states(x, _k(synapses))] + states
 
 
 def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):

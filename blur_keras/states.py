@@ -11,7 +11,8 @@ import tensorflow as tf
 from blur_keras import gradient
 
 __all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron",
-           "input_matmul", "input_outer"]
+           "input_matmul", "input_outer", "input_product", "input_outer_product",
+           "input_row_scale"]
 
 
 def mix_states(a, m):
@@ -69,10 +70,15 @@ def input_matmul(x, w, m):
     bias row.  ``x``: ``[*P', B, n]``; ``w``: ``[*P, n + 1, m, k]``; ``m``:
     ``[*P'', k, k]``, all broadcastable.
     """
-    n = _dim(w, -3) - 1
-    xw = _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :n, :, :])), w)
-    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., n:, :, :]  # [*P, 1, m, k]
+    xw = input_product(x, w)
+    bias = tf.reduce_sum(m, axis=-2)[..., None, None, :] * w[..., -1:, :, :]  # [*P, 1, m, k]
     return m[..., None, None, 0, :] * xw + bias
+
+
+def input_product(x, w):
+    """``x @ w[:n]`` with ``w``'s ``(j, c)`` axes flattened: ``[*P, B, m, k]`` (no bias row)."""
+    n = _dim(w, -3) - 1
+    return _unflatten_last(tf.matmul(tf.cast(x, w.dtype), _flatten_last2(w[..., :n, :, :])), w)
 
 
 def input_outer(x, q, m, reduction="sum"):
@@ -84,16 +90,23 @@ def input_outer(x, q, m, reduction="sum"):
     synapses' ``[i, j, c]`` layout, then a per-row, per-state scale.
     ``x``: ``[*P', B, n]``; ``q``: ``[*P, B, m, k]``.
     """
-    x = tf.cast(x, q.dtype)
-    x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
-    xq = _unflatten_last(tf.matmul(x_bar, _flatten_last2(q), transpose_a=True), q)
-    n = _dim(x, -1)
-    is_bias = tf.range(n + 1)[:, None] == n  # [n + 1, 1]
-    scale = tf.where(is_bias, tf.reduce_sum(m, axis=-2, keepdims=True), m[..., None, 0, :])
-    out = xq * scale[..., :, None, :]
+    out = input_outer_product(x, q) * input_row_scale(m, _dim(x, -1))[..., :, None, :]
     if reduction == "mean":
         out = out / tf.cast(tf.shape(q)[-3], out.dtype)
     return out
+
+
+def input_outer_product(x, q):
+    """``[x, 1]ᵀ @ q`` with ``q``'s ``(j, c)`` axes flattened: ``[*P, n + 1, m, k]``."""
+    x = tf.cast(x, q.dtype)
+    x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+    return _unflatten_last(tf.matmul(x_bar, _flatten_last2(q), transpose_a=True), q)
+
+
+def input_row_scale(m, n):
+    """``[*P, n + 1, k]``: ``m[0, c]`` on the ``n`` input rows, ``Σ_d m[d, c]`` on the bias row."""
+    is_bias = tf.range(n + 1)[:, None] == n  # [n + 1, 1]
+    return tf.where(is_bias, tf.reduce_sum(m, axis=-2, keepdims=True), m[..., None, 0, :])
 
 
 def _dim(t, axis):

@@ -1,8 +1,8 @@
 """Hand-derived gradients and the input-layer shortcut against TensorFlow's own math (issue 8).
 
-Every comparison runs the same function twice: traced normally (hand-derived gradients of the
-primitives in ``blur_keras.gradient``) and traced under ``plain_autodiff()`` (TensorFlow's
-autodiff of the plain formulas).  Gradients of every genome entry and of the initial synapses must
+Every comparison runs the same function twice: traced normally (the hand-derived gradient of a
+whole inner step, ``blur_keras.step_gradient``, and of the primitives in ``blur_keras.gradient``)
+and traced under ``plain_autodiff()`` (TensorFlow's autodiff of the plain formulas).  Gradients of every genome entry and of the initial synapses must
 agree to 1e-5 relative, for every BlurConfig option, with species and replica axes, through
 recomputation, and under XLA.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from blur_keras import BlurConfig, inner_step, predict
+from blur_keras import BlurConfig, inner_step, predict, step_gradient
 from blur_keras.gradient import mix_states_vjp, plain_autodiff
 from blur_keras.genome import align_to_population
 from blur_keras.meta.unroll import meta_loss
@@ -35,6 +35,10 @@ CONFIGS = dict(INNER_CONFIGS, **{
     "synapse_norm": BlurConfig(synapse_norm=True),
     "oja": BlurConfig(oja=True),
     "saturation": BlurConfig(saturation=True),
+    "relu_linear": BlurConfig(hidden_activation="relu", last_activation="linear",
+                              backward_activation="relu", activation_norm=True, norm_epsilon=1e-2),
+    "backprop_sigmoid": BlurConfig(hidden_activation="backprop_sigmoid",
+                                   backward_activation="backprop_relu", feedback="error"),
 })
 
 
@@ -123,6 +127,55 @@ def test_inner_step_gradient_equals_autodiff(name):
     np.testing.assert_allclose(v_hand, v_plain, rtol=1e-12)
     _assert_same(g_hand, g_plain, name)
     assert sum(float(tf.reduce_max(tf.abs(g))) > 0 for g in g_hand[0].values()) >= 6
+
+
+def test_the_comparisons_run_the_hand_derived_step(monkeypatch):
+    """The hand side of every comparison above is ``step_gradient``'s backward, and a wrong
+    backward fails them (a test of the tests)."""
+    calls = []
+    backward = step_gradient._Step.backward
+
+    def spy(self, *args):
+        calls.append(1)
+        return backward(self, *args)
+
+    monkeypatch.setattr(step_gradient._Step, "backward", spy)
+    test_inner_step_gradient_equals_autodiff("stability")
+    assert len(calls) == 2  # two inner steps
+    with plain_autodiff():
+        _gradients(_two_steps_loss(CONFIGS["stability"], *_inputs(702, CONFIGS["stability"]),
+                                   _weights(None, _synapses(701, None), 703)),
+                   _params(700), _synapses(701, None))
+    assert len(calls) == 2  # plain_autodiff() does not use it
+    scalar_grad = step_gradient._scalar_grad
+    monkeypatch.setattr(step_gradient, "_scalar_grad", lambda d, s: scalar_grad(d, s) * 1.001)
+    with pytest.raises(AssertionError):
+        test_inner_step_gradient_equals_autodiff("stability")
+
+
+@pytest.mark.parametrize("name", ["default", "all"])
+def test_hand_step_per_layer_genome_and_shared_data(name):
+    """A genome with a layer axis, and x / targets without population axes (broadcast)."""
+    cfg = CONFIGS[name]
+    layers = len(SIZES) - 1
+    params = {n: tf.constant(np.stack([v * (1.0 + 0.1 * l) for l in range(layers)], axis=1))
+              for n, v in rand_genome(750).items()}
+    synapses = _synapses(751, cfg)
+    x, t = (a[0, 0] for a in _inputs(752, cfg))
+    rng = np.random.default_rng(753)
+    weights = [tf.constant(rng.normal(size=(S, R, B, n, K))) for n in SIZES[1:]]
+
+    def loss(params, synapses):
+        p = align_to_population(params, 2)
+        total = 0.0
+        for _ in range(2):
+            synapses, states = inner_step(p, synapses, x, t, cfg, per_layer=True)
+            # the hidden and last states the step returns carry gradients too
+            total += sum(tf.reduce_sum(a * c) for a, c in zip(states[1:], weights))
+        return total + sum(tf.reduce_sum(w) for w, _ in synapses)
+
+    (_, g_hand), (_, g_plain) = _hand_and_plain(lambda: _gradients(loss, params, synapses))
+    _assert_same(g_hand, g_plain, name)
 
 
 @pytest.mark.parametrize("name", ["default", "all"])
