@@ -10,16 +10,18 @@ flattened ``(b, i)`` axes.
 
 ``plain_autodiff()`` switches the hand-derived gradients off while a function
 is traced (this one and that of a whole inner step, ``step_gradient``), so
-that tests can compare them with TensorFlow's own.
+that tests can compare them with TensorFlow's own; ``autodiff_step()`` only
+that of the whole step (``GradientTrainer(step_gradient="autodiff")``).
 """
 
 import contextlib
 
 import tensorflow as tf
 
-__all__ = ["hand_gradients", "plain_autodiff", "sum_to_shape", "mix_states_vjp"]
+__all__ = ["hand_gradients", "hand_step_gradient", "plain_autodiff", "autodiff_step",
+           "sum_to_shape", "mix_states_vjp"]
 
-_STATE = {"hand": True}
+_STATE = {"hand": True, "step": True}
 
 
 def hand_gradients():
@@ -27,15 +29,31 @@ def hand_gradients():
     return _STATE["hand"]
 
 
+def hand_step_gradient():
+    """Whether an inner step traces with its hand-derived gradient (default True)."""
+    return _STATE["hand"] and _STATE["step"]
+
+
 @contextlib.contextmanager
-def plain_autodiff():
-    """Within this block, primitives are traced with TensorFlow's autodiff instead."""
-    previous = _STATE["hand"]
-    _STATE["hand"] = False
+def _switched_off(key):
+    previous = _STATE[key]
+    _STATE[key] = False
     try:
         yield
     finally:
-        _STATE["hand"] = previous
+        _STATE[key] = previous
+
+
+def plain_autodiff():
+    """Within this block, primitives and the inner step are traced with TensorFlow's
+    autodiff instead."""
+    return _switched_off("hand")
+
+
+def autodiff_step():
+    """Within this block, the inner step is traced with TensorFlow's autodiff of its
+    primitives (which keep their hand-derived gradients)."""
+    return _switched_off("step")
 
 
 def sum_to_shape(t, shape):

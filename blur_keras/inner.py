@@ -117,7 +117,7 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
     """
     x, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(targets)
     check_inputs(params, synapses, x, targets)
-    if gradient.hand_gradients():
+    if gradient.hand_step_gradient():
         return _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
                           backward_activations)
     states = forward_pass(params, synapses, x, config, per_layer, forward_activations)

@@ -242,3 +242,36 @@ def test_input_layer_shortcut_equals_general_contraction(x_lead):
     for reduction in ("sum", "mean"):
         expected = per_state_outer(mix_states(a_bar, m), q, reduction)
         _assert_same(input_outer(x, q, m, reduction), tf.broadcast_to(expected, [S, R, 6, 4, K]))
+
+
+def test_trainer_step_gradient_switch(monkeypatch):
+    """``GradientTrainer(step_gradient="autodiff")`` traces TensorFlow's autodiff of the step (the
+    recipes that must reproduce a genome file made with it); both agree; a typo is refused."""
+    from blur_keras import Genome
+    from blur_keras.meta.trainer import GradientTrainer
+
+    calls = []
+    backward = step_gradient._Step.backward
+    monkeypatch.setattr(step_gradient._Step, "backward",
+                        lambda self, *a: calls.append(1) or backward(self, *a))
+    genome = Genome.random(K, seed=0, species=S, transform_std=0.5, synapse_update=-0.01)
+    rng = np.random.default_rng(760)
+    T, C = 3, SIZES[-1]
+    batch = {"train_x": rng.uniform(-1, 1, (T, S, R, B, SIZES[0])).astype("f4"),
+             "train_y": rng.integers(0, C, (T, S, R, B)),
+             "query_x": rng.uniform(-1, 1, (S, R, B, SIZES[0])).astype("f4"),
+             "query_y": rng.integers(0, C, (S, R, B))}
+    seeds = tf.constant([[1, 2]] * R, tf.int64)
+    grads = {}
+    for mode in ("hand", "autodiff"):
+        trainer = GradientTrainer(genome, BlurConfig(activation_norm=True), SIZES,
+                                  step_gradient=mode, jit_compile=False)
+        before = len(calls)
+        grads[mode] = trainer._grad_fn(dict(trainer.params), seeds, batch)[2]
+        assert (len(calls) > before) == (mode == "hand")
+        assert trainer.settings()["step_gradient"] == mode
+    for name, g in grads["hand"].items():
+        scale = max(float(tf.reduce_max(tf.abs(grads["autodiff"][name]))), 1e-30)
+        assert float(tf.reduce_max(tf.abs(g - grads["autodiff"][name]))) <= 1e-4 * scale, name
+    with pytest.raises(ValueError, match="step_gradient"):
+        GradientTrainer(genome, BlurConfig(), SIZES, step_gradient="manual")

@@ -14,10 +14,13 @@ result does not depend on the number of devices, and a resumed run repeats an
 uninterrupted one exactly.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
 from blur_keras.genome_spec import NAMES, trainable_entries
+from blur_keras.gradient import autodiff_step
 from blur_keras.meta import distribute as dist
 from blur_keras.meta.batch import BATCH_AXES, meta_batch
 from blur_keras.meta.optim import adam_update, species_norm
@@ -25,7 +28,9 @@ from blur_keras.meta.outer import OuterTrainer, finite_stat, register_trainer
 from blur_keras.meta.seeds import step_seeds
 from blur_keras.meta.unroll import meta_loss
 
-__all__ = ["GradientTrainer", "step_seeds", "split_replicas"]
+__all__ = ["GradientTrainer", "step_seeds", "split_replicas", "STEP_GRADIENTS"]
+
+STEP_GRADIENTS = ("hand", "autodiff")
 
 
 def split_replicas(batch, index, count):
@@ -62,13 +67,17 @@ class GradientTrainer(OuterTrainer, tf.Module):
       residual_penalty: ``λ``: adds ``λ Σ (θ − θ₀)²`` (θ₀: the start genome) to every
         species' meta-loss, so that the rule learns a regularised residual on its start
         (e.g. the backprop genome) rather than drifting far from it.
+      step_gradient: ``"hand"`` (default: the hand-derived gradient of a whole inner step,
+        ``blur_keras.step_gradient``, ~1.2× faster) or ``"autodiff"`` (TensorFlow's). They
+        agree to float32 round-off (~1e-6 relative), but a thousand Adam steps amplify
+        round-off, so a recipe reproduces a genome file only with the one that made it.
     """
 
     def __init__(self, genome, config, sizes, *, learning_rate=5e-4, clip_norm=10.0, beta1=0.9,
                  beta2=0.999, epsilon=1e-8, loss="xent", recompute=0, init_scale=1.0,
                  logit_scale=1.0, trainable=None, seed=0, strategy=None, jit_compile=True,
                  shard_axis="replicas", trajectory_weight=0.0, residual_penalty=0.0,
-                 name="gradient_trainer"):
+                 step_gradient="hand", name="gradient_trainer"):
         super().__init__(name=name)
         if genome.species is None:
             raise ValueError("GradientTrainer needs a genome with a species axis "
@@ -89,6 +98,10 @@ class GradientTrainer(OuterTrainer, tf.Module):
                                 init_scale=float(init_scale), logit_scale=float(logit_scale),
                                 trajectory_weight=float(trajectory_weight))
         self.residual_penalty = float(residual_penalty)
+        if step_gradient not in STEP_GRADIENTS:
+            raise ValueError(f"GradientTrainer.step_gradient={step_gradient!r}; expected one of "
+                             f"{STEP_GRADIENTS}.")
+        self.step_gradient = step_gradient
         self.trainable = trainable_entries(trainable, config)
         self.shard_axis = shard_axis
         self.seed = int(seed)
@@ -117,6 +130,10 @@ class GradientTrainer(OuterTrainer, tf.Module):
 
     # -- pure pieces --------------------------------------------------------
     def _grad(self, params, seeds, batch):
+        with (autodiff_step() if self.step_gradient == "autodiff" else contextlib.nullcontext()):
+            return self._grad_traced(params, seeds, batch)
+
+    def _grad_traced(self, params, seeds, batch):
         with tf.GradientTape() as tape:
             tape.watch(params)
             losses, aux = meta_loss(params, seeds, batch, self.config, self.sizes,
@@ -290,4 +307,4 @@ class GradientTrainer(OuterTrainer, tf.Module):
         return {**self.hparams, "loss": self.loss_kwargs["loss"], "shard_axis": self.shard_axis,
                 "trainable": list(self.trainable),
                 "trajectory_weight": self.loss_kwargs["trajectory_weight"],
-                "residual_penalty": self.residual_penalty}
+                "residual_penalty": self.residual_penalty, "step_gradient": self.step_gradient}
