@@ -25,6 +25,7 @@ The data are random tensors of MNIST 10x10's shapes (speed and memory depend on 
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -102,56 +103,62 @@ def child(args):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def recompute_child(args):
-    """Time ratio recompute / plain at ``args.T`` in one process (turns, median over rounds)."""
+def _in_turns(runs, steps):
+    """Time ``trainer.train_step(batch)`` of every ``name: (trainer, batch)`` in turns, ``steps``
+    rounds; returns ``name -> [seconds]``."""
+    times = {name: [] for name in runs}
+    for _ in range(max(1, steps)):
+        for name, (trainer, batch) in runs.items():
+            t0 = time.time()
+            trainer.train_step(batch)
+            times[name].append(time.time() - t0)
+    return times
+
+
+def _median_ratio(slow, fast):
     import numpy as np
 
+    return round(float(np.median(np.array(slow) / np.array(fast))), 3)
+
+
+def _median(times):
+    import numpy as np
+
+    return round(float(np.median(times)), 4)
+
+
+def recompute_child(args):
+    """Time ratio recompute / plain at ``args.T`` in one process (turns, median over rounds)."""
     seg = int(math.ceil(math.sqrt(args.T)))
     runs = {}
     for recompute in (0, seg):
         tf, trainer, batch = build(args, args.T, recompute)
         trainer.train_step(batch)  # compile
         runs[recompute] = (trainer, batch)
-    times = {r: [] for r in runs}
-    for _ in range(max(1, args.steps)):
-        for r, (trainer, batch) in runs.items():
-            t0 = time.time()
-            trainer.train_step(batch)
-            times[r].append(time.time() - t0)
-    ratio = float(np.median(np.array(times[seg]) / np.array(times[0])))
-    print("RESULT " + json.dumps({"T": args.T, "recompute": seg, "ratio": round(ratio, 3),
-                                  "plain_s": round(float(np.median(times[0])), 4),
-                                  "recompute_s": round(float(np.median(times[seg])), 4)}),
-          flush=True)
+    times = _in_turns(runs, args.steps)
+    print("RESULT " + json.dumps({"T": args.T, "recompute": seg,
+                                  "ratio": _median_ratio(times[seg], times[0]),
+                                  "plain_s": _median(times[0]),
+                                  "recompute_s": _median(times[seg])}), flush=True)
 
 
 def autodiff_child(args):
     """Time ratio autodiff / hand-derived gradients at ``args.T`` in one process."""
-    import numpy as np
-
     from blur_keras.gradient import plain_autodiff
 
     runs, first = {}, {}
     for name in ("hand", "autodiff"):
         tf, trainer, batch = build(args, args.T, 0)
         t0 = time.time()
-        if name == "autodiff":
-            with plain_autodiff():  # traced (and compiled) on the first call
-                trainer.train_step(batch)
-        else:
-            trainer.train_step(batch)
+        with plain_autodiff() if name == "autodiff" else contextlib.nullcontext():
+            trainer.train_step(batch)  # traced and compiled on the first call
         first[name] = time.time() - t0
-        runs[name] = trainer
-    times = {n: [] for n in runs}
-    for _ in range(max(1, args.steps)):
-        for n, trainer in runs.items():
-            t0 = time.time()
-            trainer.train_step(batch)
-            times[n].append(time.time() - t0)
-    ratio = float(np.median(np.array(times["autodiff"]) / np.array(times["hand"])))
-    print("RESULT " + json.dumps({"T": args.T, "ratio": round(ratio, 3),
-                                  "hand_s": round(float(np.median(times["hand"])), 4),
-                                  "autodiff_s": round(float(np.median(times["autodiff"])), 4),
+        runs[name] = (trainer, batch)
+    times = _in_turns(runs, args.steps)
+    print("RESULT " + json.dumps({"T": args.T,
+                                  "ratio": _median_ratio(times["autodiff"], times["hand"]),
+                                  "hand_s": _median(times["hand"]),
+                                  "autodiff_s": _median(times["autodiff"]),
                                   "hand_first_s": round(first["hand"], 2),
                                   "autodiff_first_s": round(first["autodiff"], 2)}), flush=True)
 

@@ -12,7 +12,7 @@ Activations are referred to by name so that layers and models serialise;
 
 import tensorflow as tf
 
-__all__ = ["get", "names", "derivative", "canonical"]
+__all__ = ["get", "names", "derivative", "derivative_from_output", "canonical"]
 
 
 def _relu_tanh(u):
@@ -58,6 +58,22 @@ def derivative(name):
     if name not in _ELEMENTWISE:
         raise ValueError(f"Unknown activation {name!r}; expected one of {names()}.")
     return _ELEMENTWISE[name][1]
+
+
+# σ' written with σ's output y, where that is exact (no σ to recompute in a backward pass)
+_FROM_OUTPUT = {
+    "relu_tanh": lambda y: tf.cast(y > 0, y.dtype) * (1.0 - tf.square(y)),
+    "tanh": lambda y: 1.0 - tf.square(y),
+    "relu": lambda y: tf.cast(y > 0, y.dtype),
+    "sigmoid": lambda y: y * (1.0 - y),
+    "linear": tf.ones_like,
+}
+
+
+def derivative_from_output(name):
+    """σ' as a function of ``y = σ(u)`` for the elementwise activations where that is exact;
+    ``None`` otherwise (the state-aware ``backprop_*`` ones, callables)."""
+    return _FROM_OUTPUT.get(canonical(name)) if isinstance(name, str) else None
 
 
 def _state_aware(name):

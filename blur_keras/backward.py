@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from blur_keras import activations
 from blur_keras.neurons import neuron_update, scalar
-from blur_keras.normalization import normalize_activations, normalize_synapses
+from blur_keras.normalization import normalize_activations, synapse_view
 from blur_keras.states import mix_states, per_state_matmul
 
 __all__ = ["backward_layer"]
@@ -24,8 +24,7 @@ def backward_layer(a_above, a_current, v, params, config, activation):
     ``a_above``: ``[*P, B, n_{l+1}, k]``; ``a_current``: ``[*P, B, n_l, k]``;
     ``v``: ``[*P, n_{l+1}, n_l, k]`` (no bias).
     """
-    if config.synapse_norm:
-        v = normalize_synapses(v, params["syn_scale"], config.synapse_norm_epsilon)
+    v = synapse_view(v, params, config)
     g = per_state_matmul(mix_states(a_above, params["mu"]), v)
     rule = config.backward_rule
     if rule == "additive":

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from blur_keras import activations
 from blur_keras.neurons import neuron_update, scalar
-from blur_keras.normalization import normalize_synapses
+from blur_keras.normalization import synapse_view
 from blur_keras.states import input_matmul, mix_states, per_state_matmul, with_bias_neuron
 
 __all__ = ["input_states", "forward_layer", "input_forward_layer", "neuron_update", "scalar"]
@@ -27,8 +27,7 @@ def forward_layer(a_below, w, params, config, activation, current=None):
     ``a_below``: ``[*P, B, n_l, k]``; ``w``: ``[*P, n_l + 1, n_{l+1}, k]``;
     ``params``: this layer pair's genome entries, aligned to the population.
     """
-    if config.synapse_norm:
-        w = normalize_synapses(w, params["syn_scale"], config.synapse_norm_epsilon)
+    w = synapse_view(w, params, config)
     z = per_state_matmul(mix_states(with_bias_neuron(a_below), params["nu"]), w)
     return activations.get(activation)(neuron_update(current, z, params, config))
 
@@ -39,7 +38,6 @@ def input_forward_layer(x, w, params, config, activation):
     The input layer's states 1…k−1 are 0, so the contraction is one plain
     matmul of ``x`` (``states.input_matmul``); same result, fewer operations.
     """
-    if config.synapse_norm:
-        w = normalize_synapses(w, params["syn_scale"], config.synapse_norm_epsilon)
+    w = synapse_view(w, params, config)
     z = input_matmul(x, w, params["nu"])
     return activations.get(activation)(neuron_update(None, z, params, config))

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-__all__ = ["normalize_activations", "normalize_synapses"]
+__all__ = ["normalize_activations", "standardize", "normalize_synapses", "synapse_view"]
 
 
 def normalize_activations(u, gamma, beta, epsilon=1e-3):
@@ -11,9 +11,15 @@ def normalize_activations(u, gamma, beta, epsilon=1e-3):
     ``u``: ``[*P, B, n, k]``; ``gamma``, ``beta``: ``[*P', k]`` (per-state).
     ``out = γ (u − mean_b u) / sqrt(var_b u + ε) + β``.
     """
-    mean, var = tf.nn.moments(u, axes=[-3], keepdims=True)
-    u_hat = (u - mean) * tf.math.rsqrt(var + epsilon)
+    u_hat, _ = standardize(u, epsilon)
     return gamma[..., None, None, :] * u_hat + beta[..., None, None, :]
+
+
+def standardize(u, epsilon=1e-3):
+    """``((u − mean_b u) / sqrt(var_b u + ε), 1 / sqrt(var_b u + ε))`` over the batch axis."""
+    mean, var = tf.nn.moments(u, axes=[-3], keepdims=True)
+    rstd = tf.math.rsqrt(var + epsilon)
+    return (u - mean) * rstd, rstd
 
 
 def normalize_synapses(w, scale=None, epsilon=1e-8):
@@ -28,3 +34,11 @@ def normalize_synapses(w, scale=None, epsilon=1e-8):
     if scale is not None:
         out = out * scale[..., None, None, None]
     return out
+
+
+def synapse_view(w, params, config):
+    """The synapses activations are computed with: ``w``, or under ``config.synapse_norm``
+    ``normalize_synapses(w, params["syn_scale"])``."""
+    if not config.synapse_norm:
+        return w
+    return normalize_synapses(w, params["syn_scale"], config.synapse_norm_epsilon)

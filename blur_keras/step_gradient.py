@@ -29,10 +29,10 @@ from blur_keras.feedback import apply_feedback
 from blur_keras.genome_spec import used_entries
 from blur_keras.gradient import mix_states_vjp, sum_to_shape
 from blur_keras.neurons import scalar
-from blur_keras.normalization import normalize_synapses
+from blur_keras.normalization import standardize, synapse_view
 from blur_keras.states import (_mix, input_outer_product, input_product, input_row_scale,
                                per_state_matmul, per_state_outer, with_bias_neuron)
-from blur_keras.synapses import saturate, tie_channels
+from blur_keras.synapses import saturate, swap_src_dst, sync, tie_channels
 
 __all__ = ["inner_step"]
 
@@ -112,13 +112,7 @@ def _outer_vjp(p, q, d, reduction):
     return _sum_to(d_p, p), _sum_to(per_state_matmul(p, d), q)
 
 
-def _norm_syn(w, p, config):
-    if not config.synapse_norm:
-        return w
-    return normalize_synapses(w, p["syn_scale"], config.synapse_norm_epsilon)
-
-
-def _norm_syn_vjp(w, p, config, d):
+def _synapse_view_vjp(w, p, config, d):
     """Gradients of ``_norm_syn``: ``(d_w, d_syn_scale or None)``."""
     if not config.synapse_norm:
         return d, None
@@ -129,22 +123,11 @@ def _norm_syn_vjp(w, p, config, d):
     return _sum_to(d_w, w), _scalar_grad(d * w * r, p["syn_scale"])
 
 
-# σ' written with σ's output y, for the activations where that is exact: no σ to recompute
-_FROM_OUTPUT = {
-    "relu_tanh": lambda y: tf.cast(y > 0, y.dtype) * (1.0 - tf.square(y)),
-    "tanh": lambda y: 1.0 - tf.square(y),
-    "relu": lambda y: tf.cast(y > 0, y.dtype),
-    "sigmoid": lambda y: y * (1.0 - y),
-}
-
-
 def _act_vjp(name, u, y, d):
     """Gradient of ``y = σ(u)``; ``u`` is a thunk (called only when σ' needs it)."""
-    name = activations.canonical(name) if isinstance(name, str) else name
-    if name == "linear":
-        return d
-    if name in _FROM_OUTPUT:
-        return d * _FROM_OUTPUT[name](y)
+    from_output = activations.derivative_from_output(name)
+    if from_output is not None:
+        return d * from_output(y)
     u = u()
     with tf.GradientTape() as tape:
         tape.watch(u)
@@ -168,9 +151,7 @@ def _norm_act(u, p, config, name):
     normalised ``xhat`` and ``rstd`` (σ's input is recomputed from them)."""
     if not config.activation_norm:
         return activations.get(name)(u), (u, None)
-    mean, var = tf.nn.moments(u, axes=[-3], keepdims=True)
-    rstd = tf.math.rsqrt(var + config.norm_epsilon)
-    xhat = (u - mean) * rstd
+    xhat, rstd = standardize(u, config.norm_epsilon)
     return activations.get(name)(_affine(xhat, p)), (None, (xhat, rstd))
 
 
@@ -234,7 +215,7 @@ class _Step:
         return new, states[1:], cache
 
     def _forward_layer(self, l, below, w, p, cache):
-        w_view = _norm_syn(w, p, self.config)
+        w_view = synapse_view(w, p, self.config)
         if l == 0:
             xw = input_product(below, w_view)
             z = _input_z(xw, w_view, p["nu"])
@@ -249,7 +230,7 @@ class _Step:
 
     def _backward_layer(self, l, states, v, p, cache):
         cfg = self.config
-        v_view = _norm_syn(v, p, cfg)
+        v_view = synapse_view(v, p, cfg)
         mixed = _mix(states[l + 1], p["mu"])
         g = per_state_matmul(mixed, v_view)
         current = states[l]
@@ -285,13 +266,9 @@ class _Step:
         else:
             v_new = v
         cache["upd"].append(entry)
-        if cfg.single_state:
-            w_new = tie_channels(w_new)
-            if l > 0 and not cfg.symmetric:
-                v_new = tie_channels(v_new)
-        if cfg.symmetric and l > 0:
-            v_new = _swap(w_new[..., :-1, :, :])
-        return [w_new, v_new]
+        if l == 0:  # V⁰ is never read: passed through, as synapses.update_pair does
+            return [tie_channels(w_new) if cfg.single_state else w_new, v]
+        return list(sync(w_new, v_new, cfg.symmetric, cfg.single_state))
 
     def _post_w(self, l, states, p):
         """The post-synaptic mix of ΔW^l."""
@@ -379,7 +356,7 @@ class _Step:
         if l == 0:
             d_v, d_v_new = d_v_new, None  # V⁰ passes through unchanged
         elif cfg.symmetric:
-            d_w_new = d_w_new + tf.concat([_swap(d_v_new), tf.zeros_like(d_w_new[..., -1:, :, :])],
+            d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), tf.zeros_like(d_w_new[..., -1:, :, :])],
                                           axis=-3)
             d_v, d_v_new = tf.zeros_like(v), None
         if cfg.single_state:
@@ -460,7 +437,7 @@ class _Step:
         cfg = self.config
         p = cache["p"][l]
         mixed, g, act = cache["bwd"][l]
-        v_view = _norm_syn(cache["syn"][l][1], p, cfg)
+        v_view = synapse_view(cache["syn"][l][1], p, cfg)
         current = cache["a_fwd"][l]
         d_u = _norm_act_vjp(act, p, cfg, self.bwd[l - 1], cache["states"][l], d, grads)
         if cfg.backward_rule == "additive":
@@ -480,7 +457,7 @@ class _Step:
         d_mixed, d_view = _matmul_vjp(mixed, v_view, d_g)
         d_above, d_m = mix_states_vjp(cache["states"][l + 1], p["mu"], d_mixed)
         _add(grads, "mu", d_m)
-        d_v, d_scale = _norm_syn_vjp(cache["syn"][l][1], p, cfg, d_view)
+        d_v, d_scale = _synapse_view_vjp(cache["syn"][l][1], p, cfg, d_view)
         _add(grads, "syn_scale", d_scale)
         return d_above, _sum_to(d_cur, current), d_v
 
@@ -502,7 +479,7 @@ class _Step:
         cfg = self.config
         p = cache["p"][l]
         mixed, z, act = cache["fwd"][l]
-        w_view = _norm_syn(cache["syn"][l][0], p, cfg)
+        w_view = synapse_view(cache["syn"][l][0], p, cfg)
         if l == 0:  # mixed = x W[:n]
             z = _input_z(mixed, w_view, p["nu"])
         d_u = _norm_act_vjp(act, p, cfg, self.fwd[l], cache["a_fwd"][l + 1], d, grads)
@@ -514,7 +491,7 @@ class _Step:
             d_mixed, d_view = _matmul_vjp(mixed, w_view, d_z)
             d_below, d_m = _bias_mix_vjp(cache["a_fwd"][l], p["nu"], d_mixed)
             _add(grads, "nu", d_m)
-        d_w, d_scale = _norm_syn_vjp(cache["syn"][l][0], p, cfg, d_view)
+        d_w, d_scale = _synapse_view_vjp(cache["syn"][l][0], p, cfg, d_view)
         _add(grads, "syn_scale", d_scale)
         return d_below, d_w
 
@@ -558,14 +535,6 @@ def _untie(d):
     """Gradient of ``tie_channels``: every channel's gradient summed into channel 0."""
     total = tf.reduce_sum(d, axis=-1, keepdims=True)
     return tf.concat([total, tf.zeros_like(d[..., 1:])], axis=-1)
-
-
-def _swap(t):
-    """``[..., a, b, k] -> [..., b, a, k]``."""
-    rank = len(t.shape)
-    perm = list(range(rank))
-    perm[-3], perm[-2] = perm[-2], perm[-3]
-    return tf.transpose(t, perm)
 
 
 def _flatten2(t):

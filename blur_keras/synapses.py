@@ -11,7 +11,8 @@ from blur_keras.checks import check_k
 from blur_keras.states import input_outer, mix_states, per_state_outer, with_bias_neuron
 
 __all__ = [
-    "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "tie_channels",
+    "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "swap_src_dst",
+    "tie_channels",
     "update_pair", "init_synapses", "flatten_pairs", "pair_up",
 ]
 
@@ -69,14 +70,15 @@ def sync(w, v, symmetric=False, single_state=False):
         if not symmetric:
             v = tie_channels(v)
     if symmetric:
-        v = tf.transpose(w[..., :-1, :, :], _swap_perm(len(w.shape)))
+        v = swap_src_dst(w[..., :-1, :, :])
     return w, v
 
 
-def _swap_perm(rank):
-    perm = list(range(rank))
+def swap_src_dst(t):
+    """``[..., a, b, k] -> [..., b, a, k]``: forward synapses (no bias row) as backward ones."""
+    perm = list(range(len(t.shape)))
     perm[-3], perm[-2] = perm[-2], perm[-3]
-    return perm
+    return tf.transpose(t, perm)
 
 
 def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True, input_layer=False):

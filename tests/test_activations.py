@@ -31,3 +31,17 @@ def test_unknown_activation_raises():
         activations.get("nope")
     with pytest.raises(ValueError, match="hidden_activation"):
         BlurConfig(hidden_activation="nope")
+
+
+@pytest.mark.parametrize("name", ["relu_tanh", "tanh", "relu", "sigmoid", "linear", "identity"])
+def test_derivative_from_output_equals_the_derivative(name):
+    """σ' from σ's output (the hand-derived step gradient uses it) against σ' from the input."""
+    import numpy as np
+    import tensorflow as tf
+
+    u = tf.constant(np.linspace(-3.0, 3.0, 101))  # u = 0 (relu's kink) excluded below
+    got = activations.derivative_from_output(name)(activations.get(name)(u)).numpy()
+    want = activations.derivative(name)(u).numpy()
+    np.testing.assert_allclose(got[u.numpy() != 0], want[u.numpy() != 0], rtol=1e-12, atol=1e-12)
+    assert activations.derivative_from_output("backprop_" + name.replace("identity", "linear")) \
+        is None
