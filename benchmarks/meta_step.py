@@ -59,6 +59,17 @@ def make_batch(tf, T, S, R, B, F, C, seed=0):
             "query_x": g.uniform([S, R, B, F]), "query_y": g.uniform([S, R, B], 0, C, tf.int32)}
 
 
+def add_setting_arguments(parser, species):
+    """The network and population flags ``build`` reads (shared with profile_meta_step.py)."""
+    parser.add_argument("--species", type=int, default=species)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--features", type=int, default=100)
+    parser.add_argument("--classes", type=int, default=10)
+
+
 def build(args, T, recompute):
     import tensorflow as tf
 
@@ -189,13 +200,7 @@ def main():
     parser.add_argument("--T", type=int, default=10)
     parser.add_argument("--recompute", type=int, default=0)
     parser.add_argument("--steps", type=int, default=5, help="timed meta-steps at T=10")
-    parser.add_argument("--species", type=int, default=8)
-    parser.add_argument("--replicas", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--features", type=int, default=100)
-    parser.add_argument("--classes", type=int, default=10)
+    add_setting_arguments(parser, species=8)
     parser.add_argument("--unrolls", default="10,50,200", help="T values for the memory table")
     parser.add_argument("--quick", action="store_true", help="hidden 32, k 2, 2 species")
     args = parser.parse_args()
