@@ -144,8 +144,8 @@ def test_start_genome_from_provenance():
 # ---------------------------------------------------------------------- (c) genomes are shipped
 
 def test_genomes_are_shipped():
-    # the general-purpose rule of issue 12 (README's first Keras example uses it)
-    assert "general" in Genome.pretrained_names()
+    # the rules of issue 12; README's first Keras example uses sgd_residual
+    assert {"general", "sgd_residual"} <= set(Genome.pretrained_names())
 
 
 # ---------------------------------------------------------------------- (d) synapses stay bounded
