@@ -38,9 +38,9 @@ def category(op):
     """The category of an XLA op name (``dot.3``, ``copy_bitcast_fusion.2``, ...)."""
     if op.startswith("dot") or "dot_fusion" in op:
         return "dot"
-    if "dynamic-update-slice" in op or "dynamic-slice" in op or "dynamic_update_slice" in op:
+    if "dynamic" in op:  # dynamic-slice / dynamic-update-slice (fusions)
         return "loop accumulators (dynamic slices)"
-    if op.startswith(("copy", "transpose")) or "transpose" in op:
+    if op.startswith("copy") or "transpose" in op:
         return "copy / transpose"
     if "reduce" in op:
         return "reduction"
