@@ -13,7 +13,7 @@ import numpy as np
 
 from blur_keras import activations
 
-__all__ = ["BlurConfig", "FEEDBACK_MODES", "BACKWARD_RULES", "BATCH_REDUCTIONS"]
+__all__ = ["BlurConfig", "backprop_config", "FEEDBACK_MODES", "BACKWARD_RULES", "BATCH_REDUCTIONS"]
 
 FEEDBACK_MODES = ("target", "error")
 BACKWARD_RULES = ("additive", "multiplicative", "multiplicative_second")
@@ -93,6 +93,7 @@ class BlurConfig:
         )
 
     def replace(self, **changes):
+        _check_fields(changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
@@ -100,11 +101,26 @@ class BlurConfig:
 
     @classmethod
     def from_dict(cls, values):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown BlurConfig fields {unknown}; known: {sorted(known)}.")
+        _check_fields(values)
         return cls(**values)
+
+
+def backprop_config(hidden_activation="tanh", last_activation="linear", batch_reduction="sum",
+                    **changes):
+    """``BlurConfig.backprop(...)`` with ``changes`` on top (e.g. ``activation_norm=True``).
+
+    For gin, which configures functions, not classmethods: a recipe that starts from the
+    backprop switches binds only what it changes (gin/sgd_residual.gin).
+    """
+    return BlurConfig.backprop(hidden_activation, last_activation, batch_reduction).replace(
+        **changes)
+
+
+def _check_fields(values):
+    known = {f.name for f in dataclasses.fields(BlurConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown BlurConfig fields {unknown}; known: {sorted(known)}.")
 
 
 def _checked_bool(name, value):

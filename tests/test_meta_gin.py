@@ -89,6 +89,29 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     assert [s["stage"] for s in final["provenance"]["stages"]] == stages
 
 
+@pytest.mark.parametrize("name", ["general", "sgd_residual"])
+def test_recipe_config_is_the_shipped_genomes_config(name):
+    """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
+    from blur_keras import Genome
+
+    CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
+    try:
+        config = gin.query_parameter("meta_train.blur_config").scoped_configurable_fn()
+    finally:
+        gin.clear_config()
+    assert config == Genome.pretrained(name).config
+
+
+def test_backprop_config_changes_and_rejects_unknown_fields():
+    from blur_keras.config import BlurConfig, backprop_config
+
+    assert backprop_config(activation_norm=True) == BlurConfig.backprop().replace(
+        activation_norm=True)
+    assert backprop_config(batch_reduction="mean").symmetric
+    with pytest.raises(ValueError, match="Unknown BlurConfig fields \\['activation_nrom'\\]"):
+        backprop_config(activation_nrom=True)
+
+
 def test_default_gin_is_package_data_linked_from_gin_folder():
     import importlib.resources
 

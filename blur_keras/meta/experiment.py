@@ -27,7 +27,7 @@ from absl import logging
 import blur_keras.evaluation  # noqa: F401  (registers evaluate_suite: the final transfer suite)
 import blur_keras.meta.cma_es  # noqa: F401  (registers CMAESTrainer, outer = "cma")
 import blur_keras.meta.trainer  # noqa: F401  (registers GradientTrainer, outer = "adam")
-from blur_keras.config import BlurConfig
+from blur_keras.config import BlurConfig, backprop_config
 from blur_keras.meta import chief
 from blur_keras.meta.baselines import DEFAULT_SGD_LEARNING_RATES
 from blur_keras.meta.checkpoint import check_resumed_settings, open_run, run_settings
@@ -51,10 +51,11 @@ GIN_MODULE = "blur_keras.meta"
 TRAINER_SHORTHANDS = ("learning_rate", "clip_norm", "loss", "shard_axis", "trainable",
                       "population_size", "sigma0")
 
-try:
-    gin.external_configurable(BlurConfig, name="BlurConfig", module="blur_keras")
-except ValueError:  # registered elsewhere already
-    pass
+for _configurable, _name in ((BlurConfig, "BlurConfig"), (backprop_config, "backprop_config")):
+    try:
+        gin.external_configurable(_configurable, name=_name, module="blur_keras")
+    except ValueError:  # registered elsewhere already
+        pass
 
 
 @gin.configurable(module=GIN_MODULE, denylist=["model_dir", "strategy"])
