@@ -6,7 +6,9 @@ the training split; validation accuracy (held-out training examples, not the tes
 recorded after every epoch and at a few early step counts.  A ``NonFiniteError`` (or any
 non-finite value in the logs) ends that curve, recorded with its epoch and step; it never
 stops the check.  A configuration PASSES when no curve went non-finite and every seed's final
-accuracy is within ``tolerance`` of its own best.
+accuracy is within ``tolerance`` of its own best.  Tuned SGD, SGD with momentum and Adam can
+run the same check beside the rule (``baselines``): what "stays within 0.01 of its best" means
+for a gradient method on the same task.
 
 Pure functions summarise, format and plot; ``run_check`` trains; ``fit_check`` (gin) loads
 the rule and the tasks and writes ``fit.json``, ``table.md`` and ``fit_curves.png``.
@@ -23,15 +25,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from blur_keras import activations
 from blur_keras.config import BlurConfig
 from blur_keras.errors import NonFiniteError
-from blur_keras.evaluation import TaskData, task_data
+from blur_keras.evaluation import METHOD_NAMES, TaskData, baseline_activations, task_data
 from blur_keras.genome import Genome, resolve_config
 from blur_keras.layers import BlurDense
 from blur_keras.model import BlurModel
 from blur_keras.synapses import init_synapses
 
-__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "reset_synapses",
+__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "build_baseline",
+           "reset_synapses",
            "train_subset", "val_accuracy", "fit_curve", "run_check", "curve_stats", "summarise",
            "passes", "format_table", "plot_curves", "write_report", "fit_check"]
 
@@ -72,6 +76,28 @@ def build_model(genome, sizes, seed=0, jit_compile=True, steps_per_execution=1):
     return reset_synapses(model, seed)
 
 
+def build_baseline(method, learning_rate, sizes, hidden_activation="tanh", seed=0,
+                   jit_compile=True, steps_per_execution=1):
+    """A compiled Keras MLP ``sizes[0]-…-sizes[-1]`` (``hidden_activation``, linear logits,
+    softmax cross-entropy, Keras's default initialisation drawn from ``seed``) trained by
+    ``method`` (``"sgd"``, ``"momentum"``: SGD with momentum 0.9, ``"adam"``: Keras's
+    defaults) at ``learning_rate``: what the fit check compares a rule with."""
+    optimizers = {"sgd": lambda lr: keras.optimizers.SGD(lr),
+                  "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
+                  "adam": lambda lr: keras.optimizers.Adam(lr)}
+    if method not in optimizers:
+        raise ValueError(f"Unknown baseline {method!r}; expected one of {sorted(optimizers)}.")
+    keras.utils.set_random_seed(int(seed))
+    net = keras.Sequential([keras.Input((int(sizes[0]),))]
+                           + [keras.layers.Dense(int(n), activation=hidden_activation)
+                              for n in sizes[1:-1]] + [keras.layers.Dense(int(sizes[-1]))])
+    net.compile(optimizer=optimizers[method](float(learning_rate)),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"], jit_compile=jit_compile,
+                steps_per_execution=int(steps_per_execution))
+    return net
+
+
 def reset_synapses(model, seed):
     """Give ``model`` fresh synapses: the genome's own initialisation drawn from ``seed``
     (reusing a model keeps its compiled ``fit``); returns the model."""
@@ -107,10 +133,10 @@ class _Recorder(keras.callbacks.Callback):
     every epoch (``peak_synapse``: a rule whose synapses grow exponentially overflows float32
     at last, docs/RESULTS.md); notes the first non-finite log value and stops training there."""
 
-    def __init__(self, val_x, val_y, early_steps, batch_size=32, steps_per_epoch=1):
+    def __init__(self, val_x, val_y, early_steps, val_batch_size=32, steps_per_epoch=1):
         super().__init__()
         self.val_x, self.val_y, self.early_steps = val_x, val_y, set(early_steps)
-        self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
+        self.val_batch_size, self.steps_per_epoch = val_batch_size, steps_per_epoch
         self.epoch, self.step, self.epochs, self.early, self.nonfinite = 0, 0, [], {}, None
         self.peaks = []
 
@@ -128,7 +154,7 @@ class _Recorder(keras.callbacks.Callback):
         first, self.step = self.step, self.global_step(batch)
         if self.early_steps & set(range(first, self.step + 1)):
             self.early[self.step] = val_accuracy(self.model, self.val_x, self.val_y,
-                                                 self.batch_size)
+                                                 self.val_batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -143,23 +169,29 @@ class _Recorder(keras.callbacks.Callback):
 
 
 def peak_synapse(model):
-    """The largest |W| or |V| of any BLUR layer of ``model`` (a float)."""
+    """The largest |W| or |V| of any BLUR layer of ``model`` (a float); for a baseline (a
+    plain Keras model) its largest |weight|."""
+    if not hasattr(model, "blur_layers"):
+        return max(float(np.max(np.abs(np.asarray(w)))) for w in model.trainable_weights)
     return max(float(np.max(np.abs(np.asarray(t)))) for layer in model.blur_layers
                for t in (layer.forward_synapses, layer.backward_synapses))
 
 
-def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STEPS, seed=0):
+def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STEPS, seed=0,
+              val_batch_size=None):
     """Run ``model.fit``; returns the curve as a dict: ``val_accuracy`` (one entry per epoch,
     ``None`` from a non-finite epoch on), ``peak_synapse`` (``peak_synapse(model)`` after
     each finished epoch), ``early`` (step -> accuracy), ``nonfinite``
     (``None`` or ``{"epoch", "step", "message"}``, 1-based) and ``seconds``."""
-    recorder = _Recorder(val[0], val[1], early_steps, batch_size,
+    val_batch_size = int(val_batch_size or batch_size)
+    recorder = _Recorder(val[0], val[1], early_steps, val_batch_size,
                          -(-len(train[1]) // batch_size))
     keras.utils.set_random_seed(int(seed))  # fit's shuffle
     start = time.time()
     try:
         model.fit(train[0], train[1], batch_size=batch_size, epochs=epochs, shuffle=True,
-                  validation_data=val, callbacks=[recorder], verbose=0)
+                  validation_data=val, validation_batch_size=val_batch_size,
+                  callbacks=[recorder], verbose=0)
     except NonFiniteError as err:
         batch = re.search(r"training batch (\d+)", str(err))  # the batch the guard recorded
         recorder.nonfinite = {"epoch": recorder.epoch + 1,
@@ -178,35 +210,68 @@ def fit_curve(model, train, val, epochs=20, batch_size=32, early_steps=EARLY_STE
 
 def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, batch_size=32,
               train_examples=4000, early_steps=EARLY_STEPS, seed=0, jit_compile=True,
-              steps_per_execution=1, log=print):
-    """Train every task × architecture × seed; returns the report dict (``fit.json``)."""
+              steps_per_execution=1, baselines=None, val_batch_size=None, log=print):
+    """Train every task × architecture × seed; returns the report dict (``fit.json``).
+
+    ``baselines``: ``{method: learning rates}`` (``build_baseline``'s methods): after the rule,
+    each method trains the same architecture on the same examples in the same order at every
+    learning rate, and the one with the best mean final validation accuracy is reported (an
+    entry with ``method``, ``learning_rate`` and ``sweep``: learning rate -> that mean).
+    ``val_batch_size``: validation batches (default ``batch_size``, as ``fit``'s); with
+    ``activation_norm`` a rule's prediction uses its batch's statistics, so larger batches
+    measure it with less noise (a baseline's prediction does not depend on its batch).
+    """
+    val_batch_size = int(val_batch_size or batch_size)
+    baselines = dict(baselines or {})
     report = {"epochs": int(epochs), "batch_size": int(batch_size), "seeds": int(seeds),
               "steps_per_execution": int(steps_per_execution),
-              "train_examples": int(train_examples), "early_steps": list(early_steps),
+              "val_batch_size": val_batch_size, "train_examples": int(train_examples), "early_steps": list(early_steps),
               "provenance": genome.provenance, "results": []}
-    total, start = len(datas) * len(hidden_sizes) * seeds, time.time()
+    runs_per_shape = 1 + sum(len(lrs) for lrs in baselines.values())
+    progress = {"done": 0, "total": len(datas) * len(hidden_sizes) * seeds * runs_per_shape,
+                "start": time.time()}
+    hidden_activation = activations.get(baseline_activations(genome.config, "xent")[0])
+
+    def curves(label, make_model, data):
+        """One curve per seed: ``make_model(seed)`` trained on that seed's examples."""
+        out = []
+        for r in range(seeds):
+            train = train_subset(data, train_examples, seed + r)
+            curve = fit_curve(make_model(seed + r), train, (data.val_x, data.val_y), epochs,
+                              batch_size, early_steps, seed + r, val_batch_size)
+            curve.update(seed=seed + r, train_examples=len(train[1]))
+            out.append(curve)
+            progress["done"] += 1
+            fail = curve["nonfinite"]
+            log(f"[{progress['done']}/{progress['total']}] {label} seed {seed + r}: "
+                + (f"non-finite at epoch {fail['epoch']} step {fail['step']}" if fail else
+                   f"final val acc {curve['val_accuracy'][-1]:.3f}")
+                + f" ({curve['seconds']:.0f}s, total {time.time() - progress['start']:.0f}s)")
+        return out
+
     for data in datas:
         for widths in hidden_sizes:
             sizes = (data.num_features, *[int(w) for w in widths], data.num_classes)
             label = f"{data.name} {'-'.join(map(str, sizes))}"
-            entry = {"label": label, "task": data.name, "sizes": list(sizes), "curves": []}
-            # compiled once per shape
+            # compiled once per shape; each seed gets fresh synapses
             model = build_model(genome, sizes, seed, jit_compile, steps_per_execution)
-            for r in range(seeds):
-                train = train_subset(data, train_examples, seed + r)
-                reset_synapses(model, seed + r)
-                curve = fit_curve(model, train, (data.val_x, data.val_y), epochs, batch_size,
-                                  early_steps, seed + r)
-                curve.update(seed=seed + r, train_examples=len(train[1]))
-                entry["curves"].append(curve)
-                fail = curve["nonfinite"]
-                log(f"[{len(report['results']) * seeds + len(entry['curves'])}"
-                    f"/{total}] {label} seed {seed + r}: "
-                    + (f"non-finite at epoch {fail['epoch']} step {fail['step']}" if fail else
-                       f"final val acc {curve['val_accuracy'][-1]:.3f}")
-                    + f" ({curve['seconds']:.0f}s, total {time.time() - start:.0f}s)")
-            report["results"].append(entry)
-    report["seconds"] = round(time.time() - start, 1)
+            report["results"].append({"label": label, "task": data.name, "sizes": list(sizes),
+                                      "curves": curves(label, lambda s: reset_synapses(model, s),
+                                                       data)})
+            for method, lrs in baselines.items():
+                sweep = {float(lr): curves(f"{label} {METHOD_NAMES[method]} lr {lr:g}",
+                                           lambda s, lr=lr: build_baseline(
+                                               method, lr, sizes, hidden_activation, s,
+                                               jit_compile, steps_per_execution), data)
+                         for lr in lrs}
+                means = {lr: float(np.nanmean([curve_stats(c)[1] for c in cs]))
+                         for lr, cs in sweep.items()}
+                best = max(means, key=lambda lr: (np.nan_to_num(means[lr], nan=-1.0), -lr))
+                report["results"].append({
+                    "label": f"{label} {METHOD_NAMES[method]} (lr {best:g})", "task": data.name,
+                    "sizes": list(sizes), "method": method, "learning_rate": best,
+                    "sweep": {f"{lr:g}": m for lr, m in means.items()}, "curves": sweep[best]})
+    report["seconds"] = round(time.time() - progress["start"], 1)
     return report
 
 
@@ -263,12 +328,22 @@ def _cell(pair):
     return "—" if not np.isfinite(mean) else f"{mean:.3f} ± {spread:.3f}"
 
 
+def _table_note(report, tolerance):
+    note = (f"`model.fit`, {report['epochs']} epochs, batch {report['batch_size']}, "
+            f"{report['seeds']} seeds; PASS = no non-finite value and final within "
+            f"{tolerance:g} of best (every seed). Best: over epochs and early steps; final and "
+            "final − best: over the seeds that finished.")
+    if report.get("val_batch_size", report["batch_size"]) != report["batch_size"]:
+        note += f" Validation in batches of {report['val_batch_size']}."
+    if any(entry.get("method") for entry in report["results"]):
+        note += (" Baselines: the learning rate with the best mean final accuracy; their peak "
+                 "is the largest \\|weight\\|.")
+    return note
+
+
 def format_table(report, tolerance=TOLERANCE):
-    """Markdown: one row per task × architecture (mean ± std over seeds)."""
-    lines = [f"`model.fit`, {report['epochs']} epochs, batch {report['batch_size']}, "
-             f"{report['seeds']} seeds; PASS = no non-finite value and final within "
-             f"{tolerance:g} of best (every seed). Best: over epochs and early steps; final and "
-             "final − best: over the seeds that finished.", "",
+    """Markdown: one row per task × architecture (mean ± std over seeds), and per baseline."""
+    lines = [_table_note(report, tolerance), "",
              "| task / sizes | best val acc | final val acc | final − best | non-finite "
              "(epochs) | peak \\|synapse\\| (last epoch) | result |",
              "|---|---|---|---|---|---|---|"]
@@ -345,17 +420,20 @@ def write_report(report, out_dir, tolerance=TOLERANCE, plot=True):
 def fit_check(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,), (64,)), seeds=3,
               epochs=20, batch_size=32, train_examples=4000, val_examples=1000,
               early_steps=EARLY_STEPS, tolerance=TOLERANCE, seed=0, jit_compile=True,
-              steps_per_execution=10, plot=True, log=print):
+              steps_per_execution=10, baselines=None, val_batch_size=None, plot=True,
+              log=print):
     """The fit check of ``rule`` (a ``Genome`` or genome ``.json``) on ``tasks``
     (``blur_keras.data.Task`` or ``TaskData``; validation: ``val_examples`` held out of the
-    training split); writes the files to ``out_dir`` and returns the report."""
+    training split), and of the ``baselines`` (``run_check``) beside it; writes the files to
+    ``out_dir`` and returns the report."""
     genome = load_genome(rule)
     datas = [t if isinstance(t, TaskData) else task_data(t, val_examples, 1) for t in tasks]
     if not datas:
         raise ValueError("fit_check needs at least one task.")
     report = run_check(genome, datas, tuple(tuple(h) for h in hidden_sizes), int(seeds),
                        int(epochs), int(batch_size), int(train_examples), tuple(early_steps),
-                       int(seed), bool(jit_compile), int(steps_per_execution), log)
+                       int(seed), bool(jit_compile), int(steps_per_execution), baselines,
+                       val_batch_size, log)
     report["rule"] = rule if isinstance(rule, str) else genome.name
     report["config"] = genome.config.to_dict()
     report["tolerance"] = float(tolerance)

@@ -144,3 +144,64 @@ def test_early_accuracy_matches_fits_validation(toy):
     keras_acc = model.evaluate(toy.val_x[:40], toy.val_y[:40], batch_size=32, verbose=0,
                                return_dict=True)["accuracy"]
     assert st.val_accuracy(model, toy.val_x[:40], toy.val_y[:40], 32) == pytest.approx(keras_acc)
+
+
+def test_baselines_run_the_same_check_and_report_the_best_learning_rate(toy, tmp_path):
+    lines = []
+    lrs = (1e-4, 0.1)
+    report = st.run_check(_backprop(), [toy], hidden_sizes=((4,),), seeds=2, epochs=EPOCHS,
+                          early_steps=(2,), jit_compile=False,
+                          baselines={"adam": lrs, "sgd": (0.1,)}, log=lines.append)
+    assert len(lines) == 2 * (1 + 2 + 1) and lines[-1].startswith("[8/8]")
+    rule, adam, sgd = report["results"]
+    assert "method" not in rule and [adam["method"], sgd["method"]] == ["adam", "sgd"]
+    # the chosen learning rate is the one with the best mean final accuracy over the seeds
+    assert set(adam["sweep"]) == {"0.0001", "0.1"}
+    assert adam["learning_rate"] == max(lrs, key=lambda lr: adam["sweep"][f"{lr:g}"])
+    finals = [c["val_accuracy"][-1] for c in adam["curves"]]
+    assert np.mean(finals) == pytest.approx(adam["sweep"][f"{adam['learning_rate']:g}"])
+    assert adam["label"] == f"toy 8-4-3 Adam (lr {adam['learning_rate']:g})"
+    assert [c["seed"] for c in adam["curves"]] == [0, 1]
+    for curve in adam["curves"] + sgd["curves"]:
+        assert curve["nonfinite"] is None and sorted(curve["early"]) == ["2"]
+        assert len(curve["peak_synapse"]) == EPOCHS and curve["peak_synapse"][-1] > 0
+    # a learning rate of 0.1 learns the toy task; 1e-4 barely moves from the start
+    assert adam["sweep"]["0.1"] > adam["sweep"]["0.0001"]
+    st.write_report(report, str(tmp_path), plot=True)
+    table = (tmp_path / "table.md").read_text()
+    assert "| toy 8-4-3 Adam (lr 0.1) |" in table and "Baselines: the learning rate" in table
+    assert (tmp_path / "fit_curves.png").exists()
+
+
+def test_baseline_models_and_their_peak_weight():
+    model = st.build_baseline("momentum", 0.01, (8, 5, 3), "tanh", seed=3, jit_compile=False)
+    assert [layer.units for layer in model.layers] == [5, 3]
+    assert model.optimizer.momentum == pytest.approx(0.9)
+    weights = [np.asarray(w) for w in model.trainable_weights]
+    assert st.peak_synapse(model) == max(float(np.abs(w).max()) for w in weights)
+    again = st.build_baseline("momentum", 0.01, (8, 5, 3), "tanh", seed=3, jit_compile=False)
+    np.testing.assert_array_equal(np.asarray(again.trainable_weights[0]), weights[0])
+    with pytest.raises(ValueError, match="Unknown baseline 'rmsprop'"):
+        st.build_baseline("rmsprop", 0.01, (8, 5, 3))
+
+
+def test_validation_batch_size_is_used_for_every_validation(toy, tmp_path):
+    # activation_norm: a prediction uses its batch's statistics, so the batch size shows
+    genome = st.load_genome(Genome.backprop(0.1).with_metadata(
+        config=BlurConfig.backprop().replace(activation_norm=True)))
+    report = st.run_check(genome, [toy], hidden_sizes=((4,),), seeds=1, epochs=1,
+                          early_steps=(3,), jit_compile=False, val_batch_size=64,
+                          log=lambda line: None)
+    (curve,) = report["results"][0]["curves"]
+    model = st.build_model(genome, (8, 4, 3), jit_compile=False)
+    st.fit_curve(model, st.train_subset(toy, 4000, 0), (toy.val_x, toy.val_y), 1,
+                 early_steps=(), val_batch_size=64)  # the same run again
+    # after its single epoch (= step 3) both records are the accuracy in one batch of 64
+    assert curve["early"]["3"] == pytest.approx(curve["val_accuracy"][0])
+    assert curve["val_accuracy"][0] == pytest.approx(
+        st.val_accuracy(model, toy.val_x, toy.val_y, 64))
+    assert st.val_accuracy(model, toy.val_x, toy.val_y, 64) != st.val_accuracy(
+        model, toy.val_x, toy.val_y, 8)
+    assert report["val_batch_size"] == 64
+    st.write_report(report, str(tmp_path), plot=False)
+    assert "Validation in batches of 64." in (tmp_path / "table.md").read_text()

@@ -2,12 +2,15 @@
 
     python train/fit_check.py --rule=docs/genomes/default.json --out_dir=/tmp/fit_default
     python train/fit_check.py --rule=genome.json --gin_param='fit_check.epochs=5'
+    python train/fit_check.py --rule=sgd_residual \
+        --gin_param="fit_check.baselines={'sgd': (0.03, 0.1, 0.3, 1.0), 'adam': (3e-4, 1e-3, 3e-3, 1e-2)}"
 
 ``--rule``: a genome ``.json`` file (it carries its config). Tasks, architectures, seeds,
 epochs and examples are gin bindings of ``fit_check`` (``blur_keras.stability``; default:
 gin/eval/fit.gin). A curve that goes non-finite is recorded (epoch, step) and counted as a
-failure; the check goes on. Writes fit.json, table.md and fit_curves.png to ``--out_dir`` and
-prints the table.
+failure; the check goes on. ``fit_check.baselines`` runs tuned SGD / SGD+momentum / Adam
+through the same check beside the rule (the learning rate with the best mean final accuracy is
+reported). Writes fit.json, table.md and fit_curves.png to ``--out_dir`` and prints the table.
 """
 
 import os
