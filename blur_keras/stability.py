@@ -34,8 +34,8 @@ from blur_keras.layers import BlurDense
 from blur_keras.model import BlurModel
 from blur_keras.synapses import init_synapses
 
-__all__ = ["TOLERANCE", "EARLY_STEPS", "load_genome", "build_model", "build_baseline",
-           "reset_synapses",
+__all__ = ["TOLERANCE", "EARLY_STEPS", "BASELINE_OPTIMIZERS", "load_genome", "build_model",
+           "build_baseline", "reset_synapses",
            "train_subset", "val_accuracy", "fit_curve", "run_check", "curve_stats", "summarise",
            "passes", "format_table", "plot_curves", "write_report", "fit_check"]
 
@@ -76,26 +76,34 @@ def build_model(genome, sizes, seed=0, jit_compile=True, steps_per_execution=1):
     return reset_synapses(model, seed)
 
 
+BASELINE_OPTIMIZERS = {"sgd": lambda lr: keras.optimizers.SGD(lr),
+                       "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
+                       "adam": lambda lr: keras.optimizers.Adam(lr)}
+
+
 def build_baseline(method, learning_rate, sizes, hidden_activation="tanh", seed=0,
                    jit_compile=True, steps_per_execution=1):
     """A compiled Keras MLP ``sizes[0]-…-sizes[-1]`` (``hidden_activation``, linear logits,
     softmax cross-entropy, Keras's default initialisation drawn from ``seed``) trained by
     ``method`` (``"sgd"``, ``"momentum"``: SGD with momentum 0.9, ``"adam"``: Keras's
     defaults) at ``learning_rate``: what the fit check compares a rule with."""
-    optimizers = {"sgd": lambda lr: keras.optimizers.SGD(lr),
-                  "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
-                  "adam": lambda lr: keras.optimizers.Adam(lr)}
-    if method not in optimizers:
-        raise ValueError(f"Unknown baseline {method!r}; expected one of {sorted(optimizers)}.")
+    _check_methods([method])
     keras.utils.set_random_seed(int(seed))
     net = keras.Sequential([keras.Input((int(sizes[0]),))]
                            + [keras.layers.Dense(int(n), activation=hidden_activation)
                               for n in sizes[1:-1]] + [keras.layers.Dense(int(sizes[-1]))])
-    net.compile(optimizer=optimizers[method](float(learning_rate)),
+    net.compile(optimizer=BASELINE_OPTIMIZERS[method](float(learning_rate)),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"], jit_compile=jit_compile,
                 steps_per_execution=int(steps_per_execution))
     return net
+
+
+def _check_methods(methods):
+    unknown = sorted(set(methods) - set(BASELINE_OPTIMIZERS))
+    if unknown:
+        raise ValueError(f"Unknown baseline {unknown[0]!r}; expected one of "
+                         f"{sorted(BASELINE_OPTIMIZERS)}.")
 
 
 def reset_synapses(model, seed):
@@ -215,17 +223,18 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
 
     ``baselines``: ``{method: learning rates}`` (``build_baseline``'s methods): after the rule,
     each method trains the same architecture on the same examples in the same order at every
-    learning rate, and the one with the best mean final validation accuracy is reported (an
-    entry with ``method``, ``learning_rate`` and ``sweep``: learning rate -> that mean).
+    learning rate, and the one with the best mean final validation accuracy is reported
+    (``_baseline_entry``).
     ``val_batch_size``: validation batches (default ``batch_size``, as ``fit``'s); with
     ``activation_norm`` a rule's prediction uses its batch's statistics, so larger batches
     measure it with less noise (a baseline's prediction does not depend on its batch).
     """
-    val_batch_size = int(val_batch_size or batch_size)
     baselines = dict(baselines or {})
+    _check_methods(baselines)
+    val_batch_size = int(val_batch_size or batch_size)
     report = {"epochs": int(epochs), "batch_size": int(batch_size), "seeds": int(seeds),
-              "steps_per_execution": int(steps_per_execution),
-              "val_batch_size": val_batch_size, "train_examples": int(train_examples), "early_steps": list(early_steps),
+              "steps_per_execution": int(steps_per_execution), "val_batch_size": val_batch_size,
+              "train_examples": int(train_examples), "early_steps": list(early_steps),
               "provenance": genome.provenance, "results": []}
     runs_per_shape = 1 + sum(len(lrs) for lrs in baselines.values())
     progress = {"done": 0, "total": len(datas) * len(hidden_sizes) * seeds * runs_per_shape,
@@ -242,11 +251,7 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
             curve.update(seed=seed + r, train_examples=len(train[1]))
             out.append(curve)
             progress["done"] += 1
-            fail = curve["nonfinite"]
-            log(f"[{progress['done']}/{progress['total']}] {label} seed {seed + r}: "
-                + (f"non-finite at epoch {fail['epoch']} step {fail['step']}" if fail else
-                   f"final val acc {curve['val_accuracy'][-1]:.3f}")
-                + f" ({curve['seconds']:.0f}s, total {time.time() - progress['start']:.0f}s)")
+            log(_progress_line(progress, f"{label} seed {seed + r}", curve))
         return out
 
     for data in datas:
@@ -264,15 +269,27 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
                                                method, lr, sizes, hidden_activation, s,
                                                jit_compile, steps_per_execution), data)
                          for lr in lrs}
-                means = {lr: float(np.nanmean([curve_stats(c)[1] for c in cs]))
-                         for lr, cs in sweep.items()}
-                best = max(means, key=lambda lr: (np.nan_to_num(means[lr], nan=-1.0), -lr))
-                report["results"].append({
-                    "label": f"{label} {METHOD_NAMES[method]} (lr {best:g})", "task": data.name,
-                    "sizes": list(sizes), "method": method, "learning_rate": best,
-                    "sweep": {f"{lr:g}": m for lr, m in means.items()}, "curves": sweep[best]})
+                report["results"].append(_baseline_entry(label, data.name, sizes, method, sweep))
     report["seconds"] = round(time.time() - progress["start"], 1)
     return report
+
+
+def _progress_line(progress, what, curve):
+    fail = curve["nonfinite"]
+    return (f"[{progress['done']}/{progress['total']}] {what}: "
+            + (f"non-finite at epoch {fail['epoch']} step {fail['step']}" if fail else
+               f"final val acc {curve['val_accuracy'][-1]:.3f}")
+            + f" ({curve['seconds']:.0f}s, total {time.time() - progress['start']:.0f}s)")
+
+
+def _baseline_entry(label, task, sizes, method, sweep):
+    """The report entry of a baseline: the curves of the learning rate with the best mean final
+    accuracy (ties: the smaller rate), that rate, and ``sweep``: rate -> mean final."""
+    means = {lr: float(np.nanmean([curve_stats(c)[1] for c in cs])) for lr, cs in sweep.items()}
+    best = max(means, key=lambda lr: (np.nan_to_num(means[lr], nan=-1.0), -lr))
+    return {"label": f"{label} {METHOD_NAMES[method]} (lr {best:g})", "task": task,
+            "sizes": list(sizes), "method": method, "learning_rate": best,
+            "sweep": {f"{lr:g}": m for lr, m in means.items()}, "curves": sweep[best]}
 
 
 # ---------------------------------------------------------------------------------- summary

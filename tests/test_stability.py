@@ -183,6 +183,8 @@ def test_baseline_models_and_their_peak_weight():
     np.testing.assert_array_equal(np.asarray(again.trainable_weights[0]), weights[0])
     with pytest.raises(ValueError, match="Unknown baseline 'rmsprop'"):
         st.build_baseline("rmsprop", 0.01, (8, 5, 3))
+    with pytest.raises(ValueError, match="Unknown baseline 'rmsprop'"):  # before any training
+        st.run_check(_backprop(), [], baselines={"adam": (0.1,), "rmsprop": (0.1,)})
 
 
 def test_validation_batch_size_is_used_for_every_validation(toy, tmp_path):
