@@ -13,7 +13,8 @@ import numpy as np
 
 from blur_keras import activations
 
-__all__ = ["BlurConfig", "backprop_config", "FEEDBACK_MODES", "BACKWARD_RULES", "BATCH_REDUCTIONS"]
+__all__ = ["BlurConfig", "backprop_config", "FEEDBACK_MODES", "BACKWARD_RULES",
+           "BATCH_REDUCTIONS"]
 
 FEEDBACK_MODES = ("target", "error")
 BACKWARD_RULES = ("additive", "multiplicative", "multiplicative_second")

@@ -37,8 +37,8 @@ from blur_keras.inner import inner_step, predict
 from blur_keras.synapses import init_synapses
 
 __all__ = ["Rule", "load_rule", "TaskData", "task_data", "batch_indices", "initial_synapses",
-           "blur_curves", "baseline_curves", "select", "mean_ci", "run_suite", "BASELINES",
-           "DEFAULT_LEARNING_RATES", "format_table", "record_steps", "evaluate_suite",
+           "blur_curves", "check_baseline", "baseline_curves", "select", "mean_ci", "run_suite",
+           "BASELINES", "DEFAULT_LEARNING_RATES", "format_table", "record_steps", "evaluate_suite",
            "synthetic_data", "plot_suite"]
 
 BASELINES = ("sgd", "momentum", "adam")
@@ -359,11 +359,16 @@ def baseline_activations(config, loss):
     return hidden, last
 
 
+def check_baseline(method):
+    """A ``ValueError`` unless ``method`` names a baseline (``BASELINES``)."""
+    if method not in BASELINES:
+        raise ValueError(f"Unknown baseline {method!r}; expected one of {BASELINES}.")
+
+
 def baseline_curves(method, learning_rates, weights, data, idx, steps_to_record, hidden, last,
                     loss="xent", reduction="mean"):
     """Accuracy ``[2 (val, test), records, learning rates, seeds]``, the sweep in one call."""
-    if method not in BASELINES:
-        raise ValueError(f"Unknown baseline {method!r}; expected one of {BASELINES}.")
+    check_baseline(method)
     out = _baseline_run([tf.convert_to_tensor(w) for w in weights],
                         tf.constant(learning_rates, tf.float32), *_arrays(data),
                         tf.constant(idx), *_eval_arrays(data),

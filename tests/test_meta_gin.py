@@ -71,7 +71,8 @@ def test_gin_file_parses_and_names_a_task(path):
         gin.clear_config()
 
 
-@pytest.mark.parametrize("name", ["general.gin", "sgd_residual.gin", "default.gin"])  # tpu_*: parsed above
+# tpu_*.gin: parsed above (they need TFDS's full MNIST)
+@pytest.mark.parametrize("name", ["general.gin", "sgd_residual.gin", "default.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
     from blur_keras.meta.experiment import meta_train

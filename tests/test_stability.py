@@ -157,7 +157,7 @@ def test_baselines_run_the_same_check_and_report_the_best_learning_rate(toy, tmp
     assert "method" not in rule and [adam["method"], sgd["method"]] == ["adam", "sgd"]
     # the chosen learning rate is the one with the best mean final accuracy over the seeds
     assert set(adam["sweep"]) == {"0.0001", "0.1"}
-    assert adam["learning_rate"] == max(lrs, key=lambda lr: adam["sweep"][f"{lr:g}"])
+    assert adam["learning_rate"] == 0.1  # 1e-4 barely moves from the start (asserted below)
     finals = [c["val_accuracy"][-1] for c in adam["curves"]]
     assert np.mean(finals) == pytest.approx(adam["sweep"][f"{adam['learning_rate']:g}"])
     assert adam["label"] == f"toy 8-4-3 Adam (lr {adam['learning_rate']:g})"

@@ -3,7 +3,7 @@
     python train/fit_check.py --rule=docs/genomes/default.json --out_dir=/tmp/fit_default
     python train/fit_check.py --rule=genome.json --gin_param='fit_check.epochs=5'
     python train/fit_check.py --rule=sgd_residual \
-        --gin_param="fit_check.baselines={'sgd': (0.03, 0.1, 0.3, 1.0), 'adam': (3e-4, 1e-3, 3e-3, 1e-2)}"
+        --gin_param="fit_check.baselines={'sgd': (0.1, 0.3, 1.0), 'adam': (1e-3, 3e-3, 1e-2)}"
 
 ``--rule``: a genome ``.json`` file (it carries its config). Tasks, architectures, seeds,
 epochs and examples are gin bindings of ``fit_check`` (``blur_keras.stability``; default:
