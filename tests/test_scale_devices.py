@@ -4,10 +4,10 @@ Runs in a fresh process (logical devices must be configured before TensorFlow st
 gradient trainer with ``shard_axis="species"`` on 2 logical CPU devices, fed through
 ``distribute_datasets_from_function`` as ``meta_train`` feeds several devices; CMA-ES with 5
 candidates over 2 devices (3 + 3, the last candidate repeated): equal to the default
-single-device strategy to 1e-5. The second test (a few minutes on 2 cores: each
+single-device strategy to 1e-5. The second test (the slow part, a few minutes on 2 cores: each
 MirroredStrategy traces the meta-gradient once per device) checks one replica per species
 through ``train_step`` and ``shard_axis="both"`` on 4 devices (2 species blocks × 2 replica
-blocks).
+blocks). Both read one run of the script (the second part runs after the first has printed).
 """
 
 import os
@@ -34,7 +34,6 @@ from blur_keras.meta.cma_es import CMAESTrainer
 from blur_keras.meta.trainer import GradientTrainer
 
 JIT = bool(int(os.environ.get("BLUR_TEST_JIT", "0")))  # tracing dominates: XLA only adds to it
-SLOW = os.environ.get("BLUR_SCALE_GRID") == "1"  # the second test below sets it
 rng = np.random.default_rng(0)
 lab = lambda x: (x[..., 0] * x[..., 1] > 0).astype(np.int32)
 
@@ -82,18 +81,6 @@ assert sp.layout == (2, 1), sp.layout
 same(ref, sp, "species on 2 devices"); same_metrics(ref_out, sp_out, "species on 2 devices")
 print("SPECIES_OK", f"{time.time() - T0:.1f} s", flush=True)
 
-if SLOW:  # one replica per species (train_step) and a 2 x 2 grid on 4 devices
-    # (a second collective group over the same devices would clash with the first one's keys)
-    four = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    b41 = [batch(4, 1) for _ in range(2)]
-    ref4, ref4_out = gradient_run(one, 4, b41)
-    sp4, sp4_out = gradient_run(two, 4, b41, "species")
-    same(ref4, sp4, "4 species x 1 replica on 2 devices"); same_metrics(ref4_out, sp4_out, "4x1")
-    both, both_out = gradient_run(four, 2, b22, "both", via_dataset=True)
-    assert both.layout == (2, 2), both.layout
-    same(ref, both, "both on 4 devices"); same_metrics(ref_out, both_out, "both on 4 devices")
-    print("BOTH_OK", f"{time.time() - T0:.1f} s", flush=True)
-
 try:
     GradientTrainer(Genome.random(2, seed=0, species=3), BlurConfig(), (2, 6, 2), strategy=two,
                     shard_axis="species")
@@ -120,30 +107,41 @@ for a, b in zip(c1_out, c2_out):
 for name, value in c1.mean_genome().items():
     np.testing.assert_allclose(c2.mean_genome()[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
 print("CMA_OK", f"{time.time() - T0:.1f} s", flush=True)
+
+# one replica per species (train_step) and a 2 x 2 grid on 4 devices
+# (a second collective group over the same devices would clash with the first one's keys)
+four = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+b41 = [batch(4, 1) for _ in range(2)]
+ref4, ref4_out = gradient_run(one, 4, b41)
+sp4, sp4_out = gradient_run(two, 4, b41, "species")
+same(ref4, sp4, "4 species x 1 replica on 2 devices"); same_metrics(ref4_out, sp4_out, "4x1")
+both, both_out = gradient_run(four, 2, b22, "both", via_dataset=True)
+assert both.layout == (2, 2), both.layout
+same(ref, both, "both on 4 devices"); same_metrics(ref_out, both_out, "both on 4 devices")
+print("BOTH_OK", f"{time.time() - T0:.1f} s", flush=True)
 '''
 
 
-def _run_script(grid):
+@pytest.fixture(scope="module")
+def script_run():
+    """One run of the script for both tests: ``(returncode, stdout, stdout + stderr)``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env["BLUR_SCALE_GRID"] = "1" if grid else "0"
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                           text=True, timeout=900, cwd=REPO)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    return proc.stdout, out
+    return proc.returncode, proc.stdout, proc.stdout + proc.stderr
 
 
 @pytest.mark.process
-def test_species_and_candidates_sharded_over_devices_equal_one_device():
-    stdout, out = _run_script(grid=False)
+def test_species_and_candidates_sharded_over_devices_equal_one_device(script_run):
+    _, stdout, out = script_run
     for tag in ("SPECIES_OK", "CMA_OK"):
         assert tag in stdout, out[-4000:]
 
 
 @pytest.mark.process
-def test_one_replica_per_species_and_a_two_by_two_grid_equal_one_device():
+def test_one_replica_per_species_and_a_two_by_two_grid_equal_one_device(script_run):
     """4 species x 1 replica over 2 devices through train_step; shard_axis="both" on 4 devices."""
-    stdout, out = _run_script(grid=True)
-    assert "BOTH_OK" in stdout, out[-4000:]
+    returncode, stdout, out = script_run
+    assert returncode == 0 and "BOTH_OK" in stdout, out[-4000:]
