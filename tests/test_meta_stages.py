@@ -4,6 +4,8 @@ import json
 import os
 
 import gin
+import numpy as np
+import pytest
 
 from test_meta_gin import CLI, REPO, TINY
 
@@ -32,7 +34,7 @@ def _run(model_dir, extra=()):
 
 
 def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
-    results = _run(tmp_path)
+    results = _run(tmp_path, ["meta_train.final_values = {'pre': {(1, 0): -0.1}, 'f': 1.5}"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
     assert long["outer"] == "cma" and long["population_size"] == 4
@@ -46,7 +48,33 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     assert final["provenance"]["transform_std"] == 0.5  # and what rebuilds it (toy2d.gin)
     assert final["provenance"]["synapse_update"] == -0.01
     long_genome = json.load(open(tmp_path / "long" / "genome.json"))
-    assert final["values"] == long_genome["values"]
+    # final_values: set by hand on the final file only, recorded in its provenance
+    edit = np.array(long_genome["values"]["pre"], np.float32)  # a genome file holds float32
+    assert edit[1, 0] != np.float32(-0.1)
+    edit[1, 0] = -0.1
+    np.testing.assert_array_equal(np.asarray(final["values"]["pre"], np.float32), edit)
+    assert final["values"]["f"] == 1.5 != long_genome["values"]["f"]
+    assert final["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}, "f": 1.5}
+    assert {n: v for n, v in final["values"].items() if n not in ("pre", "f")} == \
+        {n: v for n, v in long_genome["values"].items() if n not in ("pre", "f")}
+
+
+def test_final_values_are_checked_before_any_stage_and_need_stages(tmp_path):
+    for binding, words in (("meta_train.final_values = {'pre': [1.0, 2.0, 3.0]}", "shape"),
+                           ("meta_train.final_values = {'prex': 1.0}", "Unknown genome entries"),
+                           ("meta_train.final_values = {'pre': {(2, 0): 1.0}}", "out of bounds")):
+        with pytest.raises(ValueError, match="meta_train.final_values") as err:
+            _run(tmp_path / "bad", [binding])
+        assert words in str(err.value)
+        assert not os.path.exists(tmp_path / "bad" / "fast")  # nothing trained
+    from blur_keras.meta.experiment import meta_train
+
+    CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], TINY)
+    try:
+        with pytest.raises(ValueError, match="has no meta_train.stages"):
+            meta_train(str(tmp_path / "single"), final_values={"f": 1.0})
+    finally:
+        gin.clear_config()
 
 
 def test_a_finished_stage_is_not_run_again(tmp_path):

@@ -69,7 +69,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                final_eval=True, final_eval_replicas=8, final_eval_examples=2000,
                sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
                stop_after=None, learning_rate=None, clip_norm=None, loss=None, shard_axis=None,
-               trainable=None, population_size=None, sigma0=None, stages=(), dry_run=False):
+               trainable=None, population_size=None, sigma0=None, stages=(), final_values=None,
+               dry_run=False):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -93,12 +94,20 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         (None: its own default or gin binding).
       stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
         per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
+      final_values: with ``stages`` only: genome entries, or single numbers of them
+        (``{'pre': {(1, 0): -0.1}}``), set by hand on the final genome
+        (``<model_dir>/genome.json``) after the last stage, recorded in its provenance; the
+        stages' own files, suites and SavedModels are of the genome before the edit.
       dry_run: check the settings and build the start genome and the trainer, then return
-        ``None`` without writing anything (a staged run checks every stage first).
+        the start genome without writing anything (a staged run checks every stage first).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
     if stages:
-        return run_stages(meta_train, model_dir, stages, strategy=strategy, stop_after=stop_after)
+        return run_stages(meta_train, model_dir, stages, strategy=strategy, stop_after=stop_after,
+                          final_values=final_values)
+    if final_values:
+        raise ValueError("meta_train.final_values edits the final genome of a run in stages; "
+                         "this run has no meta_train.stages.")
     run = types.SimpleNamespace(**locals())  # the run's arguments, for the parts below
     run.blur_config = blur_config if blur_config is not None else BlurConfig()
     run.curriculum = curriculum if curriculum is not None else Curriculum()
@@ -110,7 +119,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     run.num_layers = len(run.sizes) - 1 if per_layer else None
     start_genome, trainer = _start(run)
     if dry_run:
-        return None
+        return start_genome
     model_dir, ckpt, run_state, start = _open(run, trainer)
     finished = finished_results(model_dir, start, num_steps)
     if finished is not None:  # a finished run returns the results it wrote

@@ -7,14 +7,19 @@ Stage ``s`` writes ``<model_dir>/<s>/``; the first stage starts from its own ``g
 A finished stage is not run again (``meta_train`` returns a finished run's results), so a restarted run resumes in the stage it stopped in. The
 last stage's genome is copied to ``<model_dir>/genome.json``, its provenance extended by the
 list of stages (the first stage's start is the rule's start); ``results.json`` holds every
-stage's results.
+stage's results. ``meta_train.final_values`` then sets entries of that final file by hand
+(recorded in its provenance as ``final_values``; the last stage's own files keep the genome it
+learned).
 """
 
 import json
 import os
 
 import gin
+import numpy as np
+from absl import logging
 
+from blur_keras.genome import Genome
 from blur_keras.meta.run_checks import check_model_dir
 
 __all__ = ["run_stages"]
@@ -29,24 +34,60 @@ def _stage_summary(name, genome_path):
     return {"stage": name, **{k: origin[k] for k in keys if k in origin}}
 
 
-def _write_final(model_dir, stages, genome_path, results):
+def _edited(genome, final_values):
+    """``genome``'s entries (a ``Genome``) with ``final_values`` set, checked by
+    ``Genome.assign``. A value is a whole entry, or ``{index: number}`` for single numbers of
+    one (``{'pre': {(1, 0): -0.1}}``: ``pre[..., 1, 0]``, on every species)."""
+    values = genome.numpy()
+    edits = {}
+    for name, value in dict(final_values).items():
+        if isinstance(value, dict):
+            if name not in values:
+                raise ValueError(f"Unknown genome entry {name!r}; known: {sorted(values)}.")
+            entry = np.array(values[name])
+            for index, number in value.items():
+                entry[(Ellipsis,) + tuple(np.atleast_1d(index).tolist())] = number
+            edits[name] = entry
+        else:
+            edits[name] = np.asarray(value, np.float32)
+    genome.assign(edits)
+    return {name: np.asarray(v).tolist() for name, v in genome.numpy().items()}
+
+
+def _recorded(final_values):
+    """``final_values`` as JSON (an index becomes its string: ``"(1, 0)"``)."""
+    return {name: ({str(tuple(np.atleast_1d(i).tolist())): float(x) for i, x in value.items()}
+                   if isinstance(value, dict) else np.asarray(value).tolist())
+            for name, value in dict(final_values).items()}
+
+
+def _write_final(model_dir, stages, genome_path, results, final_values=None):
     with open(genome_path) as fh:
         genome = json.load(fh)
+    if final_values:
+        genome["values"] = _edited(Genome.load_json(genome_path), final_values)
+        logging.info("meta_train.final_values %s set on %s (the run's suite and results.json "
+                     "are of the last stage's genome, before this edit).",
+                     _recorded(final_values), os.path.join(model_dir, "genome.json"))
     start = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
              "backprop_learning_rate")  # the rule's start: the first stage's
     genome["provenance"] = dict(genome.get("provenance", {}), stages=stages,
                                 **{k: stages[0].get(k) for k in start},
-                                model_dir=os.path.abspath(model_dir))
+                                model_dir=os.path.abspath(model_dir),
+                                **({"final_values": _recorded(final_values)}
+                                   if final_values else {}))
     with open(os.path.join(model_dir, "genome.json"), "w") as fh:
         json.dump(genome, fh, indent=1)
     with open(os.path.join(model_dir, "results.json"), "w") as fh:
         json.dump(results, fh, indent=2)
 
 
-def run_stages(meta_train, model_dir, stages, **kwargs):
+def run_stages(meta_train, model_dir, stages, final_values=None, **kwargs):
     """Run ``meta_train`` under each gin scope of ``stages`` in turn (module docstring).
 
-    ``stop_after`` holds for each stage run in this invocation.
+    ``stop_after`` holds for each stage run in this invocation. ``final_values``: entries (or
+    single numbers of entries, ``_edited``) set on the final genome file, checked against the
+    first stage's start genome before any stage trains.
 
     ``kwargs`` (``strategy``, ``stop_after``) go to every stage. Returns the last stage's
     results, with ``stages`` (each stage's) and ``genome`` (the final file) added.
@@ -56,10 +97,13 @@ def run_stages(meta_train, model_dir, stages, **kwargs):
         raise ValueError(f"meta_train.stages={list(stages)!r}: expected distinct gin scope "
                          "names (identifiers).")
     check_model_dir(model_dir)
+    kwargs["final_values"] = None  # an unscoped binding would reach every stage
     for i, name in enumerate(names):  # every stage's settings, before any stage trains
         with gin.config_scope(name):  # (a later stage's start file does not exist yet)
-            meta_train(os.path.join(model_dir, name), stages=(), dry_run=True,
-                       **({} if i == 0 else {"genome_init": "random"}), **kwargs)
+            start = meta_train(os.path.join(model_dir, name), stages=(), dry_run=True,
+                               **({} if i == 0 else {"genome_init": "random"}), **kwargs)
+        if i == 0 and final_values:
+            _check_final_values(start, final_values)
     os.makedirs(model_dir, exist_ok=True)
     genome_path, done, summaries = None, [], []
     for name in names:
@@ -74,5 +118,14 @@ def run_stages(meta_train, model_dir, stages, **kwargs):
         summaries.append(_stage_summary(name, genome_path))
     final = dict(done[-1], stages=done, genome=os.path.join(model_dir, "genome.json"),
                  model_dir=model_dir)
-    _write_final(model_dir, summaries, genome_path, final)
+    _write_final(model_dir, summaries, genome_path, final, final_values)
     return final
+
+
+def _check_final_values(start, final_values):
+    """``ValueError`` (naming ``meta_train.final_values``) unless ``final_values`` are entries
+    of the genome's shapes."""
+    try:
+        _edited(Genome.from_dict(start.to_dict()), final_values)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"meta_train.final_values={final_values!r}: {err}") from None
