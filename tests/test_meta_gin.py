@@ -7,6 +7,7 @@ import logging
 import os
 
 import gin
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,8 +72,9 @@ def test_gin_file_parses_and_names_a_task(path):
         gin.clear_config()
 
 
-# tpu_*.gin: parsed above (they need TFDS's full MNIST)
-@pytest.mark.parametrize("name", ["general.gin", "sgd_residual.gin", "default.gin"])
+# tpu_*.gin: parsed above (they need TFDS's full MNIST); sgd_residual_steady.gin runs all of
+# sgd_residual.gin, then its hand edit of the final genome
+@pytest.mark.parametrize("name", ["general.gin", "sgd_residual_steady.gin", "default.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
     from blur_keras.meta.experiment import meta_train
@@ -88,9 +90,12 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     assert len(stages) >= 2 and [r["steps_done"] for r in results["stages"]] == [3] * len(stages)
     final = json.load(open(tmp_path / "genome.json"))
     assert [s["stage"] for s in final["provenance"]["stages"]] == stages
+    if name == "sgd_residual_steady.gin":
+        assert final["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
+        assert final["values"]["pre"][1][0] == float(np.float32(-0.1))
 
 
-@pytest.mark.parametrize("name", ["general", "sgd_residual"])
+@pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome
