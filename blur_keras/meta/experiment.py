@@ -94,20 +94,15 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         (None: its own default or gin binding).
       stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
         per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
-      final_values: with ``stages`` only: genome entries, or single numbers of them
-        (``{'pre': {(1, 0): -0.1}}``), set by hand on the final genome
-        (``<model_dir>/genome.json``) after the last stage, recorded in its provenance; the
-        stages' own files, suites and SavedModels are of the genome before the edit.
+      final_values: with ``stages`` only: numbers set by hand on the final genome after the
+        last stage (``{'pre': {(1, 0): -0.1}}``; ``blur_keras.meta.stages``).
       dry_run: check the settings and build the start genome and the trainer, then return
         the start genome without writing anything (a staged run checks every stage first).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
-    if stages:
+    if stages or final_values:  # final_values without stages: refused there
         return run_stages(meta_train, model_dir, stages, strategy=strategy, stop_after=stop_after,
                           final_values=final_values)
-    if final_values:
-        raise ValueError("meta_train.final_values edits the final genome of a run in stages; "
-                         "this run has no meta_train.stages.")
     run = types.SimpleNamespace(**locals())  # the run's arguments, for the parts below
     run.blur_config = blur_config if blur_config is not None else BlurConfig()
     run.curriculum = curriculum if curriculum is not None else Curriculum()

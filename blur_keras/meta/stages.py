@@ -92,6 +92,9 @@ def run_stages(meta_train, model_dir, stages, final_values=None, **kwargs):
     ``kwargs`` (``strategy``, ``stop_after``) go to every stage. Returns the last stage's
     results, with ``stages`` (each stage's) and ``genome`` (the final file) added.
     """
+    if not stages:
+        raise ValueError("meta_train.final_values edits the final genome of a run in stages; "
+                         "this run has no meta_train.stages.")
     names = [str(s) for s in stages]
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ValueError(f"meta_train.stages={list(stages)!r}: expected distinct gin scope "
