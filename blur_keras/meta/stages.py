@@ -34,6 +34,11 @@ def _stage_summary(name, genome_path):
     return {"stage": name, **{k: origin[k] for k in keys if k in origin}}
 
 
+def _index(index):
+    """A ``final_values`` index (``1`` or ``(1, 0)``) as a tuple of ints."""
+    return tuple(np.atleast_1d(index).tolist())
+
+
 def _edited(genome, final_values):
     """``genome``'s entries (a ``Genome``) with ``final_values`` set, checked by
     ``Genome.assign``. A value is a whole entry, or ``{index: number}`` for single numbers of
@@ -46,7 +51,7 @@ def _edited(genome, final_values):
                 raise ValueError(f"Unknown genome entry {name!r}; known: {sorted(values)}.")
             entry = np.array(values[name])
             for index, number in value.items():
-                entry[(Ellipsis,) + tuple(np.atleast_1d(index).tolist())] = number
+                entry[(Ellipsis,) + _index(index)] = number
             edits[name] = entry
         else:
             edits[name] = np.asarray(value, np.float32)
@@ -56,7 +61,7 @@ def _edited(genome, final_values):
 
 def _recorded(final_values):
     """``final_values`` as JSON (an index becomes its string: ``"(1, 0)"``)."""
-    return {name: ({str(tuple(np.atleast_1d(i).tolist())): float(x) for i, x in value.items()}
+    return {name: ({str(_index(i)): float(x) for i, x in value.items()}
                    if isinstance(value, dict) else np.asarray(value).tolist())
             for name, value in dict(final_values).items()}
 
