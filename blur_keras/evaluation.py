@@ -34,6 +34,7 @@ from blur_keras.config import BlurConfig
 from blur_keras.feedback import pm1_targets
 from blur_keras.genome import Genome, resolve_config
 from blur_keras.inner import inner_step, predict
+from blur_keras.schedule import at_step
 from blur_keras.synapses import init_synapses
 
 __all__ = ["Rule", "load_rule", "TaskData", "task_data", "batch_indices", "initial_synapses",
@@ -63,6 +64,7 @@ class Rule:
     per_layer: bool = False
     init_scale: float = 1.0
     provenance: Optional[dict] = None
+    schedule: tuple = ()  # ramps of synapse-update entries (blur_keras.schedule)
 
     @property
     def k(self):
@@ -99,7 +101,7 @@ def load_rule(spec, config=None, init_scale=None):
         genome = Genome.pretrained(spec)
         return Rule(f"pretrained/{spec}", genome.numpy(), resolve_config(genome, config),
                     genome.per_layer, float(init_scale or genome.init_scale or 1.0),
-                    genome.provenance)
+                    genome.provenance, genome.schedule)
     genome = Genome.load_json(spec)
     if genome.species is not None:
         raise ValueError(f"{spec} holds {genome.species} species; pick one "
@@ -108,7 +110,7 @@ def load_rule(spec, config=None, init_scale=None):
     scale = init_scale if init_scale is not None else (genome.init_scale or 1.0)
     return Rule(os.path.basename(os.path.dirname(os.path.abspath(spec))) + "/" +
                 os.path.basename(spec), genome.numpy(), config, genome.per_layer, float(scale),
-                genome.provenance)
+                genome.provenance, genome.schedule)
 
 
 def _load_saved_model_rule(path, config, init_scale):
@@ -264,15 +266,20 @@ def _eval_both(forward, val_x, val_y, test_x, test_y):
 
 @tf.function(jit_compile=True)
 def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
-              config, per_layer, num_records):
+              config, per_layer, num_records, schedule=()):
+    """``schedule``: the rule's ramps as tuples of ``(key, value)`` pairs (hashable)."""
     num_classes = synapses[-1][0].shape[-2]
+    ramps = [dict(r) for r in schedule]
 
-    def step(syn, x, y):
-        return inner_step(params, syn, x, pm1_targets(y, num_classes), config, per_layer)[0]
+    def step(state, x, y):  # state: (synapses, steps taken)
+        syn, t = state
+        new = inner_step(at_step(params, ramps, t), syn, x, pm1_targets(y, num_classes),
+                         config, per_layer)[0]
+        return new, t + 1
 
-    forward = lambda syn, x: predict(params, syn, x, config, per_layer)  # noqa: E731
-    return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y), synapses, pool_x,
-                 pool_y, idx, slots, num_records)
+    forward = lambda state, x: predict(params, state[0], x, config, per_layer)  # noqa: E731
+    return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
+                 (synapses, tf.constant(0)), pool_x, pool_y, idx, slots, num_records)
 
 
 def blur_curves(rule, synapses, data, idx, steps_to_record):
@@ -281,7 +288,8 @@ def blur_curves(rule, synapses, data, idx, steps_to_record):
     params = {n: tf.constant(v, tf.float32) for n, v in rule.values.items()}
     out = _blur_run(params, tuple(synapses), *_arrays(data), tf.constant(idx),
                     *_eval_arrays(data), _slots(steps_to_record, idx.shape[0]), rule.config,
-                    rule.per_layer, len(steps_to_record))
+                    rule.per_layer, len(steps_to_record),
+                    tuple(tuple(sorted(r.items())) for r in rule.schedule))
     return np.transpose(out.numpy(), (1, 0, 2))
 
 

@@ -20,6 +20,7 @@ from blur_keras.genome_spec import (CORE_NAMES, DESCRIPTIONS, NAMES, OPTIONAL_NA
                                     align_to_population, core_rank, core_shape, full_values,
                                     member, num_core_numbers, select_layer)
 from blur_keras.pretrained import pretrained_names, pretrained_text
+from blur_keras.schedule import check_schedule
 
 __all__ = [
     "Genome", "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "core_rank", "core_shape",
@@ -112,9 +113,12 @@ class Genome(keras.layers.Layer):
     init_scale = None    # synapse initialisation scale of the networks it trained
     logit_scale = None   # logit scale of the meta-loss it was trained under
     provenance = None    # dict: task, sizes, T, meta-steps, seed, package version, ...
+    schedule = ()        # ramps of synapse-update entries over the inner steps (schedule.py)
 
-    def with_metadata(self, config=None, init_scale=None, logit_scale=None, provenance=None):
-        """Attach the conventions the genome was trained under (returns ``self``)."""
+    def with_metadata(self, config=None, init_scale=None, logit_scale=None, provenance=None,
+                      schedule=None):
+        """Attach the conventions the genome was trained under and its schedule (a list of
+        ramps, ``blur_keras.schedule``; ``[]`` removes it) (returns ``self``)."""
         if config is not None:
             self.config = as_config(config, "config")
         if init_scale is not None:
@@ -125,6 +129,8 @@ class Genome(keras.layers.Layer):
             if not isinstance(provenance, dict):
                 raise ValueError(f"Genome provenance must be a dict, got {provenance!r}.")
             self.provenance = json.loads(json.dumps(provenance))
+        if schedule is not None:
+            self.schedule = check_schedule(schedule, self.k)
         return self
 
     def to_dict(self):
@@ -139,6 +145,9 @@ class Genome(keras.layers.Layer):
                 out[key] = float(getattr(self, key))
         if self.provenance is not None:
             out["provenance"] = dict(self.provenance)
+        if self.schedule:
+            out["schedule"] = [dict(r, index=None if r["index"] is None else list(r["index"]))
+                               for r in self.schedule]
         return out
 
     @classmethod
@@ -154,7 +163,8 @@ class Genome(keras.layers.Layer):
                      species=data.get("species"), values=data["values"], **kwargs)
         return genome.with_metadata(config=data.get("config"), init_scale=data.get("init_scale"),
                                     logit_scale=data.get("logit_scale"),
-                                    provenance=data.get("provenance"))
+                                    provenance=data.get("provenance"),
+                                    schedule=data.get("schedule"))
 
     def to_json(self):
         return json.dumps(self.to_dict())
@@ -218,7 +228,7 @@ class Genome(keras.layers.Layer):
         member = Genome(self.k, num_layers=self.num_layers,
                         values=member(self.numpy(), index))
         return member.with_metadata(self.config, self.init_scale, self.logit_scale,
-                                    self.provenance)
+                                    self.provenance, list(self.schedule))
 
     # -- presets ----------------------------------------------------------
     @classmethod

@@ -2,9 +2,11 @@
 
 A genome file (JSON) holds the numbers and the conventions they only make sense
 with: the ``BlurConfig`` it was trained with, the synapse initialisation and
-logit scales, and provenance (task, sizes, T, meta-steps, seed, package
-version).  Old values-only files (``k``, ``num_layers``, ``species``,
-``values``) still load, with those left unknown.  Every problem is a
+logit scales, provenance (task, sizes, T, meta-steps, seed, package
+version), and optionally a schedule (``blur_keras.schedule``: ramps of synapse
+update entries over the inner steps, checked by ``Genome.from_dict``).  Old
+values-only files (``k``, ``num_layers``, ``species``, ``values``) still load,
+with those left unknown.  Every problem is a
 ``ValueError`` naming the key, the value received and what is expected.
 """
 
@@ -17,7 +19,7 @@ __all__ = ["FILE_FORMAT", "check_genome_dict", "as_config", "as_float", "resolve
 
 FILE_FORMAT = "blur_keras.genome/2"
 _FILE_KEYS = ("format", "k", "num_layers", "species", "values", "config", "init_scale",
-              "logit_scale", "provenance")
+              "logit_scale", "provenance", "schedule")
 
 
 def as_config(config, key):

@@ -24,6 +24,7 @@ from blur_keras.genome import Genome, resolve_config
 from blur_keras.inner import inner_step, layer_activations
 from blur_keras.layers import BlurDense
 from blur_keras.synapses import sync
+from blur_keras.schedule import at_step
 
 __all__ = ["BlurModel", "TARGET_ENCODINGS"]
 
@@ -96,6 +97,12 @@ class BlurModel(keras.Model):
       check_finite: in ``fit``, stop with ``NonFiniteError`` naming the layer
         when synapses or activations become NaN/Inf (the last finite synapses
         are kept).
+
+    A genome with a schedule (``blur_keras.schedule``: synapse-update entries that ramp over
+    the inner steps) gets a counter ``rule_step``, the steps the rule has taken on these
+    synapses (saved with the model; ``fit`` and ``step`` advance it, a skipped step does
+    not); set it to 0 when you give the model fresh synapses. Without a schedule
+    ``rule_step`` is ``None``.
     """
 
     def __init__(self, network, genome, config=None, targets="pm1", check_finite=True, **kwargs):
@@ -130,6 +137,8 @@ class BlurModel(keras.Model):
         self.config = config
         self.targets = targets
         self.check_finite = check_finite
+        self.rule_step = None if not genome.schedule else self.add_weight(
+            name="rule_step", shape=(), dtype="int64", initializer="zeros", trainable=False)
         self._stack = _Stack(features, blur_layers)
         self._guards = None
         self.optimizer = None  # the genome trains; Keras utilities look for this attribute
@@ -277,8 +286,18 @@ class BlurModel(keras.Model):
         feats = self._features(x, training=training)
         if self.config.activation_norm and feats.shape[0] == 1:
             raise ValueError(_BATCH_OF_ONE.format("a batch of 1"))
-        return inner_step(self.genome.params(self.synapse_dtype), self.synapses(), feats,
+        return inner_step(self._rule_params(), self.synapses(), feats,
                           self.encode_targets(y), self.config, self.genome.per_layer, fwd, bwd)
+
+    def _rule_params(self):
+        """The genome's entries for the next step (its schedule at ``rule_step``)."""
+        params = self.genome.params(self.synapse_dtype)
+        if not self.genome.schedule:
+            return params
+        if self.rule_step is None:
+            raise ValueError("The genome got a schedule after this BlurModel was built; build "
+                             "the model from the scheduled genome.")
+        return at_step(params, self.genome.schedule, self.rule_step)
 
     def step(self, x, y):
         """One inner step on a batch; returns the prediction made before the update.
@@ -297,6 +316,8 @@ class BlurModel(keras.Model):
                 raise NonFiniteError(self._nonfinite_message(index, "this step") +
                                      " The synapses were left unchanged.")
         self.assign_synapses(new)
+        if self.rule_step is not None:
+            self.rule_step.assign_add(1)
         return states[-1][..., 0]
 
     def _nonfinite_message(self, index, where):
@@ -345,6 +366,8 @@ class BlurModel(keras.Model):
         apply = self._guards["train"].record(failure, bad_label)
         new = tf.nest.map_structure(lambda n, o: tf.where(apply, n, o), new, self.synapses())
         self.assign_synapses(new)
+        if self.rule_step is not None:
+            self.rule_step.assign_add(tf.cast(apply, tf.int64))
         return self._metrics_for(x, y, prediction, sample_weight)
 
     def test_step(self, data):

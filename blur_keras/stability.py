@@ -102,12 +102,15 @@ def build_baseline(method, learning_rate, sizes, hidden_activation="tanh", seed=
 
 
 def reset_synapses(model, seed):
-    """Give ``model`` fresh synapses: the genome's own initialisation drawn from ``seed``
-    (reusing a model keeps its compiled ``fit``); returns the model."""
+    """Give ``model`` fresh synapses: the genome's own initialisation drawn from ``seed``, and
+    a schedule's step counter back at 0 (reusing a model keeps its compiled ``fit``); returns
+    the model."""
     sizes = [model.blur_layers[0].input_width] + [layer.units for layer in model.blur_layers]
     model.assign_synapses(init_synapses(tf.constant([int(seed), 7919], tf.int64), sizes,
                                         model.genome.k, (), model.config,
                                         model.genome.init_scale or 1.0, model.synapse_dtype))
+    if model.rule_step is not None:
+        model.rule_step.assign(0)
     return model
 
 

@@ -43,6 +43,15 @@ def test_per_layer_genome_file_with_other_depth(tmp_path):
         tiny_run(tmp_path / "run2", per_layer=False, genome_init=str(path))
 
 
+def test_genome_file_with_a_schedule(tmp_path):
+    path = tmp_path / "scheduled.json"
+    bk.Genome.random(2, seed=0).with_metadata(
+        schedule=[{"entry": "eta_syn", "to": 0.0, "steps": 10}]).save_json(str(path))
+    with pytest.raises(ValueError, match=r"schedule.*meta-training does not run"):
+        tiny_run(tmp_path / "run", genome_init=str(path))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
 # -- item 11: a resumed run must have the settings it was started with --------------------------
 def test_resume_with_other_settings_names_every_difference(tmp_path):
     run = tmp_path / "run"

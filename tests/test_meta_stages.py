@@ -34,7 +34,9 @@ def _run(model_dir, extra=()):
 
 
 def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
-    results = _run(tmp_path, ["meta_train.final_values = {'pre': {(1, 0): -0.1}, 'f': 1.5}"])
+    results = _run(tmp_path, ["meta_train.final_values = {'pre': {(1, 0): -0.1}, 'f': 1.5}",
+                              "meta_train.final_schedule = [{'entry': 'pre', 'index': (1, 0), "
+                              "'to': 0.0, 'steps': 7}]"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
     assert long["outer"] == "cma" and long["population_size"] == 4
@@ -57,13 +59,20 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     assert final["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}, "f": 1.5}
     assert {n: v for n, v in final["values"].items() if n not in ("pre", "f")} == \
         {n: v for n, v in long_genome["values"].items() if n not in ("pre", "f")}
+    # final_schedule: written into the final file only, and loaded with it
+    assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 7}]
+    assert "schedule" not in long_genome
+    from blur_keras import Genome
+    assert Genome.load_json(str(tmp_path / "genome.json")).schedule[0]["steps"] == 7
 
 
-def test_final_values_are_checked_before_any_stage_and_need_stages(tmp_path):
+def test_final_edits_are_checked_before_any_stage_and_need_stages(tmp_path):
     for binding, words in (("meta_train.final_values = {'pre': [1.0, 2.0, 3.0]}", "shape"),
                            ("meta_train.final_values = {'prex': 1.0}", "Unknown genome entries"),
-                           ("meta_train.final_values = {'pre': {(2, 0): 1.0}}", "out of bounds")):
-        with pytest.raises(ValueError, match="meta_train.final_values") as err:
+                           ("meta_train.final_values = {'pre': {(2, 0): 1.0}}", "out of bounds"),
+                           ("meta_train.final_schedule = [{'entry': 'nu', 'to': 0.0, 'steps': 5}]",
+                            "cannot be scheduled")):
+        with pytest.raises(ValueError, match="meta_train.final_") as err:
             _run(tmp_path / "bad", [binding])
         assert words in str(err.value)
         assert not os.path.exists(tmp_path / "bad" / "fast")  # nothing trained
@@ -73,6 +82,9 @@ def test_final_values_are_checked_before_any_stage_and_need_stages(tmp_path):
     try:
         with pytest.raises(ValueError, match="has no meta_train.stages"):
             meta_train(str(tmp_path / "single"), final_values={"f": 1.0})
+        with pytest.raises(ValueError, match="has no meta_train.stages"):
+            meta_train(str(tmp_path / "single"),
+                       final_schedule=[{"entry": "f_syn", "to": 1.0, "steps": 5}])
     finally:
         gin.clear_config()
 

@@ -156,12 +156,14 @@ LIMIT = 1e20         # far below float32's 3.4e38; the first `general` stopped l
 
 
 def synapse_peaks(genome, digits, steps=GROWTH_STEPS):
-    """``max |W|, |V|`` after every ``GROWTH_CHUNK`` inner steps of ``genome`` on the digits
-    (100-32-10, batch 32, one shuffled pass after another): ``[steps // GROWTH_CHUNK]``."""
+    """``max |W|, |V|`` after every ``GROWTH_CHUNK`` inner steps of ``genome`` (its schedule
+    included) on the digits (100-32-10, batch 32, one shuffled pass after another):
+    ``[steps // GROWTH_CHUNK]``."""
     import tensorflow as tf
 
     from blur_keras.feedback import pm1_targets
     from blur_keras.inner import inner_step
+    from blur_keras.schedule import at_step
     from blur_keras.synapses import init_synapses
 
     genome = st.load_genome(genome)
@@ -169,9 +171,11 @@ def synapse_peaks(genome, digits, steps=GROWTH_STEPS):
     (x, y), _ = digits
 
     @tf.function(jit_compile=True)
-    def chunk(synapses, xs, ys):  # GROWTH_CHUNK inner steps in one compiled loop
+    def chunk(synapses, xs, ys, t0):  # GROWTH_CHUNK inner steps in one compiled loop
         def body(i, synapses):
-            return i + 1, inner_step(params, synapses, xs[i], pm1_targets(ys[i], 10), config)[0]
+            step_params = at_step(params, genome.schedule, t0 + i)
+            return i + 1, inner_step(step_params, synapses, xs[i], pm1_targets(ys[i], 10),
+                                     config)[0]
         return tf.while_loop(lambda i, _: i < GROWTH_CHUNK, body, (0, synapses))[1]
 
     synapses = init_synapses(tf.constant([0, 7919], tf.int64), (x.shape[1], 32, 10), genome.k,
@@ -180,7 +184,8 @@ def synapse_peaks(genome, digits, steps=GROWTH_STEPS):
     order = np.concatenate([rng.permutation(len(y)) for _ in range(steps * BATCH // len(y) + 1)])
     for start in range(0, steps, GROWTH_CHUNK):
         idx = order[start * BATCH:(start + GROWTH_CHUNK) * BATCH].reshape(GROWTH_CHUNK, BATCH)
-        synapses = chunk(synapses, tf.constant(x[idx]), tf.constant(y[idx].astype(np.int32)))
+        synapses = chunk(synapses, tf.constant(x[idx]), tf.constant(y[idx].astype(np.int32)),
+                         tf.constant(start))
         peaks.append(max(float(tf.reduce_max(tf.abs(t))) for pair in synapses for t in pair))
     return np.array(peaks)
 

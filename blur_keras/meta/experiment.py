@@ -70,7 +70,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
                stop_after=None, learning_rate=None, clip_norm=None, loss=None, shard_axis=None,
                trainable=None, population_size=None, sigma0=None, stages=(), final_values=None,
-               dry_run=False):
+               final_schedule=None, dry_run=False):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -94,15 +94,15 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         (None: its own default or gin binding).
       stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
         per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
-      final_values: with ``stages`` only: numbers set by hand on the final genome after the
-        last stage (``{'pre': {(1, 0): -0.1}}``; ``blur_keras.meta.stages``).
+      final_values, final_schedule: with ``stages`` only: numbers set by hand on the final
+        genome (``{'pre': {(1, 0): -0.1}}``) and a schedule put in it (``meta.stages``).
       dry_run: check the settings and build the start genome and the trainer, then return
         the start genome without writing anything (a staged run checks every stage first).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
-    if stages or final_values:  # final_values without stages: refused there
+    if stages or final_values or final_schedule:  # final edits without stages: refused there
         return run_stages(meta_train, model_dir, stages, strategy=strategy, stop_after=stop_after,
-                          final_values=final_values)
+                          final_values=final_values, final_schedule=final_schedule)
     run = types.SimpleNamespace(**locals())  # the run's arguments, for the parts below
     run.blur_config = blur_config if blur_config is not None else BlurConfig()
     run.curriculum = curriculum if curriculum is not None else Curriculum()

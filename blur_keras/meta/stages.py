@@ -9,7 +9,8 @@ last stage's genome is copied to ``<model_dir>/genome.json``, its provenance ext
 list of stages (the first stage's start is the rule's start); ``results.json`` holds every
 stage's results. ``meta_train.final_values`` then sets entries of that final file by hand
 (recorded in its provenance as ``final_values``; the last stage's own files keep the genome it
-learned).
+learned), and ``meta_train.final_schedule`` writes a schedule into it (``blur_keras.schedule``:
+ramps of synapse-update entries over the inner steps, which meta-training does not run).
 """
 
 import json
@@ -21,6 +22,7 @@ from absl import logging
 
 from blur_keras.genome import Genome
 from blur_keras.meta.run_checks import check_model_dir
+from blur_keras.schedule import check_schedule
 
 __all__ = ["run_stages"]
 
@@ -66,9 +68,15 @@ def _recorded(final_values):
             for name, value in dict(final_values).items()}
 
 
-def _write_final(model_dir, stages, genome_path, results, final_values=None):
+def _write_final(model_dir, stages, genome_path, results, final_values=None,
+                 final_schedule=None):
     with open(genome_path) as fh:
         genome = json.load(fh)
+    if final_schedule:
+        genome["schedule"] = Genome.load_json(genome_path).with_metadata(
+            schedule=final_schedule).to_dict()["schedule"]
+        logging.info("meta_train.final_schedule %s written into %s.", genome["schedule"],
+                     os.path.join(model_dir, "genome.json"))
     if final_values:
         genome["values"] = _edited(Genome.load_json(genome_path), final_values)
         logging.info("meta_train.final_values %s set on %s (the run's suite and results.json "
@@ -87,31 +95,32 @@ def _write_final(model_dir, stages, genome_path, results, final_values=None):
         json.dump(results, fh, indent=2)
 
 
-def run_stages(meta_train, model_dir, stages, final_values=None, **kwargs):
+def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=None, **kwargs):
     """Run ``meta_train`` under each gin scope of ``stages`` in turn (module docstring).
 
     ``stop_after`` holds for each stage run in this invocation. ``final_values``: entries (or
     single numbers of entries, ``_edited``) set on the final genome file, checked against the
-    first stage's start genome before any stage trains.
+    first stage's start genome before any stage trains; ``final_schedule`` (checked likewise)
+    is written into that file.
 
     ``kwargs`` (``strategy``, ``stop_after``) go to every stage. Returns the last stage's
     results, with ``stages`` (each stage's) and ``genome`` (the final file) added.
     """
     if not stages:
-        raise ValueError("meta_train.final_values edits the final genome of a run in stages; "
-                         "this run has no meta_train.stages.")
+        raise ValueError("meta_train.final_values and final_schedule edit the final genome of "
+                         "a run in stages; this run has no meta_train.stages.")
     names = [str(s) for s in stages]
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ValueError(f"meta_train.stages={list(stages)!r}: expected distinct gin scope "
                          "names (identifiers).")
     check_model_dir(model_dir)
-    kwargs["final_values"] = None  # an unscoped binding would reach every stage
+    kwargs.update(final_values=None, final_schedule=None)  # unscoped: would reach every stage
     for i, name in enumerate(names):  # every stage's settings, before any stage trains
         with gin.config_scope(name):  # (a later stage's start file does not exist yet)
             start = meta_train(os.path.join(model_dir, name), stages=(), dry_run=True,
                                **({} if i == 0 else {"genome_init": "random"}), **kwargs)
-        if i == 0 and final_values:
-            _check_final_values(start, final_values)
+        if i == 0:
+            _check_final_edits(start, final_values, final_schedule)
     os.makedirs(model_dir, exist_ok=True)
     genome_path, done, summaries = None, [], []
     for name in names:
@@ -126,14 +135,19 @@ def run_stages(meta_train, model_dir, stages, final_values=None, **kwargs):
         summaries.append(_stage_summary(name, genome_path))
     final = dict(done[-1], stages=done, genome=os.path.join(model_dir, "genome.json"),
                  model_dir=model_dir)
-    _write_final(model_dir, summaries, genome_path, final, final_values)
+    _write_final(model_dir, summaries, genome_path, final, final_values, final_schedule)
     return final
 
 
-def _check_final_values(start, final_values):
-    """``ValueError`` (naming ``meta_train.final_values``) unless ``final_values`` are entries
-    of the genome's shapes."""
+def _check_final_edits(start, final_values, final_schedule):
+    """``ValueError`` (naming the binding) unless ``final_values`` are entries of the genome's
+    shapes and ``final_schedule`` is a schedule for its k."""
     try:
-        _edited(Genome.from_dict(start.to_dict()), final_values)
+        if final_values:
+            _edited(Genome.from_dict(start.to_dict()), final_values)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise ValueError(f"meta_train.final_values={final_values!r}: {err}") from None
+    try:
+        check_schedule(final_schedule, start.k)
+    except ValueError as err:
+        raise ValueError(f"meta_train.final_schedule={final_schedule!r}: {err}") from None

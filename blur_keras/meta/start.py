@@ -39,6 +39,10 @@ def _check_start_genome(path, genome, k, num_layers):
     if genome.k != k:
         raise ValueError(f"meta_train.genome_init={path!r} holds a k={genome.k} genome, but "
                          f"meta_train.k={k}: set meta_train.k = {genome.k} or use another file.")
+    if genome.schedule:
+        raise ValueError(f"meta_train.genome_init={path!r} holds a genome with a schedule (ramps "
+                         f"of entries over the inner steps), which meta-training does not run: "
+                         f"start from a copy of the file without its 'schedule' key.")
     if genome.num_layers != num_layers:
         def layout(n):
             return "shared by all layer pairs" if n is None else f"per-layer with {n} layer pairs"
