@@ -72,11 +72,7 @@ def test_gin_file_parses_and_names_a_task(path):
         gin.clear_config()
 
 
-# tpu_*.gin: parsed above (they need TFDS's full MNIST); sgd_residual_steady.gin runs all of
-# sgd_residual.gin, then its hand edit of the final genome
-@pytest.mark.parametrize("name", ["general.gin", "sgd_residual_steady.gin", "default.gin"])
-def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
-    """The recipes of the shipped genomes run end to end, each stage from the previous one."""
+def _run_recipe(name, model_dir):
     from blur_keras.meta.experiment import meta_train
 
     path = os.path.join(REPO, "gin", name)
@@ -84,18 +80,35 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
                                         "preset_task.name = 'mnist_5k_10x10'"])
     try:
         stages = [s.rstrip("/") for s in _stages()]
-        results = meta_train(str(tmp_path))
+        return stages, meta_train(str(model_dir))
     finally:
         gin.clear_config()
+
+
+# tpu_*.gin: parsed above (they need TFDS's full MNIST); sgd_residual_steady.gin runs all of
+# sgd_residual.gin, then its hand edit of the final genome; sgd_residual_scheduled.gin, run in
+# the same directory, reuses those stages (as its shipped file was made) and writes its schedule
+@pytest.mark.parametrize("name", ["general.gin", "sgd_residual_steady.gin", "default.gin"])
+def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
+    """The recipes of the shipped genomes run end to end, each stage from the previous one."""
+    stages, results = _run_recipe(name, tmp_path)
     assert len(stages) >= 2 and [r["steps_done"] for r in results["stages"]] == [3] * len(stages)
     final = json.load(open(tmp_path / "genome.json"))
     assert [s["stage"] for s in final["provenance"]["stages"]] == stages
     if name == "sgd_residual_steady.gin":
         assert final["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
         assert final["values"]["pre"][1][0] == float(np.float32(-0.1))
+        last = json.load(open(tmp_path / stages[-1] / "genome.json"))
+        _run_recipe("sgd_residual_scheduled.gin", tmp_path)
+        scheduled = json.load(open(tmp_path / "genome.json"))
+        assert scheduled["values"] == last["values"] and "final_values" not in \
+            scheduled["provenance"]
+        assert scheduled["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0,
+                                          "steps": 1000}]
 
 
-@pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady"])
+@pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady",
+                                  "sgd_residual_scheduled"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome
