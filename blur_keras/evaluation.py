@@ -64,7 +64,7 @@ class Rule:
     per_layer: bool = False
     init_scale: float = 1.0
     provenance: Optional[dict] = None
-    schedule: tuple = ()  # ramps of synapse-update entries (blur_keras.schedule)
+    schedule: tuple = ()  # ``schedule.Ramp``s of synapse-update entries
 
     @property
     def k(self):
@@ -267,13 +267,11 @@ def _eval_both(forward, val_x, val_y, test_x, test_y):
 @tf.function(jit_compile=True)
 def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
               config, per_layer, num_records, schedule=()):
-    """``schedule``: the rule's ramps as tuples of ``(key, value)`` pairs (hashable)."""
     num_classes = synapses[-1][0].shape[-2]
-    ramps = [dict(r) for r in schedule]
 
     def step(state, x, y):  # state: (synapses, steps taken)
         syn, t = state
-        new = inner_step(at_step(params, ramps, t), syn, x, pm1_targets(y, num_classes),
+        new = inner_step(at_step(params, schedule, t), syn, x, pm1_targets(y, num_classes),
                          config, per_layer)[0]
         return new, t + 1
 
@@ -288,8 +286,7 @@ def blur_curves(rule, synapses, data, idx, steps_to_record):
     params = {n: tf.constant(v, tf.float32) for n, v in rule.values.items()}
     out = _blur_run(params, tuple(synapses), *_arrays(data), tf.constant(idx),
                     *_eval_arrays(data), _slots(steps_to_record, idx.shape[0]), rule.config,
-                    rule.per_layer, len(steps_to_record),
-                    tuple(tuple(sorted(r.items())) for r in rule.schedule))
+                    rule.per_layer, len(steps_to_record), rule.schedule)
     return np.transpose(out.numpy(), (1, 0, 2))
 
 

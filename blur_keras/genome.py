@@ -146,8 +146,7 @@ class Genome(keras.layers.Layer):
         if self.provenance is not None:
             out["provenance"] = dict(self.provenance)
         if self.schedule:
-            out["schedule"] = [dict(r, index=None if r["index"] is None else list(r["index"]))
-                               for r in self.schedule]
+            out["schedule"] = [ramp.to_json() for ramp in self.schedule]
         return out
 
     @classmethod

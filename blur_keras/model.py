@@ -23,8 +23,8 @@ from blur_keras.feedback import pm1_from_one_hot, pm1_targets
 from blur_keras.genome import Genome, resolve_config
 from blur_keras.inner import inner_step, layer_activations
 from blur_keras.layers import BlurDense
-from blur_keras.synapses import sync
 from blur_keras.schedule import at_step
+from blur_keras.synapses import sync
 
 __all__ = ["BlurModel", "TARGET_ENCODINGS"]
 

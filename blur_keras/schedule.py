@@ -10,27 +10,41 @@ Only the entries of the synapse update (spec §2 step 5) can ramp: ``pre``, ``po
 ``f_syn``, ``eta_syn``. They never enter a forward pass, so a prediction does not depend on
 the step. A ramp is a dict ``{"entry": name, "index": [e, c] or None, "to": number,
 "steps": int}`` (``index`` only for the k×k entries; ``None`` ramps every element to ``to``).
-``at_step`` is pure and compiles with XLA; ``BlurModel`` counts its steps, the evaluation
+``at_step`` (on a ``check_schedule`` result) is pure and compiles with XLA; ``BlurModel`` counts its steps, the evaluation
 suite passes its loop counter.
 """
 
 import numbers
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from blur_keras.genome_spec import DESCRIPTIONS, core_rank
 
-__all__ = ["SCHEDULABLE", "check_schedule", "at_step"]
+__all__ = ["SCHEDULABLE", "Ramp", "check_schedule", "at_step"]
 
 SCHEDULABLE = ("pre", "post", "f_syn", "eta_syn")
-_KEYS = ("entry", "index", "to", "steps")
+
+
+class Ramp(NamedTuple):
+    """One checked ramp (hashable, so a schedule can key a compiled function's trace)."""
+
+    entry: str
+    index: Optional[Tuple[int, int]]
+    to: float
+    steps: int
+
+    def to_json(self):
+        """The ramp as the genome file holds it (``index`` a list or ``None``)."""
+        return {"entry": self.entry, "index": None if self.index is None else list(self.index),
+                "to": self.to, "steps": self.steps}
 
 
 def check_schedule(schedule, k):
-    """``schedule`` (a list of ramp dicts) checked for a genome with ``k`` states; returns it
-    as a tuple of ramps with every key present (``index`` a tuple or ``None``). Every problem is
-    a ``ValueError`` naming the ramp, the key and the value received."""
+    """``schedule`` (a list of ramp dicts, or of ``Ramp``) checked for a genome with ``k``
+    states; returns it as a tuple of ``Ramp``. Every problem is a ``ValueError`` naming the
+    ramp, the key and the value received."""
     if schedule is None:
         return ()
     if not isinstance(schedule, (list, tuple)):
@@ -41,7 +55,10 @@ def check_schedule(schedule, k):
 
 def _check_ramp(ramp, i, k):
     where = f"Genome schedule ramp {i}"
-    if not isinstance(ramp, dict) or set(ramp) - set(_KEYS) or not {"entry", "to", "steps"} <= set(ramp):
+    if isinstance(ramp, Ramp):
+        ramp = ramp._asdict()
+    if not isinstance(ramp, dict) or set(ramp) - set(Ramp._fields) or \
+            not {"entry", "to", "steps"} <= set(ramp):
         raise ValueError(f"{where}: expected a dict with keys 'entry', 'to', 'steps' and "
                          f"optionally 'index'; got {ramp!r:.120}.")
     entry = ramp["entry"]
@@ -64,7 +81,7 @@ def _check_ramp(ramp, i, k):
     steps = ramp["steps"]
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"{where}: 'steps' must be an int >= 1, got {steps!r}.")
-    return {"entry": entry, "index": index, "to": float(to), "steps": int(steps)}
+    return Ramp(entry, index, float(to), int(steps))
 
 
 def at_step(params, schedule, step):
@@ -74,13 +91,13 @@ def at_step(params, schedule, step):
         return params
     out = dict(params)
     for ramp in schedule:
-        v = out[ramp["entry"]]
-        frac = tf.minimum(tf.cast(step, v.dtype) / float(ramp["steps"]), 1.0)
-        moved = v + (ramp["to"] - v) * frac
-        if ramp["index"] is not None:
+        v = out[ramp.entry]
+        frac = tf.minimum(tf.cast(step, v.dtype) / float(ramp.steps), 1.0)
+        moved = v + (ramp.to - v) * frac
+        if ramp.index is not None:
             k = int(v.shape[-1])
             mask = np.zeros((k, k), bool)
-            mask[ramp["index"]] = True
+            mask[ramp.index] = True
             moved = tf.where(mask, moved, v)
-        out[ramp["entry"]] = moved
+        out[ramp.entry] = moved
     return out

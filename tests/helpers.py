@@ -28,6 +28,20 @@ except ImportError:  # pragma: no cover
 ref = reference
 
 
+def manual_fit(model, x, y, batch, params_at):
+    """What ``model.fit(x, y, batch_size=batch, shuffle=False)`` must do, one pure
+    ``inner_step`` per batch in order: ``params_at(t)`` gives the genome entries of step t.
+    Returns the synapses after the last batch."""
+    from blur_keras import inner_step
+
+    synapses, (fwd, bwd) = model.synapses(), model.activations
+    for t, i in enumerate(range(0, len(y), batch)):
+        targets = 2.0 * tf.one_hot(y[i:i + batch], model.num_classes) - 1.0
+        synapses, _ = inner_step(params_at(t), synapses, x[i:i + batch], targets, model.config,
+                                 False, fwd, bwd)
+    return synapses
+
+
 def toy_data(seed=0, n=128, width=12, classes=3):
     """Gaussian inputs ``[n, width]`` and labels from the signs of the first two features."""
     rng = np.random.default_rng(seed)

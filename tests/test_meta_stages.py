@@ -63,7 +63,7 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 7}]
     assert "schedule" not in long_genome
     from blur_keras import Genome
-    assert Genome.load_json(str(tmp_path / "genome.json")).schedule[0]["steps"] == 7
+    assert Genome.load_json(str(tmp_path / "genome.json")).schedule[0].steps == 7
 
 
 def test_final_edits_are_checked_before_any_stage_and_need_stages(tmp_path):

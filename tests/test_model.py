@@ -54,12 +54,7 @@ def test_fit_matches_manual_inner_steps():
     model = make_model(seed=1)
     x, y = toy_data(seed=1, n=64)
     params = model.genome.params()
-    synapses = model.synapses()
-    fwd, bwd = model.activations
-    for i in range(0, 64, 16):
-        targets = 2.0 * tf.one_hot(y[i:i + 16], 3) - 1.0
-        synapses, _ = bk.inner_step(params, synapses, x[i:i + 16], targets, model.config,
-                                    False, fwd, bwd)
+    synapses = helpers.manual_fit(model, x, y, 16, lambda t: params)
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     for (w, v), layer in zip(synapses, model.blur_layers):
         np.testing.assert_allclose(layer.forward_synapses.numpy(), w.numpy(), atol=1e-6)

@@ -74,6 +74,7 @@ def test_a_schedule_travels_with_the_genome(tmp_path):
     assert "schedule" not in bk.Genome.random(K).to_dict()  # none: the file is unchanged
 
 
+
 def _model(genome, seed=0):
     keras.utils.set_random_seed(seed)
     net = keras.Sequential([keras.Input((12,)), bk.BlurDense(10, k=K), bk.BlurDense(3, k=K)])
@@ -87,13 +88,8 @@ def test_fit_steps_by_the_schedule_and_counts_its_steps(tmp_path):
     genome = bk.Genome.random(K, seed=2, synapse_update=-1e-2).with_metadata(schedule=RAMPS)
     model = _model(genome)
     x, y = helpers.toy_data(5, 96, 12, 3)
-    synapses, fwd, bwd = model.synapses(), *model.activations
-    for t, i in enumerate(range(0, 96, 16)):
-        params = {n: tf.constant(v, tf.float32)
-                  for n, v in _numpy_at_step(genome.numpy(), RAMPS, t).items()}
-        targets = 2.0 * tf.one_hot(y[i:i + 16], 3) - 1.0
-        synapses, _ = bk.inner_step(params, synapses, x[i:i + 16], targets, model.config,
-                                    False, fwd, bwd)
+    synapses = helpers.manual_fit(model, x, y, 16, lambda t: {
+        n: tf.constant(v, tf.float32) for n, v in _numpy_at_step(genome.numpy(), RAMPS, t).items()})
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     for (w, v), layer in zip(synapses, model.blur_layers):
         np.testing.assert_allclose(layer.forward_synapses.numpy(), w.numpy(), atol=1e-5)

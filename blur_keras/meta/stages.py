@@ -73,8 +73,7 @@ def _write_final(model_dir, stages, genome_path, results, final_values=None,
     with open(genome_path) as fh:
         genome = json.load(fh)
     if final_schedule:
-        genome["schedule"] = Genome.load_json(genome_path).with_metadata(
-            schedule=final_schedule).to_dict()["schedule"]
+        genome["schedule"] = [r.to_json() for r in check_schedule(final_schedule, genome["k"])]
         logging.info("meta_train.final_schedule %s written into %s.", genome["schedule"],
                      os.path.join(model_dir, "genome.json"))
     if final_values:
