@@ -224,10 +224,9 @@ class Genome(keras.layers.Layer):
         """A species-free Genome holding species ``index``."""
         if self.species is None:
             raise ValueError("This genome has no species axis.")
-        member = Genome(self.k, num_layers=self.num_layers,
-                        values=member(self.numpy(), index))
-        return member.with_metadata(self.config, self.init_scale, self.logit_scale,
-                                    self.provenance, list(self.schedule))
+        one = Genome(self.k, num_layers=self.num_layers, values=member(self.numpy(), index))
+        return one.with_metadata(self.config, self.init_scale, self.logit_scale,
+                                 self.provenance, list(self.schedule))
 
     # -- presets ----------------------------------------------------------
     @classmethod

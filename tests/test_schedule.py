@@ -74,6 +74,14 @@ def test_a_schedule_travels_with_the_genome(tmp_path):
     assert "schedule" not in bk.Genome.random(K).to_dict()  # none: the file is unchanged
 
 
+def test_species_member_keeps_its_species_values_and_the_schedule():
+    population = bk.Genome.random(K, seed=2, species=3, same_start=False).with_metadata(
+        schedule=RAMPS)
+    one = population.species_member(1)
+    assert one.species is None and one.schedule == population.schedule
+    for name, value in population.numpy().items():
+        np.testing.assert_array_equal(one.numpy()[name], value[1], err_msg=name)
+
 
 def _model(genome, seed=0):
     keras.utils.set_random_seed(seed)
