@@ -119,15 +119,21 @@ def plot_genome(genome, path, title=None):
 
 
 def plot_comparison(comparison, path):
-    """Bars: learned genome, its start, best SGD; and the SGD learning-rate sweep.
+    """Bars: the rule, its start, best SGD and Adam (those the suite ran); and the SGD
+    learning-rate sweep (when recorded).
 
     ``comparison``: the ``results.json["comparison"]`` dict of a meta-training run.
     """
     plt = _pyplot()
     fig, (bars, sweep) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    names = ["learned genome", comparison.get("start_name", "start"), f"SGD (lr={comparison['sgd_best_learning_rate']:g})"]
-    values = [comparison["learned"], comparison["start"], comparison["sgd_best"]]
-    bars.bar(names, values, color=["tab:green", "tab:gray", "tab:blue"])
+    names = [comparison.get("rule", "learned genome"), comparison.get("start_name", "start")]
+    values = [comparison["learned"], comparison["start"]]
+    for method, label in (("sgd", "SGD"), ("adam", "Adam")):
+        if f"{method}_best" in comparison:
+            names.append(f"{label} (lr={comparison[f'{method}_best_learning_rate']:g})")
+            values.append(comparison[f"{method}_best"])
+    colors = ["tab:green", "tab:gray", "tab:blue", "tab:orange"]
+    bars.bar(names, values, color=colors[:len(values)])
     for i, v in enumerate(values):
         bars.text(i, v, f"{v:.3f}", ha="center", va="bottom")
     bars.set_ylabel(f"test accuracy after T={comparison['unroll']} steps")

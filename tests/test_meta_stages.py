@@ -101,3 +101,26 @@ def test_a_finished_stage_is_not_run_again(tmp_path):
     assert [r["steps_done"] for r in again["stages"]] == [3, 4]
     metrics = [json.loads(line) for line in open(tmp_path / "long" / "metrics.jsonl")]
     assert len(metrics) == 4  # steps 3 and 4 continued the checkpointed stage
+
+
+def test_final_comparison_judges_the_edited_genome_with_its_schedule(tmp_path):
+    """With final edits the last stage's comparison is of the file the run writes: here a
+    schedule that stops the synapse updates after one step (η̃ → 0, f̃ → 1), so the suite's
+    curve of the final genome moves at step 1 and not after."""
+    results = _run(tmp_path, ["long/meta_train.final_eval = True",
+                              "long/meta_train.final_eval_replicas = 2",
+                              "evaluate_suite.baselines = []",
+                              "meta_train.final_schedule = [{'entry': 'eta_syn', 'index': None, "
+                              "'to': 0.0, 'steps': 1}, {'entry': 'f_syn', 'index': None, "
+                              "'to': 1.0, 'steps': 1}]"])
+    assert "comparison" not in json.load(open(tmp_path / "long" / "results.json"))
+    assert results["comparison"]["suite"] == str(tmp_path / "suite")
+    assert json.load(open(tmp_path / "results.json"))["comparison"] == results["comparison"]
+    assert (tmp_path / "comparison.png").exists() and (tmp_path / "genome.png").exists()
+    summary = json.load(open(tmp_path / "suite" / "summary.json"))
+    assert summary["rule"] == results["comparison"]["rule"] == \
+        "final genome (with its schedule)"
+    entry = summary["results"][0]
+    curve, steps = entry["methods"]["blur"]["test_mean"], entry["steps"]
+    assert curve[steps.index(1)] != curve[0]  # the first step learns
+    assert curve[steps.index(1):] == [curve[steps.index(1)]] * (len(steps) - steps.index(1))

@@ -52,3 +52,12 @@ def test_plot_run_draws_every_picture_of_a_run(tmp_path):
     assert [p.split("/")[-1] for p in paths] == ["meta_history.png", "validation.png", "genome.png",
                                                  "comparison.png"]
     assert all(_is_png(p) for p in paths)
+
+
+@pytest.mark.parametrize("baselines", [{}, {"sgd_best": 0.35, "sgd_best_learning_rate": 1.0,
+                                            "adam_best": 0.5, "adam_best_learning_rate": 0.01}])
+def test_plot_comparison_draws_the_baselines_the_suite_ran(tmp_path, baselines):
+    """A suite run with `evaluate_suite.baselines = []` has no SGD or Adam to draw."""
+    comparison = {"rule": "final genome", "unroll": 5, "learned": 0.7, "start": 0.1, **baselines}
+    path = plots.plot_comparison(comparison, str(tmp_path / "comparison.png"))
+    assert _is_png(path)

@@ -35,8 +35,8 @@ from blur_keras.meta.run_checks import check_run, first_task
 from blur_keras.meta.curriculum import Curriculum
 from blur_keras.meta.loop import MetaTrainingDiverged, train
 from blur_keras.meta.outer import build_trainer, trainer_factory
-from blur_keras.meta.report import compare
-from blur_keras.meta.result import finished_results, jsonable, provenance, start_name, write_result
+from blur_keras.meta.report import judge_file, run_comparison
+from blur_keras.meta.result import finished_results, jsonable, provenance, write_result
 from blur_keras.meta.runlog import RunLog
 from blur_keras.meta.stages import run_stages
 from blur_keras.meta.start import make_start_genome, start_values
@@ -58,7 +58,7 @@ for _configurable, _name in ((BlurConfig, "BlurConfig"), (backprop_config, "back
         pass
 
 
-@gin.configurable(module=GIN_MODULE, denylist=["model_dir", "strategy"])
+@gin.configurable(module=GIN_MODULE, denylist=["model_dir", "strategy", "judge"])
 def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_config=None,
                genome_init="random", genome_seed=0, transform_std=1.0, synapse_update=-1e-3,
                genome_values=None, backprop_learning_rate=0.1, per_layer=False, trainer=None,
@@ -70,7 +70,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
                stop_after=None, learning_rate=None, clip_norm=None, loss=None, shard_axis=None,
                trainable=None, population_size=None, sigma0=None, stages=(), final_values=None,
-               final_schedule=None, dry_run=False):
+               final_schedule=None, dry_run=False, judge=None):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -82,10 +82,9 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
       trainer: the outer optimiser, an ``OuterTrainer`` class (``@GradientTrainer``,
         ``@CMAESTrainer``; its hyperparameters bound as ``GradientTrainer.learning_rate``);
         default: the one registered as ``outer`` (``"adam"`` or ``"cma"``).
-      species: genomes side by side (the gradient trainer); replicas: synapse
-        initialisations per species per meta-step (split over devices).
-      curriculum: a ``Curriculum`` (default: ``T = 10`` throughout).
-      recompute: gradient-checkpoint segment length for long unrolls (0: off).
+      species: genomes side by side; replicas: synapse draws per species per meta-step.
+      curriculum: a ``Curriculum`` (default: ``T = 10`` throughout); recompute: the
+        gradient-checkpoint segment length for long unrolls (0: off).
       max_nonfinite_in_a_row: stop when a species has had this many skipped steps in a row.
       sized_for: ``"tpu"`` marks a configuration sized for a TPU (a warning when there is none).
       stop_after: stop (checkpointed) after this many meta-steps of this invocation (tests).
@@ -94,10 +93,11 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
         (None: its own default or gin binding).
       stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
         per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
-      final_values, final_schedule: with ``stages`` only: numbers set by hand on the final
-        genome (``{'pre': {(1, 0): -0.1}}``) and a schedule put in it (``meta.stages``).
+      final_values, final_schedule: with ``stages`` only: final genome edits (``meta.stages``).
       dry_run: check the settings and build the start genome and the trainer, then return
-        the start genome without writing anything (a staged run checks every stage first).
+        the start genome without writing anything (a staged run checks every stage first);
+        judge (a genome file; not from gin): instead, return the final comparison of it
+        (``report.judge_file``: how a staged run judges its edited final genome).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
     if stages or final_values or final_schedule:  # final edits without stages: refused there
@@ -113,8 +113,8 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     run.strategy = strategy or tf.distribute.get_strategy()
     run.num_layers = len(run.sizes) - 1 if per_layer else None
     start_genome, trainer = _start(run)
-    if dry_run:
-        return start_genome
+    if dry_run or judge:
+        return start_genome if dry_run else judge_file(run, judge, start_values(start_genome))
     model_dir, ckpt, run_state, start = _open(run, trainer)
     finished = finished_results(model_dir, start, num_steps)
     if finished is not None:  # a finished run returns the results it wrote
@@ -210,8 +210,6 @@ def _streams(run, trainer):
 
 def _finish(run, model_dir, trainer, last_val, start):
     """Result files (genome, population, SavedModel) and the final report; the results."""
-    from blur_keras.data import make_eval_arrays, make_task_stream
-
     target_t = run.curriculum.unroll_at(run.num_steps - 1)
     task = first_task(run.task)
     origin = provenance(task, run.sizes, target_t, run.num_steps, run.seed, run.genome_init,
@@ -227,12 +225,6 @@ def _finish(run, model_dir, trainer, last_val, start):
     results = dict(best_species=best, val_accuracy=np.asarray(last_val).tolist(),
                    target_unroll=target_t, **files)
     if run.final_eval:
-        results["comparison"] = compare(
-            best_values, start, run.blur_config, run.sizes, task, target_t,
-            batch_size=run.batch_size, replicas=run.final_eval_replicas,
-            examples=run.final_eval_examples, seed=run.seed, init_scale=run.init_scale,
-            per_layer=run.per_layer, sgd_learning_rates=run.sgd_learning_rates,
-            jit_compile=run.jit_compile, make_eval_arrays=make_eval_arrays,
-            make_task_stream=make_task_stream, out_dir=os.path.join(model_dir, "suite"),
-            provenance=origin, start_name=start_name(run.genome_init))
+        results["comparison"] = run_comparison(run, best_values, start,
+                                               os.path.join(model_dir, "suite"), origin)
     return results

@@ -11,6 +11,8 @@ stage's results. ``meta_train.final_values`` then sets entries of that final fil
 (recorded in its provenance as ``final_values``; the last stage's own files keep the genome it
 learned), and ``meta_train.final_schedule`` writes a schedule into it (``blur_keras.schedule``:
 ramps of synapse-update entries over the inner steps, which meta-training does not run).
+With either edit the last stage's final comparison (``final_eval``) judges the edited file,
+schedule included (``meta_train(judge=...)``: ``<model_dir>/suite/``), not the stage's genome.
 """
 
 import json
@@ -22,6 +24,7 @@ from absl import logging
 
 from blur_keras.genome import Genome
 from blur_keras.meta.run_checks import check_model_dir
+from blur_keras.plots import plot_run
 from blur_keras.schedule import check_schedule
 
 __all__ = ["run_stages"]
@@ -68,8 +71,8 @@ def _recorded(final_values):
             for name, value in dict(final_values).items()}
 
 
-def _write_final(model_dir, stages, genome_path, results, final_values=None,
-                 final_schedule=None):
+def _write_final_genome(model_dir, stages, genome_path, final_values=None, final_schedule=None):
+    """``model_dir/genome.json``: the last stage's genome, edited, with the run's provenance."""
     with open(genome_path) as fh:
         genome = json.load(fh)
     if final_schedule:
@@ -78,9 +81,8 @@ def _write_final(model_dir, stages, genome_path, results, final_values=None,
                      os.path.join(model_dir, "genome.json"))
     if final_values:
         genome["values"] = _edited(Genome.load_json(genome_path), final_values)
-        logging.info("meta_train.final_values %s set on %s (the run's suite and results.json "
-                     "are of the last stage's genome, before this edit).",
-                     _recorded(final_values), os.path.join(model_dir, "genome.json"))
+        logging.info("meta_train.final_values %s set on %s.", _recorded(final_values),
+                     os.path.join(model_dir, "genome.json"))
     start = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
              "backprop_learning_rate")  # the rule's start: the first stage's
     genome["provenance"] = dict(genome.get("provenance", {}), stages=stages,
@@ -88,10 +90,10 @@ def _write_final(model_dir, stages, genome_path, results, final_values=None,
                                 model_dir=os.path.abspath(model_dir),
                                 **({"final_values": _recorded(final_values)}
                                    if final_values else {}))
-    with open(os.path.join(model_dir, "genome.json"), "w") as fh:
+    path = os.path.join(model_dir, "genome.json")
+    with open(path, "w") as fh:
         json.dump(genome, fh, indent=1)
-    with open(os.path.join(model_dir, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=2)
+    return path
 
 
 def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=None, **kwargs):
@@ -121,20 +123,30 @@ def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=
         if i == 0:
             _check_final_edits(start, final_values, final_schedule)
     os.makedirs(model_dir, exist_ok=True)
+    edited = bool(final_values or final_schedule)
     genome_path, done, summaries = None, [], []
     for name in names:
         stage_dir = os.path.join(model_dir, name)
         start = {} if genome_path is None else {"genome_init": genome_path}
+        judged_later = {"final_eval": False} if edited and name == names[-1] else {}
         with gin.config_scope(name):  # a finished stage returns its results at once
-            results = meta_train(stage_dir, stages=(), **start, **kwargs)
+            results = meta_train(stage_dir, stages=(), **start, **judged_later, **kwargs)
         if results["steps_done"] < results["num_steps"]:  # stopped (checkpointed)
             return dict(results, stages=done)
         genome_path = os.path.join(stage_dir, "genome.json")
         done.append(results)
         summaries.append(_stage_summary(name, genome_path))
-    final = dict(done[-1], stages=done, genome=os.path.join(model_dir, "genome.json"),
-                 model_dir=model_dir)
-    _write_final(model_dir, summaries, genome_path, final, final_values, final_schedule)
+    final = dict(done[-1], stages=done, model_dir=model_dir, genome=_write_final_genome(
+        model_dir, summaries, genome_path, final_values, final_schedule))
+    if edited:  # the last stage's final comparison, of the edited genome the run writes
+        final.pop("comparison", None)
+        with gin.config_scope(names[-1]):
+            comparison = meta_train(stage_dir, stages=(), judge=final["genome"], **start, **kwargs)
+        if comparison is not None:
+            final["comparison"] = comparison
+    with open(os.path.join(model_dir, "results.json"), "w") as fh:
+        json.dump(final, fh, indent=2)
+    logging.info("pictures of the final genome: %s", ", ".join(plot_run(model_dir)))
     return final
 
 
