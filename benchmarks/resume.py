@@ -3,7 +3,8 @@
 A resumed ``meta_train`` rebuilds its task stream at the checkpoint's meta-step (experiment.py,
 ``stream(..., skip=step)``) and takes the first element. With ``make_task_stream(start_step=s)``
 that costs the same at any ``s``; the old way (``ds.skip(s)``) replays every earlier element. The
-shapes are those of ``gin/default.gin`` (mnist_5k 10x10, 8 species, 2 replicas, batch 32, T=5).
+shapes are those of ``gin/general.gin``'s first stage (mnist_5k 10x10, 8 species, 2 replicas,
+batch 32, T=5).
 
     python benchmarks/resume.py [--steps 10 10000 100000] [--rounds 3] [--no-skip] [--meta-train]
 

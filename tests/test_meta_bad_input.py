@@ -95,8 +95,16 @@ CLI_CASES = {
                         "population_size must be an int"),
     "k_one": (["--gin_param=meta_train.k = 1"], "meta_train.k must be an int >= 2"),
     "unknown_preset": (["--gin_param=preset_task.name = 'no_such_task'"], "no_such_task"),
-    "bad_config_value": (["--gin_param=BlurConfig.norm_epsilon = -1.0"],
+    "bad_config_value": (["--gin_param=backprop_config.norm_epsilon = -1.0"],
                          "BlurConfig.norm_epsilon=-1.0"),
+    "ignored_config": (["--gin_param=BlurConfig.norm_epsilon = 0.01"],
+                       "BlurConfig.norm_epsilon would be ignored: this configuration's "
+                       "meta_train.blur_config is @backprop_config(); bind "
+                       "backprop_config.norm_epsilon instead."),
+    "ignored_backprop_config": ([f"--gin_file={os.path.join(REPO, 'gin', 'general.gin')}",
+                                 "--gin_param=backprop_config.activation_norm = False"],
+                                "backprop_config.activation_norm would be ignored: this "
+                                "configuration's meta_train.blur_config is @BlurConfig()"),
     "model_dir_is_file": (["--model_dir={file}"], "is a file"),
 }
 

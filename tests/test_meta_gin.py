@@ -95,6 +95,9 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     assert len(stages) >= 2 and [r["steps_done"] for r in results["stages"]] == [3] * len(stages)
     final = json.load(open(tmp_path / "genome.json"))
     assert [s["stage"] for s in final["provenance"]["stages"]] == stages
+    if name == "default.gin":  # sgd_residual_scheduled's recipe, from scratch
+        assert final["provenance"]["stages"][0]["genome_init"] == "backprop"
+        assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 1000}]
     if name == "sgd_residual_steady.gin":
         assert final["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
         assert final["values"]["pre"][1][0] == float(np.float32(-0.1))
@@ -131,19 +134,38 @@ def test_backprop_config_changes_and_rejects_unknown_fields():
         backprop_config(activation_nrom=True)
 
 
-def test_default_gin_is_package_data_linked_from_gin_folder():
+@pytest.mark.parametrize("name", ["default", "general", "sgd_residual", "sgd_residual_scheduled"])
+def test_packaged_recipes_are_linked_from_gin_folder(name):
     import importlib.resources
 
-    packaged = importlib.resources.files("blur_keras.meta") / "default.gin"
-    assert os.path.realpath(os.path.join(REPO, "gin", "default.gin")) == os.path.realpath(
+    packaged = importlib.resources.files("blur_keras.meta") / (name + ".gin")
+    assert os.path.realpath(os.path.join(REPO, "gin", name + ".gin")) == os.path.realpath(
         str(packaged))
-    CLI.parse_gin(None, ["fast/meta_train.num_steps = 3"])  # no --gin_file: the packaged default
+
+
+def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypatch):
+    """No --gin_file: the packaged default, whose includes resolve beside it (not in the
+    working directory), is gin/sgd_residual_scheduled.gin's recipe."""
+    monkeypatch.chdir(tmp_path)
+    CLI.parse_gin(None, ["fast/meta_train.num_steps = 3"])
     try:
-        assert gin.query_parameter("fast/meta_train.num_steps") == 3
-        assert gin.query_parameter("fast/meta_train.species") == 8
-        assert gin.query_parameter("meta_train.stages") == ["fast", "long", "longer"]
+        default = {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
+        assert default["fast/meta_train.num_steps"] == 3
+        assert default["meta_train.stages"] == ["fast", "long", "longer"]
+        assert default["fast/meta_train.genome_init"] == "backprop"
     finally:
         gin.clear_config()
+    CLI.parse_gin([os.path.join(REPO, "gin", "sgd_residual_scheduled.gin")],
+                  ["fast/meta_train.num_steps = 3"])
+    try:
+        assert default == {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
+    finally:
+        gin.clear_config()
+
+
+_RECIPE_KEYS = ("fast/meta_train.num_steps", "meta_train.stages", "fast/meta_train.genome_init",
+                "fast/GradientTrainer.residual_penalty", "long/meta_train.num_steps",
+                "longer/Curriculum.unroll_start", "meta_train.final_schedule")
 
 
 def test_toy2d_runs_small(tmp_path):
@@ -198,3 +220,13 @@ def test_cma_config_runs_small(tmp_path):
     # resuming a finished CMA-ES run restores its state and does nothing more
     again = run_small_cma(False)
     assert again["steps_done"] == 3
+
+
+def test_a_relative_gin_file_parses_without_error_lines(caplog, monkeypatch):
+    """gin tries a relative path under each search folder first and logs an ERROR for each miss;
+    train/meta.py hands it absolute paths."""
+    monkeypatch.chdir(REPO)
+    with caplog.at_level("ERROR"):
+        CLI.parse_gin([os.path.join("gin", "sgd_residual_steady.gin")], [])
+    gin.clear_config()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

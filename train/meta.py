@@ -46,10 +46,12 @@ def parse_gin(gin_files, gin_params):
     for path in gin_files or ():
         if not os.path.exists(path):
             raise FileNotFoundError(f"--gin_file {path} does not exist.")
-    search_beside(gin_files)
     with importlib.resources.as_file(
             importlib.resources.files("blur_keras.meta") / "default.gin") as default:
-        gin.parse_config_files_and_bindings(gin_files or [str(default)], gin_params or [])
+        # absolute: gin tries a relative path under each search folder first, logging an ERROR
+        gin_files = [os.path.abspath(p) for p in gin_files or [str(default)]]
+        search_beside(gin_files)  # the packaged default includes the recipes beside it
+        gin.parse_config_files_and_bindings(gin_files, gin_params or [])
 
 
 def check_stage_overrides(gin_params):
@@ -57,10 +59,7 @@ def check_stage_overrides(gin_params):
     stage overrides with its own binding would be ignored: refuse it, naming the scoped ones."""
     import gin
 
-    try:
-        stages = gin.query_parameter("meta_train.stages")
-    except ValueError:
-        return
+    stages = _stages()
     for binding in gin_params or ():
         key = binding.split("=", 1)[0].strip()
         if "=" not in binding or "/" in key or "." not in key:
@@ -68,20 +67,54 @@ def check_stage_overrides(gin_params):
         scoped = []
         for stage in stages:
             try:
-                gin.query_parameter(f"{stage}/{key}")
-                scoped.append(f"{stage}/{key}")
+                gin.query_parameter(f"{stage}{key}")
+                scoped.append(f"{stage}{key}")
             except ValueError:
                 pass
         if stages and len(scoped) == len(stages):
             raise ValueError(f"--gin_param {key} would be ignored: this configuration runs in "
-                             f"stages {list(stages)} and each sets its own ({', '.join(scoped)}). "
-                             f"Bind those instead, e.g. --gin_param='{scoped[0]} = ...'.")
+                             f"stages {[s[:-1] for s in stages]} and each sets its own "
+                             f"({', '.join(scoped)}). Bind those instead, e.g. "
+                             f"--gin_param='{scoped[0]} = ...'.")
+
+
+def check_config_bindings(gin_params):
+    """A ``--gin_param`` on ``BlurConfig`` or ``backprop_config`` that the configuration does
+    not build its ``BlurConfig`` with would be ignored: refuse it, naming the one to bind."""
+    import gin
+
+    built = set()
+    for scope in [""] + _stages():
+        try:
+            built.add(gin.query_parameter(f"{scope}meta_train.blur_config").selector.split(".")[-1])
+        except ValueError:  # unbound: a stage takes the unscoped binding; none: BlurConfig()
+            if not scope:
+                built.add("BlurConfig")
+    for binding in gin_params or ():
+        key = binding.split("=", 1)[0].strip()
+        name = key.split("/")[-1].rsplit(".", 1)[0].split(".")[-1]
+        other = {"BlurConfig": "backprop_config", "backprop_config": "BlurConfig"}.get(name)
+        if other and name not in built:
+            raise ValueError(f"--gin_param {key} would be ignored: this configuration's "
+                             f"meta_train.blur_config is @{other}(); bind "
+                             f"{other}.{key.rsplit('.', 1)[-1]} instead.")
+
+
+def _stages():
+    """``['fast/', ...]``: the gin scopes of a staged configuration (``meta_train.stages``)."""
+    import gin
+
+    try:
+        return [f"{s}/" for s in gin.query_parameter("meta_train.stages")]
+    except ValueError:
+        return []
 
 
 def verdict(comp):
     """One line from ``results.json["comparison"]``: the learned genome, its start and tuned
     SGD at the run's horizon, and the step counts at which it beats each tuned baseline."""
-    line = (f"At {comp['unroll']} steps the learned genome scores {comp['learned']:.3f}; its "
+    line = (f"At {comp['unroll']} steps the {comp.get('rule', 'learned genome')} scores "
+            f"{comp['learned']:.3f}; its "
             f"start ({comp['start_name']}) {comp['start']:.3f}, tuned SGD "
             f"{comp.get('sgd_best', float('nan')):.3f}.")
     names = {"sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
@@ -131,6 +164,7 @@ def main(argv):
     with _one_line_errors("Bad gin configuration"):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
         check_stage_overrides(FLAGS.gin_param)
+        check_config_bindings(FLAGS.gin_param)
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
     from blur_keras.meta import chief
