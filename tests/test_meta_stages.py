@@ -33,10 +33,16 @@ def _run(model_dir, extra=()):
         gin.clear_config()
 
 
+FREEZE = [{"entry": "eta_syn", "index": None, "to": 0.0, "steps": 1},
+          {"entry": "f_syn", "index": None, "to": 1.0, "steps": 1}]
+
+
 def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     results = _run(tmp_path, ["meta_train.final_values = {'pre': {(1, 0): -0.1}, 'f': 1.5}",
-                              "meta_train.final_schedule = [{'entry': 'pre', 'index': (1, 0), "
-                              "'to': 0.0, 'steps': 7}]"])
+                              f"meta_train.final_schedule = {FREEZE!r}",
+                              "long/meta_train.final_eval = True",
+                              "long/meta_train.final_eval_replicas = 2",
+                              "evaluate_suite.baselines = []"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
     assert long["outer"] == "cma" and long["population_size"] == 4
@@ -60,10 +66,11 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     assert {n: v for n, v in final["values"].items() if n not in ("pre", "f")} == \
         {n: v for n, v in long_genome["values"].items() if n not in ("pre", "f")}
     # final_schedule: written into the final file only, and loaded with it
-    assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 7}]
+    assert final["schedule"] == FREEZE
     assert "schedule" not in long_genome
     from blur_keras import Genome
-    assert Genome.load_json(str(tmp_path / "genome.json")).schedule[0].steps == 7
+    assert Genome.load_json(str(tmp_path / "genome.json")).schedule[1].entry == "f_syn"
+    _check_the_comparison_judges_the_edited_genome(tmp_path, results)
 
 
 def test_final_edits_are_checked_before_any_stage_and_need_stages(tmp_path):
@@ -103,16 +110,10 @@ def test_a_finished_stage_is_not_run_again(tmp_path):
     assert len(metrics) == 4  # steps 3 and 4 continued the checkpointed stage
 
 
-def test_final_comparison_judges_the_edited_genome_with_its_schedule(tmp_path):
-    """With final edits the last stage's comparison is of the file the run writes: here a
-    schedule that stops the synapse updates after one step (η̃ → 0, f̃ → 1), so the suite's
+def _check_the_comparison_judges_the_edited_genome(tmp_path, results):
+    """With final edits the last stage's comparison is of the file the run writes: here with
+    a schedule that stops the synapse updates after one step (η̃ → 0, f̃ → 1), so the suite's
     curve of the final genome moves at step 1 and not after."""
-    results = _run(tmp_path, ["long/meta_train.final_eval = True",
-                              "long/meta_train.final_eval_replicas = 2",
-                              "evaluate_suite.baselines = []",
-                              "meta_train.final_schedule = [{'entry': 'eta_syn', 'index': None, "
-                              "'to': 0.0, 'steps': 1}, {'entry': 'f_syn', 'index': None, "
-                              "'to': 1.0, 'steps': 1}]"])
     assert "comparison" not in json.load(open(tmp_path / "long" / "results.json"))
     assert results["comparison"]["suite"] == str(tmp_path / "suite")
     assert json.load(open(tmp_path / "results.json"))["comparison"] == results["comparison"]
