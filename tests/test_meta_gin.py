@@ -143,6 +143,11 @@ def test_packaged_recipes_are_linked_from_gin_folder(name):
         str(packaged))
 
 
+_RECIPE_KEYS = ("fast/meta_train.num_steps", "meta_train.stages", "fast/meta_train.genome_init",
+                "fast/GradientTrainer.residual_penalty", "long/meta_train.num_steps",
+                "longer/Curriculum.unroll_start", "meta_train.final_schedule")
+
+
 def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypatch):
     """No --gin_file: the packaged default, whose includes resolve beside it (not in the
     working directory), is gin/sgd_residual_scheduled.gin's recipe."""
@@ -162,10 +167,6 @@ def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypat
     finally:
         gin.clear_config()
 
-
-_RECIPE_KEYS = ("fast/meta_train.num_steps", "meta_train.stages", "fast/meta_train.genome_init",
-                "fast/GradientTrainer.residual_penalty", "long/meta_train.num_steps",
-                "longer/Curriculum.unroll_start", "meta_train.final_schedule")
 
 
 def test_toy2d_runs_small(tmp_path):

@@ -11,7 +11,6 @@ import numpy as np
 from absl import logging
 
 from blur_keras.config import BlurConfig
-from blur_keras.genome import Genome
 from blur_keras.meta.result import start_name
 from blur_keras.meta.run_checks import first_task
 from blur_keras.schedule import check_schedule
@@ -106,12 +105,12 @@ def run_comparison(run, values, start, out_dir, origin, schedule=(), name="learn
 def judge_file(run, path, start):
     """``run_comparison`` of the genome file at ``path`` (and its schedule), into ``suite/``
     beside it; None when the run's ``final_eval`` is off."""
+    from blur_keras.evaluation import load_rule
+
     if not run.final_eval:
         return None
-    genome = Genome.load_json(path)
-    values = {n: v[0] if genome.species else v for n, v in genome.numpy().items()}
-    logging.info("The final comparison, of %s%s:", path,
-                 " with its schedule" if genome.schedule else "")
-    return run_comparison(run, values, start, os.path.join(os.path.dirname(path), "suite"),
-                          genome.provenance, genome.schedule,
-                          name="final genome" + (" (with its schedule)" if genome.schedule else ""))
+    rule = load_rule(path, config=run.blur_config)  # also: the file's config is the run's
+    name = "final genome" + (" (with its schedule)" if rule.schedule else "")
+    logging.info("The final comparison, of %s: the %s.", path, name)
+    return run_comparison(run, rule.values, start, os.path.join(os.path.dirname(path), "suite"),
+                          rule.provenance, rule.schedule, name=name)
