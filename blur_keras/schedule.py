@@ -1,15 +1,16 @@
 """Genome schedules: entries of the synapse update that move with the step (docs/spec.md §7).
 
-A schedule is a tuple of *ramps*. A ramp moves one entry of the Hebbian synapse update (or
-one element of it) linearly from the genome's value ``v`` to ``to`` over ``steps`` inner steps
-and holds it there::
+A schedule is a tuple of *ramps*. A ramp holds one entry of the Hebbian synapse update (or
+one element of it) at the genome's value ``v`` for ``start`` inner steps, moves it linearly to
+``to`` over the next ``steps`` and holds it there::
 
-    value(t) = v + (to − v) · min(t / steps, 1)      t = inner steps already taken (0, 1, …)
+    value(t) = v + (to − v) · clip((t − start) / steps, 0, 1)
+                                         t = inner steps already taken (0, 1, …)
 
 Only the entries of the synapse update (spec §2 step 5) can ramp: ``pre``, ``post``,
 ``f_syn``, ``eta_syn``. They never enter a forward pass, so a prediction does not depend on
 the step. A ramp is a dict ``{"entry": name, "index": [e, c] or None, "to": number,
-"steps": int}`` (``index`` only for the k×k entries; ``None`` ramps every element to ``to``).
+"steps": int, "start": int}`` (``start`` optional, 0 if absent; ``index`` only for the k×k entries; ``None`` ramps every element to ``to``).
 ``at_step`` (on a ``check_schedule`` result) is pure and compiles with XLA; ``BlurModel`` counts its steps, the evaluation
 suite passes its loop counter.
 """
@@ -34,11 +35,14 @@ class Ramp(NamedTuple):
     index: Optional[Tuple[int, int]]
     to: float
     steps: int
+    start: int = 0
 
     def to_json(self):
-        """The ramp as the genome file holds it (``index`` a list or ``None``)."""
-        return {"entry": self.entry, "index": None if self.index is None else list(self.index),
-                "to": self.to, "steps": self.steps}
+        """The ramp as the genome file holds it (``index`` a list or ``None``; ``start`` only
+        when it is not 0, so files written before it existed read back unchanged)."""
+        out = {"entry": self.entry, "index": None if self.index is None else list(self.index),
+               "to": self.to, "steps": self.steps}
+        return out if self.start == 0 else {**out, "start": self.start}
 
 
 def check_schedule(schedule, k):
@@ -60,7 +64,7 @@ def _check_ramp(ramp, i, k):
     if not isinstance(ramp, dict) or set(ramp) - set(Ramp._fields) or \
             not {"entry", "to", "steps"} <= set(ramp):
         raise ValueError(f"{where}: expected a dict with keys 'entry', 'to', 'steps' and "
-                         f"optionally 'index'; got {ramp!r:.120}.")
+                         f"optionally 'index' and 'start'; got {ramp!r:.120}.")
     entry = ramp["entry"]
     if entry not in SCHEDULABLE:
         raise ValueError(f"{where}: entry {entry!r} cannot be scheduled; only the synapse "
@@ -81,7 +85,10 @@ def _check_ramp(ramp, i, k):
     steps = ramp["steps"]
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"{where}: 'steps' must be an int >= 1, got {steps!r}.")
-    return Ramp(entry, index, float(to), int(steps))
+    start = ramp.get("start", 0)
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"{where}: 'start' must be an int >= 0, got {start!r}.")
+    return Ramp(entry, index, float(to), int(steps), int(start))
 
 
 def at_step(params, schedule, step):
@@ -92,7 +99,8 @@ def at_step(params, schedule, step):
     out = dict(params)
     for ramp in schedule:
         v = out[ramp.entry]
-        frac = tf.minimum(tf.cast(step, v.dtype) / float(ramp.steps), 1.0)
+        frac = tf.clip_by_value((tf.cast(step, v.dtype) - float(ramp.start)) / float(ramp.steps),
+                                0.0, 1.0)
         moved = v + (ramp.to - v) * frac
         if ramp.index is not None:
             k = int(v.shape[-1])

@@ -15,15 +15,16 @@ from blur_keras.schedule import at_step, check_schedule
 
 K = 3
 RAMPS = [{"entry": "pre", "index": [1, 0], "to": 0.25, "steps": 4},
-         {"entry": "eta_syn", "to": 0.0, "steps": 3}]
+         {"entry": "eta_syn", "to": 0.0, "steps": 3},
+         {"entry": "post", "to": -0.5, "steps": 2, "start": 3}]
 
 
 def _numpy_at_step(values, ramps, t):
-    """The ramp formula, written out: v + (to − v) · min(t / steps, 1)."""
+    """The ramp formula, written out: v + (to − v) · clip((t − start) / steps, 0, 1)."""
     out = {n: np.array(v, np.float64) for n, v in values.items()}
     for r in ramps:
         v = out[r["entry"]]
-        frac = min(t / r["steps"], 1.0)
+        frac = min(max((t - r.get("start", 0)) / r["steps"], 0.0), 1.0)
         if r.get("index") is None:
             out[r["entry"]] = v + (r["to"] - v) * frac
         else:
@@ -36,7 +37,7 @@ def _numpy_at_step(values, ramps, t):
 def test_at_step_matches_the_formula(num_layers):
     genome = bk.Genome.random(K, seed=4, num_layers=num_layers)
     ramps = check_schedule(RAMPS, K)
-    for t in (0, 1, 2, 3, 4, 9):
+    for t in (0, 1, 2, 3, 4, 5, 9):
         got = {n: v.numpy() for n, v in at_step(genome.params(), ramps, tf.constant(t)).items()}
         want = _numpy_at_step(genome.numpy(), RAMPS, t)
         for name in want:
@@ -53,6 +54,8 @@ def test_at_step_matches_the_formula(num_layers):
     ([{"entry": "eta_syn", "index": [0, 0], "to": 0.0, "steps": 2}], "must be None"),
     ([{"entry": "pre", "to": float("nan"), "steps": 2}], "finite number"),
     ([{"entry": "pre", "to": 0.0, "steps": 0}], "int >= 1"),
+    ([{"entry": "pre", "to": 0.0, "steps": 2, "start": -1}], "'start' must be an int >= 0"),
+    ([{"entry": "pre", "to": 0.0, "steps": 2, "start": 1.5}], "'start' must be an int >= 0"),
     ([{"entry": "pre", "to": 0.0, "steps": 2, "every": 3}], "expected a dict with keys"),
 ])
 def test_bad_schedules_are_clear_errors(bad, words):
@@ -68,6 +71,9 @@ def test_a_schedule_travels_with_the_genome(tmp_path):
     path = str(tmp_path / "g.json")
     genome.save_json(path)
     assert json.load(open(path))["schedule"] == [dict(r, index=r.get("index")) for r in RAMPS]
+    # a ramp from step 0 is written without 'start', as files were before it existed
+    assert [sorted(r) for r in json.load(open(path))["schedule"][:2]] == \
+        [sorted(["entry", "index", "to", "steps"])] * 2
     loaded = bk.Genome.load_json(path)
     assert loaded.schedule == check_schedule(RAMPS, K)
     assert bk.Genome.from_config(genome.get_config()).schedule == loaded.schedule
