@@ -87,8 +87,8 @@ def _run_recipe(name, model_dir):
 
 # tpu_*.gin: parsed above (they need TFDS's full MNIST). default.gin is sgd_residual_scheduled's
 # recipe: sgd_residual.gin's stages from scratch, then a schedule written into the final genome;
-# sgd_residual_steady.gin, run in the same directory, reuses those stages (as its shipped file
-# was made) and writes its hand edit instead
+# sgd_residual_steady.gin and sgd_residual_annealed.gin, run in the same directory, reuse those
+# stages (as their shipped files were made) and write their own edits instead
 @pytest.mark.parametrize("name", ["general.gin", "default.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
@@ -107,10 +107,15 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     assert steady["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
     assert steady["values"]["pre"][1][0] == float(np.float32(-0.1))
     assert "schedule" not in steady
+    assert _run_recipe("sgd_residual_annealed.gin", tmp_path)[0] == stages
+    annealed = json.load(open(tmp_path / "genome.json"))
+    assert annealed["values"] == last["values"]
+    assert annealed["schedule"] == final["schedule"] + [
+        {"entry": "eta_syn", "index": None, "to": 0.0, "steps": 4000, "start": 1000}]
 
 
 @pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady",
-                                  "sgd_residual_scheduled"])
+                                  "sgd_residual_scheduled", "sgd_residual_annealed"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome

@@ -157,8 +157,8 @@ def test_start_genome_from_provenance():
 
 def test_genomes_are_shipped():
     # the rules of issue 12; README's first Keras example uses sgd_residual
-    assert {"general", "sgd_residual", "sgd_residual_steady", "sgd_residual_scheduled"} <= \
-        set(Genome.pretrained_names())
+    assert {"general", "sgd_residual", "sgd_residual_steady", "sgd_residual_scheduled",
+            "sgd_residual_annealed"} <= set(Genome.pretrained_names())
 
 
 # ---------------------------------------------------------------------- (d) synapses stay bounded
