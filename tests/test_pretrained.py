@@ -140,6 +140,22 @@ def test_shipped_genome_learns(name, digits):
     check_beats_start(Genome.pretrained(name), digits)
 
 
+def test_annealed_rule_learns_until_its_ramp_ends_and_not_after(digits):
+    """sgd_residual_annealed's synapse step reaches 0 at step 5,000: a model whose rule has
+    taken 4,999 steps still changes its synapses, one that has taken 5,000 no longer does."""
+    genome = Genome.pretrained("sgd_residual_annealed")
+    (x, y), _ = digits
+    model = st.build_model(genome, (x.shape[1], 32, 10), jit_compile=False)
+    for taken, moves in ((4999, True), (5000, False)):
+        st.reset_synapses(model, 0)
+        model.rule_step.assign(taken)
+        before = [w.numpy() for w in model.weights if w.name != "rule_step"]
+        model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        after = [w.numpy() for w in model.weights if w.name != "rule_step"]
+        assert any(np.any(a != b) for a, b in zip(after, before)) == moves, taken
+        assert int(model.rule_step.numpy()) == taken + 1
+
+
 def test_the_learning_check_itself(genome_dir, digits):
     # the check of the shipped genomes, on a temp copy of docs/genomes/default.json
     check_beats_start(Genome._pretrained_from("mnist_default", genome_dir), digits)
