@@ -10,9 +10,10 @@ one element of it) at the genome's value ``v`` for ``start`` inner steps, moves 
 Only the entries of the synapse update (spec §2 step 5) can ramp: ``pre``, ``post``,
 ``f_syn``, ``eta_syn``. They never enter a forward pass, so a prediction does not depend on
 the step. A ramp is a dict ``{"entry": name, "index": [e, c] or None, "to": number,
-"steps": int, "start": int}`` (``start`` optional, 0 if absent; ``index`` only for the k×k entries; ``None`` ramps every element to ``to``).
-``at_step`` (on a ``check_schedule`` result) is pure and compiles with XLA; ``BlurModel`` counts its steps, the evaluation
-suite passes its loop counter.
+"steps": int, "start": int}`` (``start`` optional, 0 if absent; ``index`` only for the k×k
+entries; ``None`` ramps every element to ``to``). ``at_step`` (on a ``check_schedule`` result)
+is pure and compiles with XLA; ``BlurModel`` counts its steps, the evaluation suite passes its
+loop counter.
 """
 
 import numbers

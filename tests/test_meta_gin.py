@@ -172,7 +172,6 @@ def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypat
         gin.clear_config()
 
 
-
 def test_toy2d_runs_small(tmp_path):
     from blur_keras.meta.experiment import meta_train
 

@@ -75,9 +75,9 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     gin_file = tmp_path / "tiny.gin"
     gin_file.write_text(TINY_GIN)
     killed_dir, straight_dir = str(tmp_path / "killed"), str(tmp_path / "straight")
-    straight_log = open(tmp_path / "straight.log", "w")  # a file: a full pipe would block it
-    straight = subprocess.Popen(_cmd(gin_file, straight_dir), env=_env(),  # beside it: 2 cores
-                                stdout=subprocess.DEVNULL, stderr=straight_log)
+    with open(tmp_path / "straight.log", "w") as log:  # a file: a full pipe would block it
+        straight = subprocess.Popen(_cmd(gin_file, straight_dir), env=_env(),  # beside: 2 cores
+                                    stdout=subprocess.DEVNULL, stderr=log)
     proc = subprocess.Popen(_cmd(gin_file, killed_dir), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
@@ -98,7 +98,6 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
     assert "Resumed from" in resumed.stderr
 
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
-    straight_log.close()
     a, b = _metrics(straight_dir), _metrics(killed_dir)
     assert [r["step"] for r in a] == list(range(40)) == [r["step"] for r in b]
     assert [r["unroll"] for r in b][18:22] == [2, 2, 3, 3]  # the curriculum position resumed

@@ -177,6 +177,16 @@ def test_genomes_are_shipped():
             "sgd_residual_annealed"} <= set(Genome.pretrained_names())
 
 
+
+def test_annealed_file_is_the_scheduled_file_with_one_more_ramp():
+    """docs/RESULTS.md: sgd_residual_annealed reuses sgd_residual_scheduled's stages, so its
+    file differs only by the eta_syn ramp its recipe appends."""
+    scheduled = json.load(open(pretrained.genome_dir() / "sgd_residual_scheduled.json"))
+    annealed = json.load(open(pretrained.genome_dir() / "sgd_residual_annealed.json"))
+    assert annealed.pop("schedule") == scheduled.pop("schedule") + [
+        {"entry": "eta_syn", "index": None, "to": 0.0, "steps": 4000, "start": 1000}]
+    assert annealed == scheduled
+
 # ---------------------------------------------------------------------- (d) synapses stay bounded
 
 GROWTH_STEPS, GROWTH_CHUNK, GROWTH_WINDOW = 3000, 100, 500

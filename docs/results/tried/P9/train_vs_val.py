@@ -4,10 +4,16 @@ running 320 epochs on 3,000 digits (784-64-10, seeds 0 and 1, as gin/eval/fit_lo
     python docs/results/tried/P9/train_vs_val.py sgd_residual_scheduled \
         docs/results/tried/P9/train_vs_val.json
 """
-import json, sys
-import keras, numpy as np
+import json
+import sys
+
+import keras
+import numpy as np
+
 from blur_keras import stability as st
 from blur_keras.data import Task
+
+EPOCHS_SHOWN = [0, 9, 19, 79, 159, 319]
 rule, out = sys.argv[1], sys.argv[2]
 data = st.task_data(Task(dataset='mnist_5k', resolution=28), 1000, 1)
 genome = st.load_genome(rule)
@@ -24,5 +30,6 @@ for seed in (0, 1):
     res[seed] = {"train_online": h.history["accuracy"], "val": h.history["val_accuracy"],
                  "final_train": final_train}
     a, v = np.array(h.history["accuracy"]), np.array(h.history["val_accuracy"])
-    print(seed, "online train", a[[0, 9, 19, 79, 159, 319]].round(3), "val", v[[0, 9, 19, 79, 159, 319]].round(3), "final train (eval)", round(final_train, 3), flush=True)
+    print(seed, "online train", a[EPOCHS_SHOWN].round(3), "val", v[EPOCHS_SHOWN].round(3),
+          "final train (eval)", round(final_train, 3), flush=True)
 json.dump(res, open(out, 'w'))
