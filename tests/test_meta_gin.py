@@ -115,7 +115,8 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady",
-                                  "sgd_residual_scheduled", "sgd_residual_annealed"])
+                                  "sgd_residual_scheduled", "sgd_residual_annealed",
+                                  "sgd_residual_deep", "sgd_residual_deep_annealed"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome
@@ -170,6 +171,24 @@ def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypat
         assert default == {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
     finally:
         gin.clear_config()
+
+
+@pytest.mark.parametrize("deep, shallow, sizes", [
+    ("sgd_residual_deep", "sgd_residual_scheduled", (32, 32)),
+    ("sgd_residual_deep_annealed", "sgd_residual_annealed", (32, 32)),
+    ("tpu_sgd_residual_deep", "tpu_sgd_residual_scheduled", (256, 256)),
+    ("tpu_sgd_residual_deep_annealed", "tpu_sgd_residual_annealed", (256, 256))])
+def test_deep_recipes_are_the_shallow_ones_through_two_hidden_layers(deep, shallow, sizes):
+    """gin/*sgd_residual_deep*.gin change only the hidden sizes of the recipe they follow."""
+    def recipe(name):
+        CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
+        try:
+            return ({key: gin.query_parameter(key) for key in _RECIPE_KEYS},
+                    gin.query_parameter("meta_train.hidden_sizes"))
+        finally:
+            gin.clear_config()
+
+    assert recipe(deep) == (recipe(shallow)[0], sizes)
 
 
 def test_toy2d_runs_small(tmp_path):

@@ -174,15 +174,19 @@ def test_start_genome_from_provenance():
 def test_genomes_are_shipped():
     # the rules of issue 12; README's first Keras example uses sgd_residual
     assert {"general", "sgd_residual", "sgd_residual_steady", "sgd_residual_scheduled",
-            "sgd_residual_annealed"} <= set(Genome.pretrained_names())
+            "sgd_residual_annealed", "sgd_residual_deep", "sgd_residual_deep_annealed"} <= set(
+                Genome.pretrained_names())
 
 
 
-def test_annealed_file_is_the_scheduled_file_with_one_more_ramp():
-    """docs/RESULTS.md: sgd_residual_annealed reuses sgd_residual_scheduled's stages, so its
-    file differs only by the eta_syn ramp its recipe appends."""
-    scheduled = json.load(open(pretrained.genome_dir() / "sgd_residual_scheduled.json"))
-    annealed = json.load(open(pretrained.genome_dir() / "sgd_residual_annealed.json"))
+@pytest.mark.parametrize("name, annealed_name", [
+    ("sgd_residual_scheduled", "sgd_residual_annealed"),
+    ("sgd_residual_deep", "sgd_residual_deep_annealed")])
+def test_annealed_file_is_the_scheduled_file_with_one_more_ramp(name, annealed_name):
+    """docs/RESULTS.md: each annealed rule reuses its scheduled rule's stages, so its file
+    differs only by the eta_syn ramp its recipe appends."""
+    scheduled = json.load(open(pretrained.genome_dir() / f"{name}.json"))
+    annealed = json.load(open(pretrained.genome_dir() / f"{annealed_name}.json"))
     assert annealed.pop("schedule") == scheduled.pop("schedule") + [
         {"entry": "eta_syn", "index": None, "to": 0.0, "steps": 4000, "start": 1000}]
     assert annealed == scheduled
