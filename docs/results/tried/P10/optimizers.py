@@ -55,16 +55,8 @@ def direction(method, g, m, v, t):
 
 
 def forward(ws, x):
-    h = x
-    for l, w in enumerate(ws):
-        h = tf.matmul(tf.concat([h, tf.ones_like(h[..., :1])], -1), w)
-        h = tf.tanh(h) if l < len(ws) - 1 else h
-    return h
-
-
-def accuracy(logits, y):
-    return tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y),
-                                  tf.float32), -1)
+    """The suite's baseline network: tanh hidden layers, linear logits."""
+    return ev._forward(ws, x, tf.tanh, tf.identity)
 
 
 @tf.function(jit_compile=True)
@@ -86,8 +78,8 @@ def run(method, ws, lrs, pool_x, pool_y, idx, val_x, val_y, test_x, test_y):
         ws = [w - lr * d for w, (d, _, _) in zip(ws, new)]
         ms, vs = [m for _, m, _ in new], [v for _, _, v in new]
         if t in HORIZONS:
-            out.append(tf.stack([accuracy(forward(ws, val_x), val_y),
-                                 accuracy(forward(ws, test_x), test_y)]))
+            out.append(tf.stack([ev._accuracy(forward(ws, val_x), val_y),
+                                 ev._accuracy(forward(ws, test_x), test_y)]))
     return tf.stack(out)
 
 
