@@ -149,8 +149,9 @@ class TaskData:
 
 def task_data(task, val_examples=500, test_examples=2000, name=None):
     """``TaskData`` of a ``blur_keras.data.Task`` (image: train split minus a fixed validation
-    subset; test split. Synthetic: three independent samples)."""
-    from blur_keras.data import make_eval_arrays, task_arrays
+    subset, with the task's label noise; true labels for validation and the test split.
+    Synthetic: three independent samples)."""
+    from blur_keras.data import make_eval_arrays, noisy_labels, task_arrays
 
     name = name or task.describe()
     if task.is_synthetic:
@@ -167,7 +168,7 @@ def task_data(task, val_examples=500, test_examples=2000, name=None):
             raise ValueError(f"{name}: val_examples={val_examples} leaves no training data "
                              f"({len(y)} training examples).")
         perm = np.random.default_rng(0).permutation(len(y))
-        pool = x[perm[val_examples:]], y[perm[val_examples:]]
+        pool = x[perm[val_examples:]], noisy_labels(task, y)[perm[val_examples:]]
         val = x[perm[:val_examples]], y[perm[:val_examples]]
         test = make_eval_arrays(task, test_examples)
     f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731

@@ -114,6 +114,40 @@ def test_stream_class_subset_labels(fashion, fm_task):
 
 
 @needs_debian_fashion
+def test_label_noise_on_train_batches_only(fashion):
+    """``label_noise``: a fixed share of the pool's labels replaced by uniform draws, seen by the
+    train batches (and an evaluation pool); the query and validation keep the true labels."""
+    from blur_keras.evaluation import task_data
+
+    task = data.Task("fashion_mnist", classes="5-9", crop=20, resolution=10, label_noise=0.4)
+    assert task.describe().endswith("label noise 0.4")
+    _, true_y = data.task_arrays(task)  # the true labels, also for a noisy task
+    np.testing.assert_array_equal(true_y, fashion[1][fashion[1] >= 5] - 5)
+    noisy = data.noisy_labels(task, true_y)
+    np.testing.assert_array_equal(noisy, data.noisy_labels(task, true_y))  # one fixed draw
+    assert set(np.unique(noisy)) == set(range(5))
+    # 40% redrawn uniformly over 5 classes: 32% changed (binomial sd over 30,000 rows: 0.3%)
+    assert abs(np.mean(noisy != true_y) - 0.4 * 4 / 5) < 0.01
+    assert data.noisy_labels(data.Task("fashion_mnist", classes="5-9"), true_y) is true_y
+    e = _take(data.make_task_stream(task, seed=2, with_indices=True, **SHAPE), 1)[0]
+    np.testing.assert_array_equal(e["train_y"], noisy[e["train_index"]])
+    np.testing.assert_array_equal(e["query_y"], true_y[e["query_index"]])
+    assert np.any(e["train_y"] != true_y[e["train_index"]])
+    td = task_data(task, val_examples=500, test_examples=10)
+    perm = np.random.default_rng(0).permutation(len(true_y))  # task_data's split
+    np.testing.assert_array_equal(td.pool_y, noisy[perm[500:]])
+    np.testing.assert_array_equal(td.val_y, true_y[perm[:500]])
+
+
+def test_label_noise_bad_input():
+    for bad in (-0.1, 1.0, 2):
+        with pytest.raises(ValueError, match=r"label_noise must be in \[0, 1\)"):
+            data.Task("mnist_5k", label_noise=bad)
+    with pytest.raises(ValueError, match="label_noise is for image datasets"):
+        data.Task("xor", label_noise=0.1)
+
+
+@needs_debian_fashion
 def test_test_split_kept_for_final_evaluation(fashion, fm_task):
     with pytest.raises(ValueError, match="train split only"):
         data.make_task_stream(data.Task("fashion_mnist", split="test", crop=20, resolution=10), seed=0, **SHAPE)

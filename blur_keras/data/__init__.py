@@ -37,7 +37,7 @@ from blur_keras.data.tasks import (
     paper_mnist_mixture,
     preset_task,
 )
-from blur_keras.data.arrays import make_eval_arrays, task_arrays
+from blur_keras.data.arrays import make_eval_arrays, noisy_labels, task_arrays
 from blur_keras.data.stream import make_task_stream
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "load_images",
     "make_eval_arrays",
     "make_task_stream",
+    "noisy_labels",
     "paper_mnist_mixture",
     "preprocess_images",
     "preset_task",

@@ -12,9 +12,10 @@ from blur_keras.data import preprocess as _pre
 from blur_keras.data import synthetic as _syn
 from blur_keras.data.tasks import GIN_MODULE
 
-__all__ = ["make_eval_arrays", "pool", "task_arrays"]
+__all__ = ["make_eval_arrays", "noisy_labels", "pool", "task_arrays"]
 
 _POOL_CACHE = {}
+LABEL_NOISE_SEED = 20210718  # one fixed draw: the same noisy examples in every run
 
 
 def pool(task, split, keep_uint8=False):
@@ -40,10 +41,27 @@ def pool(task, split, keep_uint8=False):
     return _POOL_CACHE[key]
 
 
+def noisy_labels(task, y):
+    """``y`` (the labels of a split's rows, in order) with ``task.label_noise`` of them replaced
+    by a class drawn uniformly (``LABEL_NOISE_SEED``: row ``i`` gets the same label in every
+    run); ``y`` itself when the task has no label noise."""
+    rate = float(task.label_noise)
+    if not rate:
+        return y
+    rng = np.random.default_rng(LABEL_NOISE_SEED)
+    flip = rng.random(len(y)) < rate
+    drawn = rng.integers(0, task.num_classes, len(y)).astype(y.dtype)
+    out = np.where(flip, drawn, y)
+    out.setflags(write=False)
+    return out
+
+
 def task_arrays(task, split=None):
     """``(float32 [N, F], int32 [N])``: an image task's split, preprocessed, classes remapped.
 
     The stream's ``train_index`` / ``query_index`` (``with_indices=True``) index these rows.
+    The labels are the true ones, also for a task with ``label_noise`` (``noisy_labels``
+    gives those a network trains on).
     """
     if task.is_synthetic:
         raise ValueError(

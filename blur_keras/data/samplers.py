@@ -16,7 +16,9 @@ take the next ``T * B``, so query examples never appear in that meta-step's inne
 train example repeats within the meta-step. If ``T * B`` exceeds the ``N - Bq`` examples left, the
 train batches walk those again, each further pass in a new random order (an affine walk of its
 own). Cost per example: a few integer operations and two gathers (a fresh ``index_shuffle`` per
-stream and meta-step would cost several times more).
+stream and meta-step would cost several times more). A task with ``label_noise`` gives the train
+batches its noisy labels (:func:`~blur_keras.data.arrays.noisy_labels`, fixed per example) and the
+query batch the true ones.
 
 Synthetic tasks draw fresh examples from their generator (``train_index``/``query_index``: -1).
 A sampler's ``keep = (s0, s1, r0, r1)`` restricts its output to a block of species and replicas.
@@ -26,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.data import synthetic as _syn
-from blur_keras.data.arrays import pool
+from blur_keras.data.arrays import noisy_labels, pool
 
 __all__ = ["ImageSampler", "SyntheticSampler", "make_sampler"]
 
@@ -66,7 +68,8 @@ class ImageSampler:
         self.units_n, self.units_rest = _units(n), _units(self.rest)
         with tf.device("/CPU:0"):
             self.x = tf.constant(x_np)
-            self.y = tf.constant(y_np)
+            self.y = tf.constant(y_np)  # the query's labels
+            self.train_y = tf.constant(noisy_labels(task, y_np))
         self.raw = x_np.dtype == np.uint8
 
     def permutation(self, seed):
@@ -103,7 +106,7 @@ class ImageSampler:
         tidx = tf.gather(perm, (o + a * j) % n)  # [T, S, R, B]
         jq = tf.reshape(tf.range(Bq, dtype=tf.int64), [1, 1, Bq])
         qidx = tf.gather(perm, (o[0] + a[0] * jq) % n)  # [S, R, Bq]
-        return (self._features(tidx), tf.gather(self.y, tidx),
+        return (self._features(tidx), tf.gather(self.train_y, tidx),
                 self._features(qidx), tf.gather(self.y, qidx), tidx, qidx)
 
 

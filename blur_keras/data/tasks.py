@@ -60,6 +60,10 @@ class Task:
       resize_method: ``tf.image.resize`` method (``"bilinear"``: no antialiasing).
       data_dir: TFDS data directory; local_dir: directory with IDX archives (see ``load_images``).
       n_bits, function_seed, query_fraction: Boolean-function tasks only.
+      label_noise: fraction of the examples whose label a network trains on is replaced, once
+        and for good, by a class drawn uniformly (possibly the true one): the same examples and
+        labels in every run (``arrays.noisy_labels``). Query, validation and test labels stay
+        true. Image tasks only; 0 (default): no noise.
       generator: the synthetic generator (filled in from ``dataset`` for synthetic tasks; may be
         given directly as a :class:`~blur_keras.data.synthetic.Synthetic2D` or
         ``BooleanFunction``, whose parameters then win over ``n_bits`` etc.: with
@@ -78,6 +82,7 @@ class Task:
     n_bits: int = 4
     function_seed: int = 0
     query_fraction: float = 0.25
+    label_noise: float = 0.0
     generator: Any = None
 
     def __post_init__(self):
@@ -85,11 +90,14 @@ class Task:
         if self.split not in _images.SPLITS:
             raise ValueError(f"Unknown split {self.split!r}; use one of {_images.SPLITS}.")
         object.__setattr__(self, "classes", _pre.parse_classes(self.classes))
+        if not 0.0 <= float(self.label_noise) < 1.0:
+            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
         if self.generator is not None:
-            if self.classes is not None:
-                raise ValueError(
-                    "class subsets are for image datasets, not the synthetic task "
-                    f"{self.dataset!r}")
+            for what, value in (("class subsets are", self.classes),
+                                ("label_noise is", self.label_noise)):
+                if value:
+                    raise ValueError(f"{what} for image datasets, not the synthetic task "
+                                     f"{self.dataset!r}")
             return
         self._check_image_fields()
 
@@ -156,6 +164,8 @@ class Task:
         if not self.is_synthetic:
             crop = f" (crop {self.crop})" if self.crop else ""
             parts.append(f"{self.resolution}x{self.resolution}{crop}")
+        if self.label_noise:
+            parts.append(f"label noise {self.label_noise:g}")
         return " ".join(parts)
 
 
