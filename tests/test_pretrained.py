@@ -178,7 +178,6 @@ def test_genomes_are_shipped():
                 Genome.pretrained_names())
 
 
-
 @pytest.mark.parametrize("name, annealed_name", [
     ("sgd_residual_scheduled", "sgd_residual_annealed"),
     ("sgd_residual_deep", "sgd_residual_deep_annealed")])
