@@ -142,3 +142,13 @@ def test_cli_traceback_with_verbosity(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "num_steps must be an int" in proc.stderr
 
+
+
+# -- the final comparison's task must fit the run's network --------------------------------------
+def test_final_eval_task_must_fit_the_network(tmp_path):
+    with pytest.raises(ValueError, match=r"final_eval_task must be None .* or a blur_keras"):
+        tiny_run(tmp_path / "run", final_eval_task="two_moons")
+    with pytest.raises(ValueError, match=r"final_eval_task mnist_5k 10x10.* has 100 features "
+                                         r"and 10 classes; the run's network \(2, 4, 2\)"):
+        tiny_run(tmp_path / "run", final_eval_task=preset_task("mnist_5k_10x10"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -42,6 +42,8 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
                               f"meta_train.final_schedule = {FREEZE!r}",
                               "long/meta_train.final_eval = True",
                               "long/meta_train.final_eval_replicas = 2",
+                              "long/meta_train.final_eval_task = @judge/Task()",
+                              "judge/Task.dataset = 'two_moons'",
                               "evaluate_suite.baselines = []"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
@@ -116,6 +118,7 @@ def _check_the_comparison_judges_the_edited_genome(tmp_path, results):
     curve of the final genome moves at step 1 and not after."""
     assert "comparison" not in json.load(open(tmp_path / "long" / "results.json"))
     assert results["comparison"]["suite"] == str(tmp_path / "suite")
+    assert "two_moons" in results["comparison"]["task"]  # final_eval_task, not the run's "and"
     assert json.load(open(tmp_path / "results.json"))["comparison"] == results["comparison"]
     assert (tmp_path / "comparison.png").exists() and (tmp_path / "genome.png").exists()
     summary = json.load(open(tmp_path / "suite" / "summary.json"))

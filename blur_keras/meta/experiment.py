@@ -66,11 +66,11 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
                num_steps=1000, curriculum=None, recompute=0, init_scale=1.0, logit_scale=1.0,
                seed=0, checkpoint_every=100, keep_checkpoints=3, log_every=10, eval_every=100,
                eval_replicas=4, max_nonfinite_in_a_row=5, strategy=None, jit_compile=True,
-               final_eval=True, final_eval_replicas=8, final_eval_examples=2000,
-               sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES, export=True, sized_for=None,
-               stop_after=None, learning_rate=None, clip_norm=None, loss=None, shard_axis=None,
-               trainable=None, population_size=None, sigma0=None, stages=(), final_values=None,
-               final_schedule=None, dry_run=False, judge=None):
+               final_eval=True, final_eval_task=None, final_eval_replicas=8,
+               final_eval_examples=2000, sgd_learning_rates=DEFAULT_SGD_LEARNING_RATES,
+               export=True, sized_for=None, stop_after=None, learning_rate=None, clip_norm=None,
+               loss=None, shard_axis=None, trainable=None, population_size=None, sigma0=None,
+               stages=(), final_values=None, final_schedule=None, dry_run=False, judge=None):
     """Meta-train a BLUR genome (see the module docstring); returns a results dict.
 
     Args (the main ones; all bindable from gin as ``meta_train.<name>``):
@@ -85,19 +85,18 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
       species: genomes side by side; replicas: synapse draws per species per meta-step.
       curriculum: a ``Curriculum`` (default: ``T = 10`` throughout); recompute: the
         gradient-checkpoint segment length for long unrolls (0: off).
+      final_eval_task: the final comparison's task (default: ``task``; e.g. without label noise);
       max_nonfinite_in_a_row: stop when a species has had this many skipped steps in a row.
       sized_for: ``"tpu"`` marks a configuration sized for a TPU (a warning when there is none).
       stop_after: stop (checkpointed) after this many meta-steps of this invocation (tests).
-      learning_rate, clip_norm, loss, shard_axis, trainable, population_size, sigma0:
-        shorthands for the trainer's own hyperparameters, handed to it when it takes them
-        (None: its own default or gin binding).
+      learning_rate, clip_norm, loss, shard_axis, trainable, population_size, sigma0: the
+        trainer's own hyperparameters, handed to it when it takes them (None: default / gin).
       stages: gin scope names; when given, the run is a chain of stages, one ``meta_train``
         per scope, each starting from the previous stage's genome (``blur_keras.meta.stages``).
       final_values, final_schedule: with ``stages`` only: final genome edits (``meta.stages``).
       dry_run: check the settings and build the start genome and the trainer, then return
         the start genome without writing anything (a staged run checks every stage first);
-        judge (a genome file; not from gin): instead, return the final comparison of it
-        (``report.judge_file``: how a staged run judges its edited final genome).
+        judge (a genome file; not from gin): return its final comparison (``judge_file``).
     Under several workers only the chief writes ``model_dir`` (``chief``).
     """
     if stages or final_values or final_schedule:  # final edits without stages: refused there
@@ -109,7 +108,7 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     run.sizes = check_run(model_dir, task, run.blur_config, run.curriculum, hidden_sizes, dict(
         species=species, replicas=replicas, batch_size=batch_size, num_steps=num_steps,
         checkpoint_every=checkpoint_every, k=k, log_every=log_every, eval_every=eval_every,
-        population_size=1 if population_size is None else population_size))
+        population_size=1 if population_size is None else population_size), final_eval_task)
     run.strategy = strategy or tf.distribute.get_strategy()
     run.num_layers = len(run.sizes) - 1 if per_layer else None
     start_genome, trainer = _start(run)

@@ -89,11 +89,12 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
 
 def run_comparison(run, values, start, out_dir, origin, schedule=(), name="learned genome"):
     """``compare`` of the genome ``values`` with the settings of the run ``run`` (the namespace
-    ``experiment.meta_train`` builds)."""
+    ``experiment.meta_train`` builds), on its ``final_eval_task`` (default: its task)."""
     from blur_keras.data import make_eval_arrays, make_task_stream
 
     return compare(
-        values, start, run.blur_config, run.sizes, first_task(run.task),
+        values, start, run.blur_config, run.sizes,
+        first_task(run.task if run.final_eval_task is None else run.final_eval_task),
         run.curriculum.unroll_at(run.num_steps - 1), batch_size=run.batch_size,
         replicas=run.final_eval_replicas, examples=run.final_eval_examples, seed=run.seed,
         init_scale=run.init_scale, per_layer=run.per_layer,

@@ -7,7 +7,7 @@ import numpy as np
 
 from blur_keras.config import BlurConfig
 
-__all__ = ["check_model_dir", "check_run", "first_task"]
+__all__ = ["check_final_eval_task", "check_model_dir", "check_run", "first_task"]
 
 
 def first_task(task):
@@ -15,7 +15,7 @@ def first_task(task):
     return task.tasks[0] if hasattr(task, "tasks") else task
 
 
-def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints):
+def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints, final_eval_task=None):
     """Check what the run is given before anything is built; returns the layer sizes."""
     from blur_keras.data import Mixture, Task
 
@@ -35,7 +35,27 @@ def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints):
     features = {t.num_features for t in phases}
     if len(features) != 1:
         raise ValueError(f"All curriculum tasks must have the same number of features; got {features}.")
-    return (features.pop(), *[int(h) for h in hidden_sizes], max(int(t.num_classes) for t in phases))
+    sizes = (features.pop(), *[int(h) for h in hidden_sizes], max(int(t.num_classes) for t in phases))
+    check_final_eval_task(final_eval_task, sizes)
+    return sizes
+
+
+def check_final_eval_task(task, sizes):
+    """``meta_train.final_eval_task``: None (the run's task) or a Task / Mixture whose first task
+    fits the run's network (its features, at most its classes)."""
+    from blur_keras.data import Mixture, Task
+
+    if task is None:
+        return
+    if not isinstance(task, (Task, Mixture)):
+        raise ValueError("meta_train.final_eval_task must be None (the run's task) or a "
+                         f"blur_keras.data Task or Mixture; got {task!r}.")
+    judged = first_task(task)
+    if judged.num_features != sizes[0] or judged.num_classes > sizes[-1]:
+        raise ValueError(f"meta_train.final_eval_task {judged.describe()} has "
+                         f"{judged.num_features} features and {judged.num_classes} classes; the "
+                         f"run's network {tuple(sizes)} takes {sizes[0]} features and "
+                         f"{sizes[-1]} classes.")
 
 
 def check_model_dir(model_dir):
