@@ -85,23 +85,29 @@ def _run_recipe(name, model_dir):
         gin.clear_config()
 
 
-# tpu_*.gin: parsed above (they need TFDS's full MNIST). default.gin is sgd_residual_scheduled's
-# recipe: sgd_residual.gin's stages from scratch, then a schedule written into the final genome;
-# sgd_residual_steady.gin and sgd_residual_annealed.gin, run in the same directory, reuse those
-# stages (as their shipped files were made) and write their own edits instead
-@pytest.mark.parametrize("name", ["general.gin", "default.gin"])
+# tpu_*.gin: parsed above (they need TFDS's full MNIST). default.gin is sgd_residual_robust's
+# recipe: sgd_residual.gin's stages from scratch (its CMA-ES stages on noisy labels), then a
+# schedule written into the final genome. sgd_residual_steady.gin and sgd_residual_annealed.gin,
+# run in sgd_residual_scheduled.gin's directory, reuse its stages (as their shipped files were
+# made) and write their own edits instead
+@pytest.mark.parametrize("name", ["general.gin", "default.gin", "sgd_residual_scheduled.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
     stages, results = _run_recipe(name, tmp_path)
     assert len(stages) >= 2 and [r["steps_done"] for r in results["stages"]] == [3] * len(stages)
     final = json.load(open(tmp_path / "genome.json"))
     assert [s["stage"] for s in final["provenance"]["stages"]] == stages
-    if name != "default.gin":
+    if name == "general.gin":
         return
     assert final["provenance"]["stages"][0]["genome_init"] == "backprop"
+    noise = " label noise 0.3" if name == "default.gin" else ""
+    assert [s["task"] for s in final["provenance"]["stages"]] == [
+        "mnist_5k 10x10 (crop 20)"] + ["mnist_5k 10x10 (crop 20)" + noise] * 2
     assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 1000}]
     last = json.load(open(tmp_path / stages[-1] / "genome.json"))
     assert final["values"] == last["values"] and "final_values" not in final["provenance"]
+    if name == "default.gin":
+        return
     assert _run_recipe("sgd_residual_steady.gin", tmp_path)[0] == stages
     steady = json.load(open(tmp_path / "genome.json"))
     assert steady["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
@@ -115,7 +121,8 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady",
-                                  "sgd_residual_scheduled", "sgd_residual_annealed",
+                                  "sgd_residual_scheduled", "sgd_residual_robust",
+                                  "sgd_residual_annealed",
                                   "sgd_residual_deep", "sgd_residual_deep_annealed"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
@@ -139,7 +146,8 @@ def test_backprop_config_changes_and_rejects_unknown_fields():
         backprop_config(activation_nrom=True)
 
 
-@pytest.mark.parametrize("name", ["default", "general", "sgd_residual", "sgd_residual_scheduled"])
+@pytest.mark.parametrize("name", ["default", "general", "sgd_residual", "sgd_residual_scheduled",
+                                  "sgd_residual_robust"])
 def test_packaged_recipes_are_linked_from_gin_folder(name):
     import importlib.resources
 
@@ -153,9 +161,9 @@ _RECIPE_KEYS = ("fast/meta_train.num_steps", "meta_train.stages", "fast/meta_tra
                 "longer/Curriculum.unroll_start", "meta_train.final_schedule")
 
 
-def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypatch):
+def test_default_is_the_robust_recipe_and_parses_anywhere(tmp_path, monkeypatch):
     """No --gin_file: the packaged default, whose includes resolve beside it (not in the
-    working directory), is gin/sgd_residual_scheduled.gin's recipe."""
+    working directory), is gin/sgd_residual_robust.gin's recipe."""
     monkeypatch.chdir(tmp_path)
     CLI.parse_gin(None, ["fast/meta_train.num_steps = 3"])
     try:
@@ -163,14 +171,57 @@ def test_default_is_the_scheduled_recipe_and_parses_anywhere(tmp_path, monkeypat
         assert default["fast/meta_train.num_steps"] == 3
         assert default["meta_train.stages"] == ["fast", "long", "longer"]
         assert default["fast/meta_train.genome_init"] == "backprop"
+        assert default["fast/GradientTrainer.residual_penalty"] == 0.01
     finally:
         gin.clear_config()
-    CLI.parse_gin([os.path.join(REPO, "gin", "sgd_residual_scheduled.gin")],
+    CLI.parse_gin([os.path.join(REPO, "gin", "sgd_residual_robust.gin")],
                   ["fast/meta_train.num_steps = 3"])
     try:
         assert default == {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
     finally:
         gin.clear_config()
+
+
+def _stage_tasks(name):
+    """Per stage of gin/<name>.gin: the descriptions of the tasks it trains on, and for the
+    last stage also those of its final comparison's task."""
+    def describe(binding):
+        task = gin.query_parameter(binding).scoped_configurable_fn()
+        return [t.describe() for t in getattr(task, "tasks", [task])]
+
+    CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
+    try:
+        out = {}
+        for stage in ("fast", "long", "longer"):
+            with gin.config_scope(stage):
+                out[stage] = describe("meta_train.task")
+        with gin.config_scope("longer"):
+            out["judge"] = describe("longer/meta_train.final_eval_task")
+        return out
+    finally:
+        gin.clear_config()
+
+
+@pytest.mark.parametrize("name, recipe", [("sgd_residual_robust", "sgd_residual_scheduled"),
+                                          ("tpu_sgd_residual_robust", "tpu_sgd_residual_scheduled")])
+def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, recipe):
+    """sgd_residual_robust (and its TPU variant): the scheduled recipe with residual penalty
+    0.01; its CMA-ES stages train on 30% noisy labels, its final comparison on clean ones."""
+    def keys(gin_name):
+        CLI.parse_gin([os.path.join(REPO, "gin", gin_name + ".gin")], [])
+        try:
+            return {key: gin.query_parameter(key) for key in _RECIPE_KEYS + (
+                "meta_train.hidden_sizes", "fast/Curriculum.unroll_start")}
+        finally:
+            gin.clear_config()
+
+    robust, scheduled = keys(name), keys(recipe)
+    assert robust.pop("fast/GradientTrainer.residual_penalty") == 0.01
+    assert scheduled.pop("fast/GradientTrainer.residual_penalty") == 1e-4
+    assert robust == scheduled
+    tasks = _stage_tasks(name)
+    assert tasks["judge"] == tasks["fast"] and not any("noise" in t for t in tasks["fast"])
+    assert tasks["long"] == tasks["longer"] == [t + " label noise 0.3" for t in tasks["fast"]]
 
 
 @pytest.mark.parametrize("deep, shallow, sizes", [

@@ -174,7 +174,8 @@ def test_start_genome_from_provenance():
 def test_genomes_are_shipped():
     # the rules of issue 12; README's first Keras example uses sgd_residual
     assert {"general", "sgd_residual", "sgd_residual_steady", "sgd_residual_scheduled",
-            "sgd_residual_annealed", "sgd_residual_deep", "sgd_residual_deep_annealed"} <= set(
+            "sgd_residual_robust", "sgd_residual_annealed", "sgd_residual_deep",
+            "sgd_residual_deep_annealed"} <= set(
                 Genome.pretrained_names())
 
 
