@@ -143,7 +143,6 @@ def test_cli_traceback_with_verbosity(tmp_path):
     assert "Traceback" in proc.stderr and "num_steps must be an int" in proc.stderr
 
 
-
 # -- the final comparison's task must fit the run's network --------------------------------------
 def test_final_eval_task_must_fit_the_network(tmp_path):
     with pytest.raises(ValueError, match=r"final_eval_task must be None .* or a blur_keras"):

@@ -182,6 +182,15 @@ def test_default_is_the_robust_recipe_and_parses_anywhere(tmp_path, monkeypatch)
         gin.clear_config()
 
 
+def _recipe(name, keys=_RECIPE_KEYS):
+    """The values gin/<name>.gin binds to ``keys``."""
+    CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
+    try:
+        return {key: gin.query_parameter(key) for key in keys}
+    finally:
+        gin.clear_config()
+
+
 def _stage_tasks(name):
     """Per stage of gin/<name>.gin: the descriptions of the tasks it trains on, and for the
     last stage also those of its final comparison's task."""
@@ -207,15 +216,8 @@ def _stage_tasks(name):
 def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, recipe):
     """sgd_residual_robust (and its TPU variant): the scheduled recipe with residual penalty
     0.01; its CMA-ES stages train on 30% noisy labels, its final comparison on clean ones."""
-    def keys(gin_name):
-        CLI.parse_gin([os.path.join(REPO, "gin", gin_name + ".gin")], [])
-        try:
-            return {key: gin.query_parameter(key) for key in _RECIPE_KEYS + (
-                "meta_train.hidden_sizes", "fast/Curriculum.unroll_start")}
-        finally:
-            gin.clear_config()
-
-    robust, scheduled = keys(name), keys(recipe)
+    keys = _RECIPE_KEYS + ("meta_train.hidden_sizes", "fast/Curriculum.unroll_start")
+    robust, scheduled = _recipe(name, keys), _recipe(recipe, keys)
     assert robust.pop("fast/GradientTrainer.residual_penalty") == 0.01
     assert scheduled.pop("fast/GradientTrainer.residual_penalty") == 1e-4
     assert robust == scheduled
@@ -231,15 +233,9 @@ def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, re
     ("tpu_sgd_residual_deep_annealed", "tpu_sgd_residual_annealed", (256, 256))])
 def test_deep_recipes_are_the_shallow_ones_through_two_hidden_layers(deep, shallow, sizes):
     """gin/*sgd_residual_deep*.gin change only the hidden sizes of the recipe they follow."""
-    def recipe(name):
-        CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
-        try:
-            return ({key: gin.query_parameter(key) for key in _RECIPE_KEYS},
-                    gin.query_parameter("meta_train.hidden_sizes"))
-        finally:
-            gin.clear_config()
-
-    assert recipe(deep) == (recipe(shallow)[0], sizes)
+    deep_keys = _recipe(deep, _RECIPE_KEYS + ("meta_train.hidden_sizes",))
+    assert deep_keys.pop("meta_train.hidden_sizes") == sizes
+    assert deep_keys == _recipe(shallow)
 
 
 def test_toy2d_runs_small(tmp_path):
