@@ -11,9 +11,13 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
   through the unroll, per-species Adam), compiled with XLA;
 * peak memory of one meta-step at T = 10, 50, 200, without and with recomputation (gradient
   checkpointing, segment length ceil(sqrt(T))): the TensorFlow allocator's peak during a
-  meta-step after the compiling one (on a CPU with ``TF_CPU_ALLOCATOR_USE_BFC=true`` so that the
-  CPU allocator keeps statistics; XLA's buffers come from it), each configuration in a fresh
-  process. The process's peak resident set (compilation included) is reported beside it.
+  meta-step after the compiling one (on a CPU the pooled allocator, ``TF_CPU_ALLOCATOR_USE_BFC``,
+  keeps statistics; XLA's buffers come from it), each configuration in a fresh process. The
+  process's peak resident set (compilation included) is reported beside it.
+
+Every configuration runs with pooled CPU memory, as ``train/meta.py`` does
+(``blur_keras.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
+measures TensorFlow's default allocator instead (no memory statistics then).
 
 * the cost of recomputation: one process, meta-steps at T = 50 without and with recomputation
   (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio;
@@ -71,6 +75,9 @@ def add_setting_arguments(parser, species):
 
 
 def build(args, T, recompute):
+    from blur_keras.runtime import pool_cpu_memory
+
+    pool_cpu_memory()  # as train/meta.py does, before TensorFlow's first op
     import tensorflow as tf
 
     from blur_keras import BlurConfig, Genome
@@ -87,12 +94,15 @@ def build(args, T, recompute):
 
 def child(args):
     """One (T, recompute) configuration: prints a JSON line."""
+    from blur_keras.runtime import cpu_memory_pooled
+
     tf, trainer, batch = build(args, args.T, args.recompute)
     device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
     t0 = time.time()
     trainer.train_step(batch)
     first = time.time() - t0
     times, peak = [], None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(max(1, args.steps)):
         try:
             tf.config.experimental.reset_memory_stats(device)
@@ -106,7 +116,11 @@ def child(args):
             peak = max(peak or 0, info["peak"])
         except ValueError:  # no allocator statistics on this device
             pass
+    after, steps = resource.getrusage(resource.RUSAGE_SELF), max(1, args.steps)
     out = {"T": args.T, "recompute": args.recompute, "first_call_s": round(first, 2),
+           "page_faults_per_step": round((after.ru_minflt - usage.ru_minflt) / steps),
+           "kernel_ms_per_step": round((after.ru_stime - usage.ru_stime) / steps * 1e3, 1),
+           "pooled": cpu_memory_pooled(),
            "step_s": round(min(times), 4), "steps_per_s": round(1 / min(times), 3),
            "peak_mb": None if peak is None else round(peak / 2**20, 1),
            "memory": f"{device} allocator peak during a meta-step",
@@ -179,7 +193,8 @@ def run_child(args, T, recompute, steps, mode="--child"):
            f"--recompute={recompute}", f"--steps={steps}", f"--species={args.species}",
            f"--replicas={args.replicas}", f"--batch={args.batch}", f"--hidden={args.hidden}",
            f"--k={args.k}", f"--features={args.features}", f"--classes={args.classes}"]
-    env = dict(os.environ, TF_CPU_ALLOCATOR_USE_BFC="true")
+    env = dict(os.environ)
+    env.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # pooled, with statistics (build())
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -220,7 +235,10 @@ def main():
           flush=True)
     speed = run_child(args, 10, 0, args.steps)
     print(f"T=10: {speed.get('steps_per_s')} meta-steps/s ({speed.get('step_s')} s/step; "
-          f"first call incl. compilation {speed.get('first_call_s')} s)", flush=True)
+          f"first call incl. compilation {speed.get('first_call_s')} s; "
+          f"{speed.get('page_faults_per_step')} page faults and "
+          f"{speed.get('kernel_ms_per_step')} ms kernel time per meta-step; CPU memory "
+          f"{'pooled' if speed.get('pooled') else 'not pooled'})", flush=True)
     if args.recompute_T:
         rc = run_child(args, args.recompute_T, 0, args.steps, mode="--recompute-child")
         print(f"T={args.recompute_T}: recomputation (segment {rc.get('recompute')}) costs "

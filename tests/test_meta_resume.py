@@ -96,6 +96,7 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from" in resumed.stderr
+    assert "CPU memory: pooled" in resumed.stderr  # blur_keras.runtime, as every entry point
 
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     a, b = _metrics(straight_dir), _metrics(killed_dir)

@@ -17,6 +17,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+
+pool_cpu_memory()  # before TensorFlow creates its CPU device
+
 from absl import app, flags, logging  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
