@@ -26,3 +26,5 @@ bench: install data
 	$(PYTHON) benchmarks/data.py
 	$(PYTHON) benchmarks/meta_step.py
 	$(PYTHON) benchmarks/resume.py
+	$(PYTHON) benchmarks/state_layout.py
+	$(PYTHON) benchmarks/state_layout_step.py

@@ -1,4 +1,4 @@
-"""blur_keras.runtime: pooled CPU memory, asked for after TensorFlow's import, before its first op."""
+"""blur_keras.runtime: pooled CPU memory, asked for before TensorFlow's first op."""
 
 import os
 import subprocess

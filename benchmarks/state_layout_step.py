@@ -1,0 +1,282 @@
+"""A whole meta-gradient in the state-leading layout: how much faster would the core be?
+
+    python benchmarks/state_layout_step.py               # 30 rounds in turns
+    python benchmarks/state_layout_step.py --rounds 60
+
+``benchmarks/state_layout.py`` times single operations; this times the meta-gradient of issue
+8's setting (100-256-10, k = 4, T = 10, batch 128, activation norm and synapse norm, the
+default activations, target feedback, the additive backward rule) written twice:
+
+* ``Last``: the library's layout, neuron states ``[B, n, k]`` and synapses ``[n_i, n_j, k]``;
+* ``Lead``: states ``[k, B, n]`` and synapses ``[k, n_i, n_j]``, so that per-state matmuls need
+  no transposes and elementwise loops run along the neurons.
+
+Both are a stand-alone restatement of that one configuration of the library's inner step, kept
+here only to measure the layout; the script first checks it against
+``blur_keras.inner.inner_step``: ``Last`` must give the same bits, ``Lead`` the same numbers to
+float32 round-off. It then differentiates ``T`` steps and a query (TensorFlow's autodiff in
+both: the library's hand-derived reverse exists only for its own layout) under XLA, and times
+the two compiled meta-gradients in one process, in turns, after pooling CPU memory as
+``train/meta.py`` does. It prints both first calls, both times and the ratio ``Last / Lead``
+(median over rounds, with its quartiles).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+
+pool_cpu_memory()
+
+K, SIZES, B, T = 4, (100, 256, 10), 128, 10
+
+
+class Last:
+    """The library's layout: states ``[B, n, k]``, synapses ``[n_i, n_j, k]``."""
+
+    @staticmethod
+    def vec(v):  # per-state vector [k] against states
+        return v
+
+    @staticmethod
+    def mix(a, m):
+        return tf.reduce_sum(a[..., :, None] * m, axis=-2)
+
+    @staticmethod
+    def psm(x, w):
+        return tf.einsum("bic,ijc->bjc", x, w)
+
+    @staticmethod
+    def outer(p, q):
+        return tf.transpose(tf.matmul(tf.transpose(p, (2, 1, 0)), tf.transpose(q, (2, 0, 1))),
+                            (1, 2, 0))
+
+    @staticmethod
+    def bias(a):
+        return tf.concat([a, tf.ones_like(a[:, :1, :])], axis=1)
+
+    @staticmethod
+    def input_matmul(x, w, m):
+        n, nj = w.shape[0] - 1, w.shape[1]
+        xw = tf.reshape(x @ tf.reshape(w[:n], [n, nj * K]), [-1, nj, K])
+        return m[0] * xw + tf.reduce_sum(m, axis=0) * w[n]
+
+    @staticmethod
+    def input_outer(x, q, m):
+        xb = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)
+        nj = q.shape[1]
+        out = tf.reshape(tf.matmul(xb, tf.reshape(q, [-1, nj * K]), transpose_a=True),
+                         [-1, nj, K])
+        n = x.shape[1]
+        scale = tf.where(tf.range(n + 1)[:, None] == n, tf.reduce_sum(m, 0)[None], m[0][None])
+        return out * scale[:, None, :]
+
+    BATCH_AXIS = SOURCE_AXIS = 0  # of states, of synapses
+
+    @staticmethod
+    def feedback(a, t):
+        return tf.concat([a[..., :1], t[..., None], tf.zeros_like(a[..., 2:])], axis=-1)
+
+    @staticmethod
+    def state0(a):
+        return a[..., 0]
+
+    @staticmethod
+    def synapses(ws):  # from [i, j, k]
+        return ws
+
+
+class Lead:
+    """State-leading: states ``[k, B, n]``, synapses ``[k, n_i, n_j]``."""
+
+    @staticmethod
+    def vec(v):
+        return v[:, None, None]
+
+    @staticmethod
+    def mix(a, m):
+        return tf.add_n([m[d][:, None, None] * a[d] for d in range(K)])
+
+    @staticmethod
+    def psm(x, w):
+        return tf.matmul(x, w)
+
+    @staticmethod
+    def outer(p, q):
+        return tf.matmul(p, q, transpose_a=True)
+
+    @staticmethod
+    def bias(a):
+        return tf.concat([a, tf.ones_like(a[:, :, :1])], axis=2)
+
+    @staticmethod
+    def input_matmul(x, w, m):
+        n = w.shape[1] - 1
+        xw = tf.matmul(tf.broadcast_to(x, [K] + x.shape.as_list()), w[:, :n])
+        return m[0][:, None, None] * xw + (tf.reduce_sum(m, axis=0)[:, None, None]
+                                           * w[:, n:n + 1])
+
+    @staticmethod
+    def input_outer(x, q, m):
+        xb = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)
+        out = tf.matmul(tf.broadcast_to(xb, [K] + xb.shape.as_list()), q, transpose_a=True)
+        n = x.shape[1]
+        scale = tf.where(tf.range(n + 1)[None, :] == n, tf.reduce_sum(m, 0)[:, None],
+                         m[0][:, None])  # [k, n+1]
+        return out * scale[:, :, None]
+
+    BATCH_AXIS = SOURCE_AXIS = 1  # of states, of synapses
+
+    @staticmethod
+    def feedback(a, t):
+        return tf.concat([a[:1], t[None], tf.zeros_like(a[2:])], axis=0)
+
+    @staticmethod
+    def state0(a):
+        return a[0]
+
+    @staticmethod
+    def synapses(ws):
+        return tf.transpose(ws, (2, 0, 1))
+
+
+def standardize(L, u, eps=1e-3):
+    """Activation norm's standardisation over the batch axis."""
+    mean, var = tf.nn.moments(u, axes=[L.BATCH_AXIS], keepdims=True)
+    return (u - mean) * tf.math.rsqrt(var + eps)
+
+
+def syn_norm(L, w, s):
+    """Synapse norm: each column over its source neurons, times the genome's scale."""
+    return w * tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=L.SOURCE_AXIS, keepdims=True)
+                             + 1e-8) * s
+
+
+def relu_tanh(u):
+    return tf.nn.relu(tf.tanh(u))
+
+
+def step(L, p, ws, x, t):
+    """One inner step in layout ``L``: new ``(W⁰, W¹, V¹)`` and the prediction (state 0)."""
+    w0, w1, v1 = ws
+    vec = L.vec
+
+    def norm_act(u, act):
+        return act(vec(p["gamma"]) * standardize(L, u) + vec(p["beta"]))
+
+    s = p["syn_scale"]
+    w0n, w1n, v1n = syn_norm(L, w0, s), syn_norm(L, w1, s), syn_norm(L, v1, s)
+    a1 = norm_act(p["eta"] * L.input_matmul(x, w0n, p["nu"]), relu_tanh)
+    a2 = norm_act(p["eta"] * L.psm(L.mix(L.bias(a1), p["nu"]), w1n), tf.tanh)
+    pred = L.state0(a2)
+    a2 = L.feedback(a2, t)
+    g = L.psm(L.mix(a2, p["mu"]), v1n)
+    a1 = norm_act(p["f"] * a1 + p["eta"] * g, relu_tanh)
+    post = tf.transpose(p["post"])
+    d0 = L.input_outer(x, L.mix(a1, post), p["pre"])
+    d1 = L.outer(L.mix(L.bias(a1), p["pre"]), L.mix(a2, post))
+    dv = L.outer(L.mix(a2, p["pre"]), L.mix(a1, post))
+    upd = lambda w, d: p["f_syn"] * w + p["eta_syn"] * d  # noqa: E731
+    return (upd(w0, d0), upd(w1, d1), upd(v1, dv)), pred
+
+
+def meta_loss(L, p, ws, xs, ts, qx, qy):
+    """``T`` inner steps, then the query's softmax cross-entropy (logit scale 3)."""
+    def body(i, w0, w1, v1):
+        new, _ = step(L, p, (w0, w1, v1), xs[i], ts[i])
+        return (i + 1,) + new
+
+    _, *ws = tf.while_loop(lambda i, *_: i < T, body, (0,) + tuple(ws), maximum_iterations=T)
+    _, pred = step(L, p, ws, qx, tf.zeros([qx.shape[0], SIZES[-1]]))  # forward part is the query
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(qy, 3.0 * pred))
+
+
+def make(L):
+    """The compiled meta-gradient (loss and d loss / d genome) in layout ``L``."""
+
+    @tf.function(jit_compile=True)
+    def grad(p, ws, xs, ts, qx, qy):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            loss = meta_loss(L, p, ws, xs, ts, qx, qy)
+        return loss, tape.gradient(loss, p)
+
+    return grad
+
+
+def genome_params():
+    """The genome entries this configuration reads, from ``meta_step.py``'s random genome."""
+    from blur_keras import Genome
+
+    genome = Genome.random(K, seed=0, transform_std=0.5, synapse_update=-0.01)
+    return {n: tf.constant(v) for n, v in genome.params().items()
+            if n in ("nu", "mu", "pre", "post", "gamma", "beta", "eta", "f", "f_syn", "eta_syn",
+                     "syn_scale")}
+
+
+def check_against_library(p, rng):
+    """One step of ``Last`` and ``Lead`` against ``blur_keras.inner.inner_step``."""
+    from blur_keras import BlurConfig
+    from blur_keras.inner import inner_step
+    from blur_keras.synapses import init_synapses
+
+    config = BlurConfig(activation_norm=True, synapse_norm=True)
+    synapses = init_synapses(tf.constant([1, 2], tf.int64), SIZES, K, (), config)
+    x = tf.constant(np.float32(rng.uniform(size=(B, SIZES[0]))))
+    t = tf.constant(np.float32(2 * np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], B)] - 1))
+    new, states = inner_step(p, synapses, x, t, config)
+    ws = (synapses[0][0], synapses[1][0], synapses[1][1])
+    expected = (new[0][0], new[1][0], new[1][1], states[-1][..., 0])
+    for L, to_last, atol in ((Last, lambda w: w, 0.0),
+                             (Lead, lambda w: tf.transpose(w, (1, 2, 0)), 1e-5)):
+        got, pred = step(L, p, tuple(L.synapses(w) for w in ws), x, t)
+        for a, b in zip([to_last(w) for w in got] + [pred], expected):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=atol)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    p = genome_params()
+    check_against_library(p, rng)
+    f32 = lambda a: tf.constant(np.float32(a))  # noqa: E731
+    w = [rng.normal(size=(n + 1, m, K)) / np.sqrt(n) for n, m in zip(SIZES[:-1], SIZES[1:])]
+    w.append(rng.normal(size=(SIZES[2], SIZES[1], K)) / np.sqrt(SIZES[2]))  # V¹
+    xs = f32(rng.uniform(size=(T, B, SIZES[0])))
+    ts = f32(2 * np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], size=(T, B))] - 1)
+    qx = f32(rng.uniform(size=(B, SIZES[0])))
+    qy = tf.constant(rng.integers(0, SIZES[-1], size=B), tf.int32)
+    print(f"meta-gradient, {'-'.join(map(str, SIZES))}, k={K}, T={T}, batch {B}, XLA on CPU "
+          f"({os.cpu_count()} cores); one step checked against blur_keras.inner.inner_step")
+    runs = {}
+    for name, L in (("[B, n, k]", Last), ("[k, B, n]", Lead)):
+        fn, ws = make(L), [L.synapses(f32(a)) for a in w]
+        t0 = time.perf_counter()
+        loss = fn(p, ws, xs, ts, qx, qy)[0].numpy()
+        print(f"  {name}: first call {time.perf_counter() - t0:.2f} s, meta-loss {loss:.6f}")
+        runs[name] = (fn, ws)
+    times = {name: [] for name in runs}
+    for _ in range(args.rounds):  # in turns
+        for name, (fn, ws) in runs.items():
+            t0 = time.perf_counter()
+            fn(p, ws, xs, ts, qx, qy)[0].numpy()
+            times[name].append(time.perf_counter() - t0)
+    ratio = np.array(times["[B, n, k]"]) / np.array(times["[k, B, n]"])
+    print(f"  [B, n, k] {np.median(times['[B, n, k]']) * 1e3:.1f} ms, [k, B, n] "
+          f"{np.median(times['[k, B, n]']) * 1e3:.1f} ms per meta-gradient (median of "
+          f"{args.rounds}); ratio {np.median(ratio):.3f} (quartiles "
+          f"{np.percentile(ratio, 25):.3f}-{np.percentile(ratio, 75):.3f})")
+
+
+if __name__ == "__main__":
+    main()
