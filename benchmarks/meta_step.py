@@ -15,15 +15,15 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
   keeps statistics; XLA's buffers come from it), each configuration in a fresh process. The
   process's peak resident set (compilation included) is reported beside it.
 
-Every configuration runs with pooled CPU memory, as ``train/meta.py`` does
-(``blur_keras.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
-measures TensorFlow's default allocator instead (no memory statistics then).
-
 * the cost of recomputation: one process, meta-steps at T = 50 without and with recomputation
   (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio;
 * the speed-up of the hand-derived gradients (``blur_keras.step_gradient``, ``gradient``) over
   TensorFlow's autodiff of the same formulas (traced under ``gradient.plain_autodiff()``): one
   process, T = 10, in turns, median of the per-round time ratio, and both first calls.
+
+Every configuration runs with pooled CPU memory, as ``train/meta.py`` does
+(``blur_keras.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
+measures TensorFlow's default allocator instead (no memory statistics then).
 
 The data are random tensors of MNIST 10x10's shapes (speed and memory depend on shapes only).
 """

@@ -4,9 +4,9 @@
     python benchmarks/profile_meta_step.py --top 30 --calls 5
 
 Same setting and trainer as ``benchmarks/meta_step.py`` (100-256-10, k = 4, T = 10, batch 128,
-XLA, pooled CPU memory as in ``train/meta.py``). Runs the TensorFlow profiler over ``--calls`` meta-steps after the compiling one, with
-``--xla_cpu_enable_xprof_traceme`` so that every XLA op (fusion, dot, copy, ...) is an event,
-and prints per meta-step:
+XLA, pooled CPU memory as in ``train/meta.py``). Runs the TensorFlow profiler over ``--calls``
+meta-steps after the compiling one, with ``--xla_cpu_enable_xprof_traceme`` so that every XLA
+op (fusion, dot, copy, ...) is an event, and prints per meta-step:
 
 * the number of op events and their duration percentiles (is it launch overhead or work?);
 * thread time by category (dots, copies/transposes, loop accumulators, reductions, other
