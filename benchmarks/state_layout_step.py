@@ -2,6 +2,7 @@
 
     python benchmarks/state_layout_step.py               # 30 rounds in turns
     python benchmarks/state_layout_step.py --rounds 60
+    python benchmarks/state_layout_step.py --hidden 32 --k 2 --T 20   # the default run's network
 
 ``benchmarks/state_layout.py`` times single operations; this times the meta-gradient of issue
 8's setting (100-256-10, k = 4, T = 10, batch 128, activation norm and synapse norm, the
@@ -17,9 +18,10 @@ here only to measure the layout; the script first checks it against
 float32 round-off. It then differentiates ``T`` steps and a query (TensorFlow's autodiff in
 both: the library's hand-derived reverse exists only for its own layout) under XLA. Beside
 them it runs the library's own meta-gradient of the same setting (``meta_loss``, with the
-hand-derived reverse, from fresh seeded synapses). All three are timed in one process, in
-turns, after pooling CPU memory as ``train/meta.py`` does. It prints their first calls, their
-times and each one's speed-up over the restated ``[B, n, k]`` (median over rounds, with
+hand-derived reverse, from fresh seeded synapses), and the meta-loss alone (no gradient, as a
+CMA-ES stage evaluates it) in both restated layouts. All are timed in one process, in turns,
+after pooling CPU memory as ``train/meta.py`` does. It prints their first calls, their times
+and each one's speed-up over the restated ``[B, n, k]`` of its kind (median over rounds, with
 quartiles).
 """
 
@@ -38,7 +40,7 @@ from blur_keras.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()
 
-K, SIZES, B, T = 4, (100, 256, 10), 128, 10
+K, SIZES, B, T = 4, (100, 256, 10), 128, 10  # issue 8's setting; --k, --hidden, --T change it
 
 
 class Last:
@@ -68,15 +70,17 @@ class Last:
     @staticmethod
     def input_matmul(x, w, m):
         n, nj = w.shape[0] - 1, w.shape[1]
-        xw = tf.reshape(x @ tf.reshape(w[:n], [n, nj * K]), [-1, nj, K])
+        k = w.shape[-1]
+        xw = tf.reshape(x @ tf.reshape(w[:n], [n, nj * k]), [-1, nj, k])
         return m[0] * xw + tf.reduce_sum(m, axis=0) * w[n]
 
     @staticmethod
     def input_outer(x, q, m):
         xb = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)
         nj = q.shape[1]
-        out = tf.reshape(tf.matmul(xb, tf.reshape(q, [-1, nj * K]), transpose_a=True),
-                         [-1, nj, K])
+        k = q.shape[-1]
+        out = tf.reshape(tf.matmul(xb, tf.reshape(q, [-1, nj * k]), transpose_a=True),
+                         [-1, nj, k])
         n = x.shape[1]
         scale = tf.where(tf.range(n + 1)[:, None] == n, tf.reduce_sum(m, 0)[None], m[0][None])
         return out * scale[:, None, :]
@@ -105,7 +109,7 @@ class Lead:
 
     @staticmethod
     def mix(a, m):
-        return tf.add_n([m[d][:, None, None] * a[d] for d in range(K)])
+        return tf.add_n([m[d][:, None, None] * a[d] for d in range(a.shape[0])])
 
     @staticmethod
     def psm(x, w):
@@ -122,14 +126,15 @@ class Lead:
     @staticmethod
     def input_matmul(x, w, m):
         n = w.shape[1] - 1
-        xw = tf.matmul(tf.broadcast_to(x, [K] + x.shape.as_list()), w[:, :n])
+        xw = tf.matmul(tf.broadcast_to(x, [w.shape[0]] + x.shape.as_list()), w[:, :n])
         return m[0][:, None, None] * xw + (tf.reduce_sum(m, axis=0)[:, None, None]
                                            * w[:, n:n + 1])
 
     @staticmethod
     def input_outer(x, q, m):
         xb = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)
-        out = tf.matmul(tf.broadcast_to(xb, [K] + xb.shape.as_list()), q, transpose_a=True)
+        out = tf.matmul(tf.broadcast_to(xb, [q.shape[0]] + xb.shape.as_list()), q,
+                        transpose_a=True)
         n = x.shape[1]
         scale = tf.where(tf.range(n + 1)[None, :] == n, tf.reduce_sum(m, 0)[:, None],
                          m[0][:, None])  # [k, n+1]
@@ -196,16 +201,21 @@ def meta_loss(L, p, ws, xs, ts, qx, qy):
         new, _ = step(L, p, (w0, w1, v1), xs[i], ts[i])
         return (i + 1,) + new
 
-    _, *ws = tf.while_loop(lambda i, *_: i < T, body, (0,) + tuple(ws), maximum_iterations=T)
-    _, pred = step(L, p, ws, qx, tf.zeros([qx.shape[0], SIZES[-1]]))  # forward part is the query
+    steps = xs.shape[0]
+    _, *ws = tf.while_loop(lambda i, *_: i < steps, body, (0,) + tuple(ws),
+                           maximum_iterations=steps)
+    _, pred = step(L, p, ws, qx, tf.zeros_like(ts[0]))  # its forward part is the query
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(qy, 3.0 * pred))
 
 
-def make(L):
-    """The compiled meta-gradient (loss and d loss / d genome) in layout ``L``."""
+def make(L, forward_only=False):
+    """The compiled meta-gradient (loss and d loss / d genome) in layout ``L``, or with
+    ``forward_only`` the meta-loss alone (what a CMA-ES stage evaluates)."""
 
     @tf.function(jit_compile=True)
     def grad(p, ws, xs, ts, qx, qy):
+        if forward_only:
+            return (meta_loss(L, p, ws, xs, ts, qx, qy),)
         with tf.GradientTape() as tape:
             tape.watch(p)
             loss = meta_loss(L, p, ws, xs, ts, qx, qy)
@@ -268,9 +278,14 @@ def check_against_library(p, rng):
 
 
 def main():
+    global K, SIZES, T  # the setting every function here reads
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--hidden", type=int, default=SIZES[1])
+    parser.add_argument("--k", type=int, default=K)
+    parser.add_argument("--T", type=int, default=T)
     args = parser.parse_args()
+    K, SIZES, T = args.k, (SIZES[0], args.hidden, SIZES[2]), args.T
     rng = np.random.default_rng(0)
     p = genome_params()
     check_against_library(p, rng)
@@ -285,8 +300,9 @@ def main():
           f"({os.cpu_count()} cores); one step checked against blur_keras.inner.inner_step")
     runs = {}
     for name, L in (("[B, n, k]", Last), ("[k, B, n]", Lead)):
-        runs[f"restated, autodiff, {name}"] = (make(L), (p, [L.synapses(f32(a)) for a in w], xs,
-                                                          ts, qx, qy))
+        inputs = (p, [L.synapses(f32(a)) for a in w], xs, ts, qx, qy)
+        runs[f"restated, autodiff, {name}"] = (make(L), inputs)
+        runs[f"restated, forward only, {name}"] = (make(L, forward_only=True), inputs)
     runs["library, hand-derived reverse, [B, n, k]"] = library_meta_gradient(xs, ts, qx, qy)
     for name, (fn, inputs) in runs.items():
         t0 = time.perf_counter()
@@ -298,11 +314,12 @@ def main():
             t0 = time.perf_counter()
             fn(*inputs)[0].numpy()
             times[name].append(time.perf_counter() - t0)
-    base = np.array(times["restated, autodiff, [B, n, k]"])
-    print(f"per meta-gradient, median of {args.rounds} in turns; ratio: restated [B, n, k] / this "
-          f"(quartiles)")
+    print(f"per call, median of {args.rounds} in turns; ratio: restated [B, n, k] (gradient, or "
+          f"forward only) / this (quartiles)")
     for name, t in times.items():
-        ratio = base / np.array(t)
+        base = times["restated, forward only, [B, n, k]" if "forward" in name else
+                     "restated, autodiff, [B, n, k]"]
+        ratio = np.array(base) / np.array(t)
         print(f"  {name:42s} {np.median(t) * 1e3:6.1f} ms   ratio {np.median(ratio):.3f} "
               f"({np.percentile(ratio, 25):.3f}-{np.percentile(ratio, 75):.3f})")
 
