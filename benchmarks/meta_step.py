@@ -193,9 +193,7 @@ def run_child(args, T, recompute, steps, mode="--child"):
            f"--recompute={recompute}", f"--steps={steps}", f"--species={args.species}",
            f"--replicas={args.replicas}", f"--batch={args.batch}", f"--hidden={args.hidden}",
            f"--k={args.k}", f"--features={args.features}", f"--classes={args.classes}"]
-    env = dict(os.environ)
-    env.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # pooled, with statistics (build())
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True)  # build() pools CPU memory
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])

@@ -90,14 +90,11 @@ def _operands(name, a, k, neurons, rng):
     return (w,), (np.moveaxis(w, -1, 0),), None
 
 
-def _time(fn, args, rounds):
-    fn(*args).numpy()  # compile
-    out = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn(*args).numpy()
-        out.append(time.perf_counter() - t0)
-    return out
+def _time(fn, args):
+    """Seconds of one call of a compiled ``fn``."""
+    t0 = time.perf_counter()
+    fn(*args).numpy()
+    return time.perf_counter() - t0
 
 
 def main():
@@ -127,10 +124,11 @@ def main():
             ref = out if ref is None else ref  # the library layout comes first
             np.testing.assert_allclose(out, views[layout](ref), rtol=1e-4, atol=1e-4)
             runs[layout] = (_looped(ops[name], args.passes), inputs)
+            _time(*runs[layout])  # compiles it
         times = {layout: [] for layout in runs}
         for _ in range(args.rounds):  # in turns
             for layout, (fn, inputs) in runs.items():
-                times[layout] += _time(fn, inputs, 1)
+                times[layout].append(_time(fn, inputs))
         base = np.array(times["[B, n, k]"])
         cells = [f"{layout} {np.median(t) / args.passes * 1e6:7.1f} us" +
                  ("" if layout == "[B, n, k]" else f" (ratio {np.median(base / np.array(t)):.2f})")

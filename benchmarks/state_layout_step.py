@@ -224,13 +224,19 @@ def make(L, forward_only=False):
     return grad
 
 
+def library_config():
+    """The ``BlurConfig`` this restatement is of (``meta_step.py``'s)."""
+    from blur_keras import BlurConfig
+
+    return BlurConfig(activation_norm=True, synapse_norm=True)
+
+
 def library_meta_gradient(xs, ts, qx, qy):
     """The library's own compiled meta-gradient of the same setting (``meta.unroll.meta_loss``:
     fresh synapses from a seed, then the same T steps and query) and its inputs."""
-    from blur_keras import BlurConfig
     from blur_keras.meta.unroll import meta_loss
 
-    config = BlurConfig(activation_norm=True, synapse_norm=True)
+    config = library_config()
     params = {n: v[None] for n, v in genome_params().items()}  # one species
     labels = tf.argmax(ts, axis=-1, output_type=tf.int32)
     batch = {"train_x": xs[:, None, None], "train_y": labels[:, None, None],
@@ -259,11 +265,10 @@ def genome_params():
 
 def check_against_library(p, rng):
     """One step of ``Last`` and ``Lead`` against ``blur_keras.inner.inner_step``."""
-    from blur_keras import BlurConfig
     from blur_keras.inner import inner_step
     from blur_keras.synapses import init_synapses
 
-    config = BlurConfig(activation_norm=True, synapse_norm=True)
+    config = library_config()
     synapses = init_synapses(tf.constant([1, 2], tf.int64), SIZES, K, (), config)
     x = tf.constant(np.float32(rng.uniform(size=(B, SIZES[0]))))
     t = tf.constant(np.float32(2 * np.eye(SIZES[-1])[rng.integers(0, SIZES[-1], B)] - 1))
