@@ -1,4 +1,4 @@
-"""A whole meta-gradient in the state-leading layout: how much faster would the core be?
+"""A whole meta-gradient in the two state layouts: what the state-leading core gains.
 
     python benchmarks/state_layout_step.py               # 30 rounds in turns
     python benchmarks/state_layout_step.py --rounds 60
@@ -8,18 +8,19 @@
 8's setting (100-256-10, k = 4, T = 10, batch 128, activation norm and synapse norm, the
 default activations, target feedback, the additive backward rule) written twice:
 
-* ``Last``: the library's layout, neuron states ``[B, n, k]`` and synapses ``[n_i, n_j, k]``;
-* ``Lead``: states ``[k, B, n]`` and synapses ``[k, n_i, n_j]``, so that per-state matmuls need
-  no transposes and elementwise loops run along the neurons.
+* ``Last``: the public layout (the library's internal one until stop 27), neuron states
+  ``[B, n, k]`` and synapses ``[n_i, n_j, k]``;
+* ``Lead``: the library's internal layout (``blur_keras.layout``), states ``[k, B, n]`` and
+  synapses ``[k, n_i, n_j]``, so that per-state matmuls need no transposes and elementwise
+  loops run along the neurons.
 
 Both are a stand-alone restatement of that one configuration of the library's inner step, kept
 here only to measure the layout; the script first checks it against
-``blur_keras.inner.inner_step``: ``Last`` must give the same bits, ``Lead`` the same numbers to
+``blur_keras.inner.inner_step``: ``Lead`` must give the same bits, ``Last`` the same numbers to
 float32 round-off. It then differentiates ``T`` steps and a query (TensorFlow's autodiff in
-both: the library's hand-derived reverse exists only for its own layout) under XLA. Beside
-them it runs the library's own meta-gradient of the same setting (``meta_loss``, with the
-hand-derived reverse, from fresh seeded synapses), and the meta-loss alone (no gradient, as a
-CMA-ES stage evaluates it) in both restated layouts. All are timed in one process, in turns,
+both) under XLA. Beside them it runs the library's own meta-gradient of the same setting
+(``meta_loss``, with the hand-derived reverse, from fresh seeded synapses), and the meta-loss
+alone (no gradient, as a CMA-ES stage evaluates it) in both restated layouts. All are timed in one process, in turns,
 after pooling CPU memory as ``train/meta.py`` does. It prints their first calls, their times
 and each one's speed-up over the restated ``[B, n, k]`` of its kind (median over rounds, with
 quartiles).
@@ -44,7 +45,7 @@ K, SIZES, B, T = 4, (100, 256, 10), 128, 10  # issue 8's setting; --k, --hidden,
 
 
 class Last:
-    """The library's layout: states ``[B, n, k]``, synapses ``[n_i, n_j, k]``."""
+    """The public layout: states ``[B, n, k]``, synapses ``[n_i, n_j, k]``."""
 
     @staticmethod
     def vec(v):  # per-state vector [k] against states
@@ -101,7 +102,8 @@ class Last:
 
 
 class Lead:
-    """State-leading: states ``[k, B, n]``, synapses ``[k, n_i, n_j]``."""
+    """State-leading, the library's internal layout: states ``[k, B, n]``, synapses
+    ``[k, n_i, n_j]``."""
 
     @staticmethod
     def vec(v):
@@ -275,8 +277,8 @@ def check_against_library(p, rng):
     new, states = inner_step(p, synapses, x, t, config)
     ws = (synapses[0][0], synapses[1][0], synapses[1][1])
     expected = (new[0][0], new[1][0], new[1][1], states[-1][..., 0])
-    for L, to_last, atol in ((Last, lambda w: w, 0.0),
-                             (Lead, lambda w: tf.transpose(w, (1, 2, 0)), 1e-5)):
+    for L, to_last, atol in ((Last, lambda w: w, 1e-5),
+                             (Lead, lambda w: tf.transpose(w, (1, 2, 0)), 0.0)):
         got, pred = step(L, p, tuple(L.synapses(w) for w in ws), x, t)
         for a, b in zip([to_last(w) for w in got] + [pred], expected):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=atol)
@@ -308,7 +310,7 @@ def main():
         inputs = (p, [L.synapses(f32(a)) for a in w], xs, ts, qx, qy)
         runs[f"restated, autodiff, {name}"] = (make(L), inputs)
         runs[f"restated, forward only, {name}"] = (make(L, forward_only=True), inputs)
-    runs["library, hand-derived reverse, [B, n, k]"] = library_meta_gradient(xs, ts, qx, qy)
+    runs["library, hand-derived reverse, [k, B, n]"] = library_meta_gradient(xs, ts, qx, qy)
     for name, (fn, inputs) in runs.items():
         t0 = time.perf_counter()
         loss = fn(*inputs)[0].numpy()

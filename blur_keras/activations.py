@@ -1,8 +1,10 @@
 """Neuron non-linearities σ (docs/spec.md §2).
 
-An activation maps a k-state pre-activation ``u[..., k]`` to new k states.
+An activation maps a k-state pre-activation ``u`` to new k states; ``u`` is in the
+core's internal layout ``[*P, k, B, n]`` (``blur_keras.layout``), which is also
+what a callable passed instead of a name receives.
 Plain activations act elementwise on every state.  A *state-aware* activation
-``backprop_<name>`` writes ``σ(u[..., 0])`` into state 0 and ``σ'(u[..., 1:])``
+``backprop_<name>`` writes ``σ(u[0])`` into state 0 and ``σ'(u[1:])``
 into the other states: with it, the k=2 BLUR step is exactly an SGD step
 (docs/spec.md §4).
 
@@ -80,7 +82,7 @@ def _state_aware(name):
     sigma, dsigma = _ELEMENTWISE[name]
 
     def backprop_activation(u):
-        return tf.concat([sigma(u[..., :1]), dsigma(u[..., 1:])], axis=-1)
+        return tf.concat([sigma(u[..., :1, :, :]), dsigma(u[..., 1:, :, :])], axis=-3)
 
     backprop_activation.__name__ = _BACKPROP_PREFIX + name
     return backprop_activation

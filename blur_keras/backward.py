@@ -1,11 +1,11 @@
 """The backward pass (docs/spec.md §2 step 4).
 
-``g^l[b, i, c] = Σ_j Σ_d a^{l+1}[b, j, d] μ[d, c] V^l[j, i, c]``, then one of
+``g^l[c, b, i] = Σ_j Σ_d a^{l+1}[d, b, j] μ[d, c] V^l[c, j, i]``, then one of
 three update rules (σ is the backward activation of layer l):
 
 * ``additive``: ``a^l = σ(f · a^l + η · g^l)``
 * ``multiplicative``: ``a^l = σ(f · a^l ⊙ g^l)``
-* ``multiplicative_second``: ``a^l = σ(f · [a^l[..., 0] ; a^l[..., 1:] ⊙ g^l[..., 1:]])``
+* ``multiplicative_second``: ``a^l = σ(f · [a^l[0] ; a^l[1:] ⊙ g^l[1:]])`` (states 1…k−1)
 """
 
 import tensorflow as tf
@@ -21,8 +21,8 @@ __all__ = ["backward_layer"]
 def backward_layer(a_above, a_current, v, params, config, activation):
     """New states of layer l from layer l+1 through backward synapses ``v``.
 
-    ``a_above``: ``[*P, B, n_{l+1}, k]``; ``a_current``: ``[*P, B, n_l, k]``;
-    ``v``: ``[*P, n_{l+1}, n_l, k]`` (no bias).
+    ``a_above``: ``[*P, k, B, n_{l+1}]``; ``a_current``: ``[*P, k, B, n_l]``;
+    ``v``: ``[*P, k, n_{l+1}, n_l]`` (no bias; the internal layout).
     """
     v = synapse_view(v, params, config)
     g = per_state_matmul(mix_states(a_above, params["mu"]), v)
@@ -33,7 +33,8 @@ def backward_layer(a_above, a_current, v, params, config, activation):
         if rule == "multiplicative":
             u = a_current * g
         elif rule == "multiplicative_second":
-            u = tf.concat([a_current[..., :1], a_current[..., 1:] * g[..., 1:]], axis=-1)
+            u = tf.concat([a_current[..., :1, :, :], a_current[..., 1:, :, :] * g[..., 1:, :, :]],
+                          axis=-3)
         else:
             raise ValueError(f"Unknown backward rule {rule!r}.")
         u = scalar(params["f"]) * u

@@ -8,22 +8,23 @@ __all__ = ["apply_feedback", "pm1_targets", "pm1_from_one_hot"]
 def apply_feedback(a_last, targets, mode="target"):
     """Write the teaching signal into state 1 of the last layer.
 
-    ``a_last``: ``[*P, B, n_L, k]``; ``targets``: ``[*P', B, n_L]`` (±1 one-hot
-    by default; broadcast over population axes).
+    ``a_last``: ``[*P, k, B, n_L]`` (the internal layout); ``targets``: ``[*P', B, n_L]``
+    (±1 one-hot by default; broadcast over population axes).
 
     * ``"target"``: state 0 keeps the prediction, state 1 := target, states ≥ 2 := 0;
     * ``"error"``: state 1 := (state 0 − target) ⊙ state 1, states ≥ 2 := 0.
     """
     targets = tf.cast(targets, a_last.dtype)
-    pred = a_last[..., :1]
+    pred = a_last[..., :1, :, :]
+    targets = targets[..., None, :, :]
     if mode == "target":
-        signal = targets[..., None] + tf.zeros_like(pred)
+        signal = targets + tf.zeros_like(pred)
     elif mode == "error":
-        signal = (pred - targets[..., None]) * a_last[..., 1:2]
+        signal = (pred - targets) * a_last[..., 1:2, :, :]
     else:
         raise ValueError(f"Unknown feedback mode {mode!r}; expected 'target' or 'error'.")
-    rest = tf.zeros_like(a_last[..., 2:])
-    return tf.concat([pred, signal, rest], axis=-1)
+    rest = tf.zeros_like(a_last[..., 2:, :, :])
+    return tf.concat([pred, signal, rest], axis=-3)
 
 
 def pm1_targets(labels, num_classes, dtype=tf.float32):

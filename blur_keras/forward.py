@@ -1,6 +1,6 @@
 """The forward pass (docs/spec.md §2 steps 1–2).
 
-``z^{l+1}[b, j, c] = Σ_i Σ_d ā^l[b, i, d] ν[d, c] W^l[i, j, c]`` with the bias
+``z^{l+1}[c, b, j] = Σ_i Σ_d ā^l[d, b, i] ν[d, c] W^l[c, i, j]`` with the bias
 neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.
 """
 
@@ -15,16 +15,17 @@ __all__ = ["input_states", "forward_layer", "input_forward_layer", "neuron_updat
 
 
 def input_states(x, k):
-    """Input layer after reset: ``a^0[..., 0] = x``, other states 0."""
+    """Input layer after reset, ``[*P', k, B, n]``: state 0 is ``x``, the other states 0."""
     x = tf.convert_to_tensor(x)
-    zeros = tf.zeros(tf.concat([tf.shape(x), [k - 1]], axis=0), x.dtype)
-    return tf.concat([x[..., None], zeros], axis=-1)
+    zeros = tf.zeros(tf.concat([tf.shape(x)[:-2], [k - 1], tf.shape(x)[-2:]], axis=0), x.dtype)
+    return tf.concat([x[..., None, :, :], zeros], axis=-3)
 
 
 def forward_layer(a_below, w, params, config, activation, current=None):
     """New states of layer l+1 from layer l through forward synapses ``w``.
 
-    ``a_below``: ``[*P, B, n_l, k]``; ``w``: ``[*P, n_l + 1, n_{l+1}, k]``;
+    ``a_below``: ``[*P, k, B, n_l]``; ``w``: ``[*P, k, n_l + 1, n_{l+1}]`` (the internal
+    layout, ``blur_keras.layout``);
     ``params``: this layer pair's genome entries, aligned to the population.
     """
     w = synapse_view(w, params, config)

@@ -1,12 +1,9 @@
 """Hand-derived gradients (vector-Jacobian products) of the inner step's primitives.
 
-TensorFlow's autodiff of ``states.mix_states`` (written as a broadcast
-multiply and a sum over states, which is the fast form for the forward pass)
-materialises a ``[*P, B, n, k, k]`` product and reduces it over the batch and
-neuron axes with a windowed reduction: in a meta-gradient at 100-256-10, k=4
-those reductions were the largest items of the profile (docs/speed.md).  The
-hand-derived product below computes the same numbers as one matmul over the
-flattened ``(b, i)`` axes.
+TensorFlow's autodiff of ``states.mix_states`` (written as a sum of scaled
+states, which is the fast form for the forward pass) reduces k² products over
+the batch and neuron axes one by one.  The hand-derived product below computes
+the same numbers as one matmul over the flattened ``(b, i)`` axes.
 
 ``plain_autodiff()`` switches the hand-derived gradients off while a function
 is traced (this one and that of a whole inner step, ``step_gradient``), so
@@ -63,16 +60,17 @@ def sum_to_shape(t, shape):
 
 
 def mix_states_vjp(a, m, dy):
-    """Gradients of ``out[..., b, i, c] = Σ_d a[..., b, i, d] m[..., d, c]``.
+    """Gradients of ``out[..., c, b, i] = Σ_d m[..., d, c] a[..., d, b, i]``.
 
-    ``da[..., b, i, d] = Σ_c dy[..., b, i, c] m[..., d, c]`` (k×k work per
-    element, as the forward); ``dm[..., d, c] = Σ_{b, i} a[..., b, i, d]
-    dy[..., b, i, c]``: one matmul over the flattened ``(b, i)`` axes.  Both
-    are summed back over the population axes that were broadcast.
+    ``da[..., d, b, i] = Σ_c m[..., d, c] dy[..., c, b, i]`` (the same mix with
+    ``mᵀ``, k×k work per element as the forward); ``dm[..., d, c] = Σ_{b, i}
+    a[..., d, b, i] dy[..., c, b, i]``: one matmul over the flattened ``(b, i)``
+    axes.  Both are summed back over the population axes that were broadcast.
     """
-    da = tf.reduce_sum(dy[..., None, :] * m[..., None, None, :, :], axis=-1)
-    k = a.shape[-1]
-    a_rows = tf.reshape(a, tf.concat([tf.shape(a)[:-3], [-1, k]], axis=0))
-    dy_rows = tf.reshape(dy, tf.concat([tf.shape(dy)[:-3], [-1, dy.shape[-1]]], axis=0))
-    dm = tf.matmul(a_rows, dy_rows, transpose_a=True)
+    k = a.shape[-3]
+    mt = tf.linalg.matrix_transpose(m)
+    da = tf.add_n([mt[..., d, :, None, None] * dy[..., d:d + 1, :, :] for d in range(k)])
+    a_rows = tf.reshape(a, tf.concat([tf.shape(a)[:-2], [-1]], axis=0))
+    dy_rows = tf.reshape(dy, tf.concat([tf.shape(dy)[:-2], [-1]], axis=0))
+    dm = tf.matmul(a_rows, dy_rows, transpose_b=True)
     return sum_to_shape(da, tf.shape(a)), sum_to_shape(dm, tf.shape(m))

@@ -5,6 +5,12 @@ returns new synapses and the layer states, so it can be unrolled, compiled
 with XLA and differentiated with respect to the genome.  No loss and no
 gradient exist inside.
 
+``inner_step``, ``forward_pass`` and ``predict`` take and return the public
+layout (the state axis last) and check their inputs; ``step``,
+``forward_states`` and ``predict_internal`` are the same math in the internal
+layout (``blur_keras.layout``), for callers that keep synapses internal across
+many steps (a meta-training unroll).
+
 Population axes (docs/spec.md §6): synapses may carry leading axes ``P`` (species,
 replicas); genome entries carry a prefix of them (left-aligned, e.g. species
 only); ``x`` and ``targets`` broadcast against them.
@@ -19,10 +25,11 @@ from blur_keras.config import BlurConfig
 from blur_keras.feedback import apply_feedback
 from blur_keras.forward import forward_layer, input_forward_layer, input_states
 from blur_keras.genome_spec import align_to_population, select_layer
+from blur_keras.layout import pairs_in, pairs_out, states_out
 from blur_keras.synapses import update_pair
 
-__all__ = ["layer_activations", "forward_pass", "backward_pass", "inner_step", "predict",
-           "layer_params"]
+__all__ = ["layer_activations", "forward_pass", "inner_step", "predict", "layer_params",
+           "forward_states", "backward_states", "update_synapses", "step", "predict_internal"]
 
 
 def layer_activations(config, num_layers, forward=None, backward=None):
@@ -50,15 +57,20 @@ def _num_population_axes(synapses):
     return len(synapses[0][0].shape) - 3
 
 
-def _k(synapses):
-    return synapses[0][0].shape[-1]
-
-
 def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
                  forward_activations=None):
-    """Reset and forward (docs/spec.md §2 steps 1–2). Returns the states ``[a^0, …, a^L]``."""
+    """Reset and forward (docs/spec.md §2 steps 1–2). Returns the states ``[a^0, …, a^L]``,
+    each ``[*P, B, n_l, k]`` (the public layout, like ``synapses``)."""
     x = tf.convert_to_tensor(x)
     check_inputs(params, synapses, x)
+    states = forward_states(params, pairs_in(synapses), x, config, per_layer,
+                            forward_activations)
+    return [states_out(a) for a in states]
+
+
+def forward_states(params, synapses, x, config=BlurConfig(), per_layer=False,
+                   forward_activations=None):
+    """``forward_pass`` in the internal layout (``blur_keras.layout``), without its checks."""
     num_pop = _num_population_axes(synapses)
     fwd = forward_activations or layer_activations(config, len(synapses))[0]
     states = [input_states(x, _k(synapses))]
@@ -71,9 +83,14 @@ def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
     return states
 
 
-def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False,
-                  backward_activations=None):
-    """Backward (docs/spec.md §2 step 4), l = L−1 … 1; the input layer is never changed."""
+def _k(synapses):
+    return synapses[0][0].shape[-3]
+
+
+def backward_states(params, synapses, states, config=BlurConfig(), per_layer=False,
+                    backward_activations=None):
+    """Backward (docs/spec.md §2 step 4), l = L−1 … 1; the input layer is never changed.
+    Internal layout."""
     num_pop = _num_population_axes(synapses)
     bwd = backward_activations or layer_activations(config, len(synapses))[1]
     states = list(states)
@@ -86,7 +103,7 @@ def backward_pass(params, synapses, states, config=BlurConfig(), per_layer=False
 
 
 def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
-    """Hebbian update of every pair (docs/spec.md §2 step 5).
+    """Hebbian update of every pair (docs/spec.md §2 step 5). Internal layout.
 
     The backward synapses V⁰ of the first pair are passed through unchanged:
     they would only feed the input layer, which the backward pass never
@@ -107,28 +124,38 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
 
     Args:
       params: genome dict (``Genome.params()``).
-      synapses: tuple of ``(W^l, V^l)``.
+      synapses: tuple of ``(W^l, V^l)`` in the public layout (``blur_keras.layout``).
       x: inputs ``[*P', B, n_0]``.
       targets: ``[*P', B, n_L]`` (±1 one-hot for target feedback, the
         regression target for error feedback).
     Returns:
-      ``(new_synapses, states)``; ``states[-1][..., 0]`` is the prediction the
-      network made on ``x`` before this update.
+      ``(new_synapses, states)``, public layout; ``states[-1][..., 0]`` is the
+      prediction the network made on ``x`` before this update.
     """
     x, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(targets)
     check_inputs(params, synapses, x, targets)
+    new, states = step(params, pairs_in(synapses), x, targets, config, per_layer,
+                       forward_activations, backward_activations)
+    return pairs_out(new), [states_out(a) for a in states]
+
+
+def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
+         forward_activations=None, backward_activations=None):
+    """``inner_step`` in the internal layout, without its checks: synapses in and out, and
+    the states, are ``[*P, k, ·, ·]``.  What a meta-training unroll runs (``meta.unroll``)."""
+    targets = tf.convert_to_tensor(targets)
     if gradient.hand_step_gradient():
         return _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
                           backward_activations)
-    states = forward_pass(params, synapses, x, config, per_layer, forward_activations)
+    states = forward_states(params, synapses, x, config, per_layer, forward_activations)
     states[-1] = apply_feedback(states[-1], targets, config.feedback)
-    states = backward_pass(params, synapses, states, config, per_layer, backward_activations)
+    states = backward_states(params, synapses, states, config, per_layer, backward_activations)
     return update_synapses(params, synapses, states, config, per_layer), states
 
 
 def _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
                backward_activations):
-    """``inner_step`` with the hand-derived gradient of the whole step (``step_gradient``)."""
+    """``step`` with the hand-derived gradient of the whole step (``step_gradient``)."""
     fwd, bwd = layer_activations(config, len(synapses), forward_activations, backward_activations)
     num_pop = _num_population_axes(synapses)
     layer_p = [layer_params(params, l, per_layer, num_pop) for l in range(len(synapses))]
@@ -140,5 +167,12 @@ def _hand_step(params, synapses, x, targets, config, per_layer, forward_activati
 
 def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):
     """A forward pass on new inputs; the output is state 0 of the last layer
-    (docs/spec.md §2 step 6)."""
+    (docs/spec.md §2 step 6), ``[*P, B, n_L]``."""
     return forward_pass(params, synapses, x, config, per_layer, forward_activations)[-1][..., 0]
+
+
+def predict_internal(params, synapses, x, config=BlurConfig(), per_layer=False,
+                     forward_activations=None):
+    """``predict`` from synapses in the internal layout, without its checks."""
+    return forward_states(params, synapses, x, config, per_layer,
+                          forward_activations)[-1][..., 0, :, :]

@@ -15,6 +15,7 @@ from blur_keras import activations as activations_lib
 from blur_keras.config import BlurConfig
 from blur_keras.forward import forward_layer, input_states
 from blur_keras.inner import layer_params
+from blur_keras.layout import states_in, states_out, synapses_in
 
 __all__ = ["BlurDense"]
 
@@ -131,8 +132,9 @@ class BlurDense(keras.layers.Layer):
         index = ctx.index if (ctx and per_layer) else 0
         params = layer_params(genome.params(self.forward_synapses.dtype), index, per_layer, 0)
         inputs = tf.cast(inputs, self.forward_synapses.dtype)  # integer features (raw pixels)
-        states = inputs if len(inputs.shape) == 3 else input_states(inputs, self.k)
-        return forward_layer(states, self.forward_synapses, params, config, activation)
+        states = states_in(inputs) if len(inputs.shape) == 3 else input_states(inputs, self.k)
+        w = synapses_in(tf.convert_to_tensor(self.forward_synapses))
+        return states_out(forward_layer(states, w, params, config, activation))
 
     def get_config(self):
         config = super().get_config()

@@ -24,6 +24,7 @@ from blur_keras.genome import Genome, resolve_config
 from blur_keras.inner import inner_step, layer_activations
 from blur_keras.layers import BlurDense
 from blur_keras.schedule import at_step
+from blur_keras.layout import synapses_in, synapses_out
 from blur_keras.synapses import sync
 
 __all__ = ["BlurModel", "TARGET_ENCODINGS"]
@@ -203,10 +204,10 @@ class BlurModel(keras.Model):
     def sync_synapses(self):
         """Apply the symmetric / single-state ties of the config to the stored synapses."""
         for layer in self._stack.layers:
-            w, v = sync(layer.forward_synapses, layer.backward_synapses,
+            w, v = sync(synapses_in(layer.forward_synapses), synapses_in(layer.backward_synapses),
                         self.config.symmetric, self.config.single_state)
-            layer.forward_synapses.assign(w)
-            layer.backward_synapses.assign(v)
+            layer.forward_synapses.assign(synapses_out(w))
+            layer.backward_synapses.assign(synapses_out(v))
 
     def synapses(self):
         return tuple((tf.convert_to_tensor(l.forward_synapses), tf.convert_to_tensor(l.backward_synapses))

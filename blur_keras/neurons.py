@@ -10,7 +10,7 @@ __all__ = ["neuron_update", "scalar"]
 
 
 def scalar(v):
-    """A per-population scalar ``[*P]`` broadcast against ``[*P, B, n, k]``."""
+    """A per-population scalar ``[*P]`` broadcast against states ``[*P, k, B, n]``."""
     return v[..., None, None, None]
 
 

@@ -8,7 +8,8 @@ is written out by hand, op by op in reverse, from the tensors the forward kept:
   layer states, the hidden pairs' mixes and drives, normalisation statistics,
   ``[x, 1]ᵀ post`` of the first pair) instead of every intermediate
   TensorFlow's autodiff keeps; cheap mixes and views are recomputed;
-* the first pair's contractions are plain matmuls with ``(j, c)`` flattened;
+* the first pair's contractions are per-state matmuls of ``x`` (its other
+  states are 0);
   σ' comes from σ's output where that is exact; the bias neuron's rows are
   handled without building ``[a ; 1]``.
 
@@ -19,7 +20,9 @@ switches it off (``inner.inner_step`` then traces the plain formulas), which
 is how ``tests/test_gradient.py`` checks it against TensorFlow's autodiff.
 
 Notation: pair ``l`` connects layer ``l`` (below) to ``l + 1``; ``p[l]`` its
-genome entries aligned to the population axes; ``d_*`` a gradient.
+genome entries aligned to the population axes; ``d_*`` a gradient.  Tensors are
+in the internal layout (``blur_keras.layout``): states ``[*P, k, B, n]``,
+synapses ``[*P, k, n_src, n_dst]``.
 """
 
 import tensorflow as tf
@@ -30,8 +33,9 @@ from blur_keras.genome_spec import used_entries
 from blur_keras.gradient import mix_states_vjp, sum_to_shape
 from blur_keras.neurons import scalar
 from blur_keras.normalization import standardize, synapse_view
-from blur_keras.states import (_mix, input_outer_product, input_product, input_row_scale,
-                               per_state_matmul, per_state_outer, with_bias_neuron)
+from blur_keras.states import (_mix, input_drive, input_outer_product, input_product,
+                               input_row_scale, per_state_matmul, per_state_outer, state_vector,
+                               with_bias_neuron)
 from blur_keras.synapses import saturate, swap_src_dst, sync, tie_channels
 
 __all__ = ["inner_step"]
@@ -80,15 +84,15 @@ def _scalar_grad(prod, s):
 
 
 def _state_grad(prod, v):
-    """Gradient of a per-state vector ``v`` used as ``v[..., None, None, :] * t``."""
-    return _sum_to(tf.reduce_sum(prod, axis=[-3, -2]), v)
+    """Gradient of a per-state vector ``v`` used as ``state_vector(v) * t``."""
+    return _sum_to(tf.reduce_sum(prod, axis=[-2, -1]), v)
 
 
 def _bias_mix_vjp(a, m, d):
     """Gradients of ``_mix(with_bias_neuron(a), m)`` without building ``[a ; 1]``: the bias
     neuron's states are all 1, so its rows add ``Σ_b d[b, n, c]`` to every ``m[·, c]``."""
-    d_a, d_m = mix_states_vjp(a, m, d[..., :-1, :])
-    bias = tf.reduce_sum(d[..., -1, :], axis=-2)[..., None, :]  # [*P, 1, k]
+    d_a, d_m = mix_states_vjp(a, m, d[..., :-1])
+    bias = tf.reduce_sum(d[..., -1], axis=-1)[..., None, :]  # [*P, 1, k]
     return d_a, d_m + _sum_to(bias + tf.zeros_like(d_m), m)
 
 
@@ -100,15 +104,15 @@ def _mix_t_vjp(a, m, d):
 
 def _matmul_vjp(m, w, d):
     """Gradients of ``per_state_matmul(m, w)``: ``(d_m, d_w)``."""
-    d_m = tf.einsum("...bjc,...ijc->...bic", d, w)
+    d_m = tf.matmul(d, w, transpose_b=True)
     return _sum_to(d_m, m), _sum_to(per_state_outer(m, d), w)
 
 
 def _outer_vjp(p, q, d, reduction):
     """Gradients of ``per_state_outer(p, q, reduction)``: ``(d_p, d_q)``."""
     if reduction == "mean":
-        d = d / tf.cast(tf.shape(p)[-3], d.dtype)
-    d_p = tf.einsum("...ijc,...bjc->...bic", d, q)
+        d = d / tf.cast(tf.shape(p)[-2], d.dtype)
+    d_p = tf.matmul(q, d, transpose_b=True)
     return _sum_to(d_p, p), _sum_to(per_state_matmul(p, d), q)
 
 
@@ -117,9 +121,9 @@ def _synapse_view_vjp(w, p, config, d):
     if not config.synapse_norm:
         return d, None
     s = scalar(p["syn_scale"])
-    r = tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-3, keepdims=True)
+    r = tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-2, keepdims=True)
                       + config.synapse_norm_epsilon)
-    d_w = s * r * (d - w * tf.square(r) * tf.reduce_sum(d * w, axis=-3, keepdims=True))
+    d_w = s * r * (d - w * tf.square(r) * tf.reduce_sum(d * w, axis=-2, keepdims=True))
     return _sum_to(d_w, w), _scalar_grad(d * w * r, p["syn_scale"])
 
 
@@ -139,10 +143,9 @@ def _bn_vjp(cache, p, d):
     """Gradients of ``normalize_activations`` from the normalised ``xhat`` and ``rstd``:
     ``(d_u, d_gamma, d_beta)``."""
     xhat, rstd = cache
-    gamma = p["gamma"][..., None, None, :]
-    d_xhat = d * gamma
-    d_u = rstd * (d_xhat - tf.reduce_mean(d_xhat, axis=-3, keepdims=True)
-                  - xhat * tf.reduce_mean(d_xhat * xhat, axis=-3, keepdims=True))
+    d_xhat = d * state_vector(p["gamma"])
+    d_u = rstd * (d_xhat - tf.reduce_mean(d_xhat, axis=-2, keepdims=True)
+                  - xhat * tf.reduce_mean(d_xhat * xhat, axis=-2, keepdims=True))
     return d_u, _state_grad(d * xhat, p["gamma"]), _state_grad(d, p["beta"])
 
 
@@ -156,7 +159,7 @@ def _norm_act(u, p, config, name):
 
 
 def _affine(xhat, p):
-    return p["gamma"][..., None, None, :] * xhat + p["beta"][..., None, None, :]
+    return state_vector(p["gamma"]) * xhat + state_vector(p["beta"])
 
 
 def _norm_act_vjp(cache, p, config, name, y, d, grads):
@@ -218,7 +221,7 @@ class _Step:
         w_view = synapse_view(w, p, self.config)
         if l == 0:
             xw = input_product(below, w_view)
-            z = _input_z(xw, w_view, p["nu"])
+            z = input_drive(xw, w_view, p["nu"])
             kept = (xw, None)  # z is recomputed from x W[:n]
         else:
             mixed = _mix(with_bias_neuron(below), p["nu"])
@@ -245,7 +248,8 @@ class _Step:
     def _product(self, current, g):
         if self.config.backward_rule == "multiplicative":
             return current * g
-        return tf.concat([current[..., :1], current[..., 1:] * g[..., 1:]], axis=-1)
+        return tf.concat([current[..., :1, :, :], current[..., 1:, :, :] * g[..., 1:, :, :]],
+                         axis=-3)
 
     def _update_pair(self, l, states, pair, p, cache):
         cfg = self.config
@@ -283,18 +287,18 @@ class _Step:
 
     def _input_hebbian(self, outer, post, p, x):
         scale = input_row_scale(p["pre"], _width(x))
-        return self._reduce(outer * scale[..., :, None, :], post)
+        return self._reduce(outer * scale[..., None], post)
 
     def _reduce(self, t, like):
         if self.config.batch_reduction == "mean":
-            return t / tf.cast(tf.shape(like)[-3], t.dtype)
+            return t / tf.cast(tf.shape(like)[-2], t.dtype)
         return t
 
     def _apply_delta(self, w, dw, post, p):
         """``(new synapses, Oja energy Σ_b post² or None)``."""
         energy = None
         if self.config.oja:
-            energy = self._reduce(tf.reduce_sum(tf.square(post), axis=-3), post)
+            energy = self._reduce(tf.reduce_sum(tf.square(post), axis=-2), post)
         w_new = self._unsaturated(w, dw, energy, p)
         if self.config.saturation:
             w_new = saturate(w_new, p["alpha"])
@@ -304,7 +308,7 @@ class _Step:
         if energy is None:
             return dw
         coeff = -tf.sign(p["eta_syn"]) * tf.abs(p["oja"])
-        return dw + scalar(coeff) * w * energy[..., None, :, :]
+        return dw + scalar(coeff) * w * energy[..., :, None, :]
 
     def _unsaturated(self, w, dw, energy, p):
         return scalar(p["f_syn"]) * w + scalar(p["eta_syn"]) * self._with_oja(w, dw, energy, p)
@@ -356,8 +360,8 @@ class _Step:
         if l == 0:
             d_v, d_v_new = d_v_new, None  # V⁰ passes through unchanged
         elif cfg.symmetric:
-            d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), tf.zeros_like(d_w_new[..., -1:, :, :])],
-                                          axis=-3)
+            d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), tf.zeros_like(d_w_new[..., -1:, :])],
+                                          axis=-2)
             d_v, d_v_new = tf.zeros_like(v), None
         if cfg.single_state:
             d_w_new = _untie(d_w_new)
@@ -395,14 +399,13 @@ class _Step:
         """Reverse of ``ΔW⁰ = reduce(([x, 1]ᵀ post) × row scale)``: ``(d_x, d_post)``."""
         d_delta = self._reduce(d_delta, post)
         scale = input_row_scale(p["pre"], _width(x))
-        d_outer = d_delta * scale[..., :, None, :]
-        d_scale = tf.reduce_sum(d_delta * outer, axis=-2)  # [*P, n + 1, k]
-        d_m0 = tf.reduce_sum(d_scale[..., :-1, :], axis=-2)
-        _add(grads, "pre", _first_row_and_sums_vjp(d_m0, d_scale[..., -1, :], p["pre"]))
-        d_flat = _flatten2(d_outer)
+        d_outer = d_delta * scale[..., None]
+        d_scale = tf.reduce_sum(d_delta * outer, axis=-1)  # [*P, k, n + 1]
+        d_m0 = tf.reduce_sum(d_scale[..., :-1], axis=-1)
+        _add(grads, "pre", _first_row_and_sums_vjp(d_m0, d_scale[..., -1], p["pre"]))
         x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
-        d_post = tf.reshape(tf.matmul(x_bar, d_flat), tf.shape(post))
-        d_x_bar = tf.matmul(_flatten2(post), d_flat, transpose_b=True)  # [*P, B, n + 1]
+        d_post = _sum_to(tf.matmul(x_bar[..., None, :, :], d_outer), post)
+        d_x_bar = tf.reduce_sum(tf.matmul(post, d_outer, transpose_b=True), axis=-3)
         return _sum_to(d_x_bar[..., :-1], x), d_post
 
     def _apply_delta_vjp(self, w, hebbian, energy, post, p, d, grads):
@@ -425,10 +428,10 @@ class _Step:
         if cfg.oja:
             sign = -tf.sign(p["eta_syn"])
             coeff = scalar(sign * tf.abs(p["oja"]))
-            d_w += coeff * d_dw * energy[..., None, :, :]
-            d_energy = tf.reduce_sum(coeff * d_dw * w, axis=-3)  # [*P, n_dst, k]
-            d_post = self._reduce(2.0 * post * d_energy[..., None, :, :], post)
-            _add(grads, "oja", _scalar_grad(d_dw * w * energy[..., None, :, :]
+            d_w += coeff * d_dw * energy[..., :, None, :]
+            d_energy = tf.reduce_sum(coeff * d_dw * w, axis=-2)  # [*P, k, n_dst]
+            d_post = self._reduce(2.0 * post * d_energy[..., :, None, :], post)
+            _add(grads, "oja", _scalar_grad(d_dw * w * energy[..., :, None, :]
                                             * scalar(sign * tf.sign(p["oja"])), p["oja"]))
         return _sum_to(d_w, w), d_dw, d_post
 
@@ -451,9 +454,9 @@ class _Step:
             if cfg.backward_rule == "multiplicative":
                 d_g, d_cur = d_prod * current, d_prod * g
             else:
-                zero = tf.zeros_like(d_prod[..., :1])
-                d_g = tf.concat([zero, d_prod[..., 1:] * current[..., 1:]], axis=-1)
-                d_cur = tf.concat([d_prod[..., :1], d_prod[..., 1:] * g[..., 1:]], axis=-1)
+                first, rest = d_prod[..., :1, :, :], d_prod[..., 1:, :, :]
+                d_g = tf.concat([tf.zeros_like(first), rest * current[..., 1:, :, :]], axis=-3)
+                d_cur = tf.concat([first, rest * g[..., 1:, :, :]], axis=-3)
         d_mixed, d_view = _matmul_vjp(mixed, v_view, d_g)
         d_above, d_m = mix_states_vjp(cache["states"][l + 1], p["mu"], d_mixed)
         _add(grads, "mu", d_m)
@@ -464,14 +467,14 @@ class _Step:
     def _feedback_vjp(self, cache, d):
         """Reverse of ``apply_feedback``: ``(d_last, d_targets)``."""
         a, t = cache["a_fwd"][-1], cache["t"]
-        zeros = tf.zeros_like(d[..., 2:])
+        zeros = tf.zeros_like(d[..., 2:, :, :])
         if self.config.feedback == "target":
-            d_a = tf.concat([d[..., :1], tf.zeros_like(d[..., 1:2]), zeros], axis=-1)
-            return d_a, _sum_to(d[..., 1], t)
-        pred, state1 = a[..., 0], a[..., 1]
-        d1 = d[..., 1]
-        d_a = tf.concat([(d[..., 0] + d1 * state1)[..., None], (d1 * (pred - t))[..., None], zeros],
-                        axis=-1)
+            d_a = tf.concat([d[..., :1, :, :], tf.zeros_like(d[..., 1:2, :, :]), zeros], axis=-3)
+            return d_a, _sum_to(d[..., 1, :, :], t)
+        pred, state1 = a[..., 0, :, :], a[..., 1, :, :]
+        d1 = d[..., 1, :, :]
+        d_a = tf.concat([(d[..., 0, :, :] + d1 * state1)[..., None, :, :],
+                         (d1 * (pred - t))[..., None, :, :], zeros], axis=-3)
         return d_a, _sum_to(-d1 * state1, t)
 
     def _forward_layer_vjp(self, l, cache, d, grads):
@@ -481,7 +484,7 @@ class _Step:
         mixed, z, act = cache["fwd"][l]
         w_view = synapse_view(cache["syn"][l][0], p, cfg)
         if l == 0:  # mixed = x W[:n]
-            z = _input_z(mixed, w_view, p["nu"])
+            z = input_drive(mixed, w_view, p["nu"])
         d_u = _norm_act_vjp(act, p, cfg, self.fwd[l], cache["a_fwd"][l + 1], d, grads)
         _add(grads, "eta", _scalar_grad(d_u * z, p["eta"]))
         d_z = scalar(p["eta"]) * d_u
@@ -496,26 +499,18 @@ class _Step:
         return d_below, d_w
 
     def _input_matmul_vjp(self, x, w, xw, p, d, grads):
-        """Reverse of ``z = ν[0, c] (x W[:n]) + (Σ_d ν[d, c]) W[n]``: ``(d_x, d_w)``."""
+        """Reverse of ``z[c] = ν[0, c] (x W[c, :n]) + (Σ_d ν[d, c]) W[c, n]``: ``(d_x, d_w)``."""
         nu = p["nu"]
-        d_xw = d * nu[..., None, None, 0, :]
-        d_m0 = tf.reduce_sum(d * xw, axis=[-3, -2])
-        d_sum_b = tf.reduce_sum(d, axis=-3, keepdims=True)  # [*P, 1, m, k]
-        d_cs = tf.reduce_sum(d_sum_b * w[..., -1:, :, :], axis=[-3, -2])
+        d_xw = d * state_vector(nu[..., 0, :])
+        d_m0 = tf.reduce_sum(d * xw, axis=[-2, -1])
+        d_sum_b = tf.reduce_sum(d, axis=-2, keepdims=True)  # [*P, k, 1, m]
+        d_cs = tf.reduce_sum(d_sum_b * w[..., -1:, :], axis=[-2, -1])
         _add(grads, "nu", _first_row_and_sums_vjp(d_m0, d_cs, nu))
-        d_flat = _flatten2(d_xw)  # [*P, B, m·k]
-        w_flat = _flatten2(w[..., :-1, :, :])  # [*P, n, m·k]
-        d_x = tf.matmul(d_flat, w_flat, transpose_b=True)
-        d_top = tf.matmul(x, d_flat, transpose_a=True)  # [*P, n, m·k]
-        d_bias = d_sum_b * tf.reduce_sum(nu, axis=-2)[..., None, None, :]
-        d_w = tf.concat([tf.reshape(d_top, tf.shape(w[..., :-1, :, :])), d_bias], axis=-3)
+        d_x = tf.reduce_sum(tf.matmul(d_xw, w[..., :-1, :], transpose_b=True), axis=-3)
+        d_top = tf.matmul(x[..., None, :, :], d_xw, transpose_a=True)  # [*P, k, n, m]
+        d_bias = d_sum_b * state_vector(tf.reduce_sum(nu, axis=-2))
+        d_w = tf.concat([_sum_to(d_top, w[..., :-1, :]), d_bias], axis=-2)
         return _sum_to(d_x, x), _sum_to(d_w, w)
-
-
-def _input_z(xw, w, nu):
-    """Layer 1's drive from ``xw = x W[:n]`` (``states.input_matmul``)."""
-    bias = tf.reduce_sum(nu, axis=-2)[..., None, None, :] * w[..., -1:, :, :]
-    return nu[..., None, None, 0, :] * xw + bias
 
 
 def _width(x):
@@ -533,10 +528,5 @@ def _first_row_and_sums_vjp(d_row0, d_colsum, m):
 
 def _untie(d):
     """Gradient of ``tie_channels``: every channel's gradient summed into channel 0."""
-    total = tf.reduce_sum(d, axis=-1, keepdims=True)
-    return tf.concat([total, tf.zeros_like(d[..., 1:])], axis=-1)
-
-
-def _flatten2(t):
-    """``[..., a, m, k] -> [..., a, m·k]``."""
-    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [-1]], axis=0))
+    total = tf.reduce_sum(d, axis=-3, keepdims=True)
+    return tf.concat([total, tf.zeros_like(d[..., 1:, :, :])], axis=-3)

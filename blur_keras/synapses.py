@@ -1,29 +1,31 @@
 """Synapses: initialisation, the Hebbian update, Oja decay, saturation, syncs
 (docs/spec.md §1, §2 step 5, §3).
 
-Forward synapses ``W^l``: ``[*P, n_l + 1, n_{l+1}, k]`` (row ``n_l`` is the
-bias); backward synapses ``V^l``: ``[*P, n_{l+1}, n_l, k]``.
+Forward synapses ``W^l``: ``[*P, k, n_l + 1, n_{l+1}]`` (row ``n_l`` is the
+bias); backward synapses ``V^l``: ``[*P, k, n_{l+1}, n_l]``, in the core's
+internal layout (``blur_keras.layout``); ``init_synapses`` returns the public one.
 """
 
 import tensorflow as tf
 
 from blur_keras.checks import check_k
+from blur_keras.layout import pairs_out, synapses_in
 from blur_keras.states import input_outer, mix_states, per_state_outer, with_bias_neuron
 
 __all__ = [
     "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "swap_src_dst",
     "tie_channels",
-    "update_pair", "init_synapses", "flatten_pairs", "pair_up",
+    "update_pair", "init_synapses", "init_internal_synapses", "flatten_pairs", "pair_up",
 ]
 
 
 def _post_mix(a, post):
-    """``Σ_d μ̃[c, d] a[..., b, j, d]``, i.e. ``a @ μ̃ᵀ``."""
+    """``Σ_d μ̃[c, d] a[..., d, b, j]``: ``mix_states`` with ``μ̃ᵀ``."""
     return mix_states(a, tf.linalg.matrix_transpose(post))
 
 
 def hebbian_delta(a_src, a_dst, params, reduction="sum", oja=False):
-    """``Δ[i, j, c] = Σ_b (Σ_e a_src[b,i,e] ν̃[e,c]) (Σ_d μ̃[c,d] a_dst[b,j,d])``.
+    """``Δ[c, i, j] = Σ_b (Σ_e a_src[e,b,i] ν̃[e,c]) (Σ_d μ̃[c,d] a_dst[d,b,j])``.
 
     For ``W^l`` pass ``a_src = ā^l`` (with bias neuron) and ``a_dst = a^{l+1}``;
     for ``V^l`` pass ``a_src = a^{l+1}`` and ``a_dst = a^l``.  Returns the delta
@@ -44,12 +46,12 @@ def input_hebbian_delta(x, a_dst, params, reduction="sum"):
 
 
 def oja_term(w, post, params, reduction="sum"):
-    """``−sign(η̃) · |m_oja| · w[i, j, c] · Σ_b post[b, j, c]²`` (batch mean under "mean")."""
-    energy = tf.reduce_sum(tf.square(post), axis=-3)  # [*P, n_dst, k]
+    """``−sign(η̃) · |m_oja| · w[c, i, j] · Σ_b post[c, b, j]²`` (batch mean under "mean")."""
+    energy = tf.reduce_sum(tf.square(post), axis=-2)  # [*P, k, n_dst]
     if reduction == "mean":
-        energy = energy / tf.cast(tf.shape(post)[-3], post.dtype)
+        energy = energy / tf.cast(tf.shape(post)[-2], post.dtype)
     coeff = -tf.sign(params["eta_syn"]) * tf.abs(params["oja"])
-    return coeff[..., None, None, None] * w * energy[..., None, :, :]
+    return coeff[..., None, None, None] * w * energy[..., :, None, :]
 
 
 def saturate(w, alpha):
@@ -60,7 +62,7 @@ def saturate(w, alpha):
 
 def tie_channels(t):
     """Single-state tie: every channel := channel 0."""
-    return tf.broadcast_to(t[..., :1], tf.shape(t))
+    return tf.broadcast_to(t[..., :1, :, :], tf.shape(t))
 
 
 def sync(w, v, symmetric=False, single_state=False):
@@ -70,15 +72,13 @@ def sync(w, v, symmetric=False, single_state=False):
         if not symmetric:
             v = tie_channels(v)
     if symmetric:
-        v = swap_src_dst(w[..., :-1, :, :])
+        v = swap_src_dst(w[..., :-1, :])
     return w, v
 
 
 def swap_src_dst(t):
-    """``[..., a, b, k] -> [..., b, a, k]``: forward synapses (no bias row) as backward ones."""
-    perm = list(range(len(t.shape)))
-    perm[-3], perm[-2] = perm[-2], perm[-3]
-    return tf.transpose(t, perm)
+    """``[..., k, a, b] -> [..., k, b, a]``: forward synapses (no bias row) as backward ones."""
+    return tf.linalg.matrix_transpose(t)
 
 
 def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True, input_layer=False):
@@ -93,7 +93,7 @@ def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True, in
     """
     reduction = config.batch_reduction
     if input_layer:
-        dw, post_w = input_hebbian_delta(a_lower[..., 0], a_upper, params, reduction)
+        dw, post_w = input_hebbian_delta(a_lower[..., 0, :, :], a_upper, params, reduction)
     else:
         dw, post_w = hebbian_delta(with_bias_neuron(a_lower), a_upper, params, reduction)
     w_new = _apply_delta(w, dw, post_w, params, config)
@@ -128,16 +128,24 @@ def pair_up(flat):
 
 
 def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, dtype=tf.float32):
-    """Random synapses for layer sizes ``n_0 … n_L``.
+    """Random synapses for layer sizes ``n_0 … n_L``, in the public layout.
 
     ``W[:n_l] ~ N(0, scale² / n_l)``, bias row 0; ``V ~ N(0, scale² / n_{l+1})``;
     stateless (``seed``: int or shape-[2] tensor) so it compiles with XLA and is
-    reproducible.  Returns a tuple of ``(W, V)`` pairs with the syncs applied.
+    reproducible.  Returns a tuple of ``(W, V)`` pairs with the syncs applied,
+    ``W^l``: ``[*P, n_l + 1, n_{l+1}, k]``, ``V^l``: ``[*P, n_{l+1}, n_l, k]``.
 
     The generator is named (Philox): it draws the same numbers as the default
     ``auto_select`` does on CPU, but under XLA the default lowers to code ~35×
     slower (a third of a meta-step's forward time at 100-256-10, k=4).
     """
+    return pairs_out(init_internal_synapses(seed, sizes, k, population_shape, config, scale,
+                                            dtype))
+
+
+def init_internal_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0,
+                           dtype=tf.float32):
+    """``init_synapses`` in the internal layout (the same numbers, ``layout.pairs_in`` of it)."""
     check_k(k, "init_synapses")
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 0:
@@ -147,8 +155,8 @@ def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, d
     pairs = []
     for l, (n, m) in enumerate(zip(sizes[:-1], sizes[1:])):
         w = _normal(pop + [n, m, k], seeds[2 * l], dtype) * (scale / n ** 0.5)
-        w = tf.concat([w, tf.zeros(pop + [1, m, k], dtype)], axis=-3)
-        v = _normal(pop + [m, n, k], seeds[2 * l + 1], dtype) * (scale / m ** 0.5)
+        w = synapses_in(tf.concat([w, tf.zeros(pop + [1, m, k], dtype)], axis=-3))
+        v = synapses_in(_normal(pop + [m, n, k], seeds[2 * l + 1], dtype) * (scale / m ** 0.5))
         if config is not None:
             w, v = sync(w, v, config.symmetric, config.single_state)
         pairs.append((w, v))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from blur_keras import BlurConfig, data
+from blur_keras import BlurConfig, data, layout
 from blur_keras.data import images as images_mod
 from blur_keras.genome import align_to_population
 from blur_keras.synapses import update_pair
@@ -112,6 +112,17 @@ def tfc(x):
     return tf.constant(x, tf.float32)
 
 
+def tfi(x):
+    """A public-layout array (states ``[.., B, n, k]``, synapses ``[.., n_src, n_dst, k]``) as a
+    float32 tensor in the core's internal layout (``blur_keras.layout``)."""
+    return layout.states_in(tfc(x))
+
+
+def pub(t):
+    """An internal-layout tensor as a public-layout NumPy array (the reference's layout)."""
+    return layout.states_out(t).numpy()
+
+
 def close(actual, expected, rtol=RTOL, atol=ATOL):
     actual = actual.numpy() if hasattr(actual, "numpy") else np.asarray(actual)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
@@ -143,8 +154,10 @@ def one_hot_pm(seed, lead, n_out):
 
 
 def check_update_pair(w, v, a_lo, a_up, g, cfg):
-    """``update_pair`` on the whole [S, R] population vs the reference member by member."""
-    w_new, v_new = update_pair(tfc(w), tfc(v), tfc(a_lo), tfc(a_up), tf_params(g), cfg)
+    """``update_pair`` on the whole [S, R] population vs the reference member by member
+    (in the internal layout; returned, like the arguments, in the public one)."""
+    w_new, v_new = (pub(t) for t in update_pair(tfi(w), tfi(v), tfi(a_lo), tfi(a_up),
+                                                 tf_params(g), cfg))
     exp = [[ref.update_pair(w[s, r], v[s, r], a_lo[s, r], a_up[s, r], member(g, s), cfg)
             for r in range(R)] for s in range(S)]
     close(w_new, np.array([[e[0] for e in row] for row in exp]))

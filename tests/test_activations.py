@@ -5,17 +5,17 @@ import pytest
 
 from blur_keras import BlurConfig, activations
 
-from helpers import S, R, K, B, N_UP, rand, tfc, close
+from helpers import S, R, K, B, N_UP, rand, tfc, tfi, pub, close
 from helpers import reference as ref
 
 
 @pytest.mark.parametrize("name", activations.names())
 def test_activation(name):
     u = rand(3, (S, R, B, N_UP, K), -2.5, 2.5)
-    close(activations.get(name)(tfc(u)), ref.activation(name, u))
+    close(pub(activations.get(name)(tfi(u))), ref.activation(name, u))
     if name.startswith("backprop_"):
         s, ds = ref.sigma(name[len("backprop_"):])
-        out = activations.get(name)(tfc(u)).numpy()
+        out = pub(activations.get(name)(tfi(u)))
         close(out[..., 0], s(u[..., 0]))
         close(out[..., 1:], ds(u[..., 1:]))
 

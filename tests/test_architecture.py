@@ -8,7 +8,7 @@ import pytest
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "blur_keras")
 PURE_CORE = ("states", "forward", "backward", "feedback", "synapses", "normalization",
              "activations", "inner", "checks", "config", "genome_spec", "gradient",
-             "neurons", "step_gradient")
+             "neurons", "step_gradient", "layout")
 
 
 def _imports(module):

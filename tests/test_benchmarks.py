@@ -18,7 +18,7 @@ def _load(name):
 
 def test_state_layout_step_restates_the_library_inner_step():
     bench = _load("state_layout_step")
-    # raises unless [B, n, k] gives inner_step's bits and [k, B, n] its numbers (1e-5)
+    # raises unless [k, B, n] gives inner_step's bits and [B, n, k] its numbers (1e-5)
     bench.check_against_library(bench.genome_params(), np.random.default_rng(3))
 
 

@@ -11,7 +11,7 @@ from blur_keras.forward import forward_layer, input_states
 from blur_keras.states import with_bias_neuron
 
 from helpers import (
-    S, R, K, B, N_LO, N_UP, rand_genome, tf_params, member, rand, rand_w, tfc, close,
+    S, R, K, B, N_LO, N_UP, rand_genome, tf_params, member, rand, rand_w, tfc, tfi, pub, close,
     per_member,
 )
 from helpers import reference as ref
@@ -19,14 +19,14 @@ from helpers import reference as ref
 
 def test_input_states():
     x = rand(5, (S, R, B, N_LO))
-    a = input_states(tfc(x), K)
+    a = pub(input_states(tfc(x), K))
     close(a, ref.input_states(x, K))
-    assert np.all(a.numpy()[..., 1:] == 0)
+    assert np.all(a[..., 1:] == 0)
 
 
 def test_with_bias_neuron():
     a = rand(6, (S, R, B, N_LO, K))
-    out = with_bias_neuron(tfc(a)).numpy()
+    out = pub(with_bias_neuron(tfi(a)))
     assert out.shape == (S, R, B, N_LO + 1, K)
     close(out[..., :N_LO, :], a)
     assert np.all(out[..., N_LO, :] == 1.0)
@@ -40,8 +40,8 @@ def test_forward_layer(act, with_current):
     w = rand_w(13, N_LO, N_UP)
     cur = rand(14, (S, R, B, N_UP, K)) if with_current else None
     cfg = BlurConfig()
-    out = forward_layer(tfc(a), tfc(w), tf_params(g), cfg, act,
-                        current=None if cur is None else tfc(cur))
+    out = pub(forward_layer(tfi(a), tfi(w), tf_params(g), cfg, act,
+                            current=None if cur is None else tfi(cur)))
     expected = per_member(lambda s, r: ref.forward_layer(
         a[s, r], w[s, r], member(g, s), cfg, act, None if cur is None else cur[s, r]))
     close(out, expected)
@@ -53,7 +53,7 @@ def test_forward_layer_bias_row_enters_as_bias():
     a = rand(16, (S, R, B, N_LO, K))
     w = rand_w(17, N_LO, N_UP)
     w[..., :N_LO, :, :] = 0.0
-    out = forward_layer(tfc(a), tfc(w), tf_params(g), BlurConfig(), "linear").numpy()
+    out = pub(forward_layer(tfi(a), tfi(w), tf_params(g), BlurConfig(), "linear"))
     for s in range(S):
         for r in range(R):
             z = np.einsum("dc,jc->jc", member(g, s)["nu"], w[s, r, N_LO])

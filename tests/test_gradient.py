@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from blur_keras import BlurConfig, inner_step, predict, step_gradient
+from blur_keras.forward import input_states
 from blur_keras.gradient import mix_states_vjp, plain_autodiff
 from blur_keras.genome import align_to_population
 from blur_keras.meta.unroll import meta_loss
@@ -215,13 +216,14 @@ def test_meta_gradient_equals_autodiff(name, recompute):
 
 
 def test_mix_states_vjp_broadcasts_population_axes():
-    """``a`` with replica axes, ``m`` with a species axis only (as aligned genomes are)."""
-    a = tf.constant(rand(730, (S, R, B, 5, K)))
+    """``a`` with replica axes, ``m`` with a species axis only (as aligned genomes are);
+    internal layout ``[*P, k, B, n]``."""
+    a = tf.constant(rand(730, (S, R, K, B, 5)))
     m = tf.constant(rand(731, (S, 1, K, K)))
-    dy = tf.constant(rand(732, (S, R, B, 5, K)))
+    dy = tf.constant(rand(732, (S, R, K, B, 5)))
     with tf.GradientTape() as tape:
         tape.watch([a, m])
-        out = tf.reduce_sum(a[..., :, None] * m[..., None, None, :, :], axis=-2)
+        out = tf.einsum("...dbi,...dc->...cbi", a, m)
     expected = tape.gradient(out, [a, m], output_gradients=dy)
     _assert_same(mix_states_vjp(a, m, dy), expected)
     with tf.GradientTape() as tape:
@@ -232,16 +234,17 @@ def test_mix_states_vjp_broadcasts_population_axes():
 
 @pytest.mark.parametrize("x_lead", [(S, R), (R,), ()])
 def test_input_layer_shortcut_equals_general_contraction(x_lead):
-    """``input_matmul``/``input_outer`` = mixing ``[[x, 0, …] ; 1]`` and the general contraction."""
+    """``input_matmul``/``input_outer`` = mixing ``[[x, 0, …] ; 1]`` and the general contraction
+    (internal layout)."""
     x = tf.constant(rand(740, x_lead + (B, 5)))
-    w = tf.constant(rand(741, (S, R, 6, 4, K)))
+    w = tf.constant(rand(741, (S, R, K, 6, 4)))
     m = tf.constant(rand(742, (S, 1, K, K)))
-    q = tf.constant(rand(743, (S, R, B, 4, K)))
-    a_bar = with_bias_neuron(tf.concat([x[..., None], tf.zeros(x.shape + (K - 1,), x.dtype)], -1))
+    q = tf.constant(rand(743, (S, R, K, B, 4)))
+    a_bar = with_bias_neuron(input_states(x, K))
     _assert_same(input_matmul(x, w, m), per_state_matmul(mix_states(a_bar, m), w))
     for reduction in ("sum", "mean"):
         expected = per_state_outer(mix_states(a_bar, m), q, reduction)
-        _assert_same(input_outer(x, q, m, reduction), tf.broadcast_to(expected, [S, R, 6, 4, K]))
+        _assert_same(input_outer(x, q, m, reduction), tf.broadcast_to(expected, [S, R, K, 6, 4]))
 
 
 def test_trainer_step_gradient_switch(monkeypatch):

@@ -261,11 +261,12 @@ def test_jit_matches_eager():
     eager_syn, eager_states = inner_step(params, syn, x, y, cfg)
     jitted = tf.function(inner_step, jit_compile=True)
     jit_syn, jit_states = jitted(params, syn, x, y, cfg)
+    # float32 round-off: XLA orders the batch-norm reductions differently from eager TF
     for (w, v), (we, ve) in zip(jit_syn, eager_syn):
-        close(w, we.numpy())
-        close(v, ve.numpy())
+        close(w, we.numpy(), atol=3e-5)
+        close(v, ve.numpy(), atol=3e-5)
     for a, ae in zip(jit_states, eager_states):
-        close(a, ae.numpy())
+        close(a, ae.numpy(), atol=3e-5)
 
 
 @pytest.mark.parametrize("name", ["plain", "symmetric_single", "saturation_oja"])

@@ -248,5 +248,7 @@ def test_model_call_through_layers_equals_pure_predict_per_layer_genome():
     model.step(x, y)
     fwd, _ = model.activations
     pure = bk.predict(genome.params(), model.synapses(), x, model.config, True, fwd)
-    np.testing.assert_allclose(model(x).numpy(), pure.numpy(), atol=1e-6)
-    np.testing.assert_allclose(model.predict(x, verbose=0), pure.numpy(), atol=1e-6)
+    # float32 round-off: the pure path computes layer 1 by the input-layer shortcut
+    # (states.input_matmul), the layer by the general contraction of [x, 0, …, 0]
+    np.testing.assert_allclose(model(x).numpy(), pure.numpy(), atol=5e-6)
+    np.testing.assert_allclose(model.predict(x, verbose=0), pure.numpy(), atol=5e-6)

@@ -18,7 +18,8 @@ gradient is taken (gradient checkpointing), so activation memory grows with
 import tensorflow as tf
 
 from blur_keras.feedback import pm1_targets
-from blur_keras.inner import inner_step, predict
+from blur_keras.inner import predict, step
+from blur_keras.layout import pairs_in, pairs_out
 from blur_keras.synapses import flatten_pairs, init_synapses, pair_up
 
 __all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
@@ -47,7 +48,7 @@ def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.
 def _flatten(synapses):
     """Synapses as the flat list the unroll carries: ``[W⁰, W¹, V¹, W², V², …]``.
 
-    V⁰ is left out: ``inner_step`` never reads or changes it, and not
+    V⁰ is left out: an inner step never reads or changes it, and not
     carrying it lets XLA drop its random initialisation when the caller
     does not use it either (``meta_loss``).
     """
@@ -74,6 +75,7 @@ def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_sc
     losses (softmax cross-entropy of ``logit_scale ×`` the prediction made on
     each training batch before learning from it, mean over replicas and
     examples; differentiable) and ``[c, S]`` online accuracies (not).
+    The synapses are in the internal layout (``blur_keras.layout``).
     ``v0_spec``: shape and dtype of V⁰, which the step never reads; a zero
     placeholder stands in for it.
     """
@@ -85,8 +87,8 @@ def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_sc
         synapses = _pack(flat, tf.zeros(*v0_spec))
         losses, accs = [], []
         for i in range(num_steps):
-            synapses, states = inner_step(params, synapses, xs[i], ts[i], config, per_layer)
-            guess = states[-1][..., 0]
+            synapses, states = step(params, synapses, xs[i], ts[i], config, per_layer)
+            guess = states[-1][..., 0, :, :]
             labels = tf.broadcast_to(tf.cast(ys[i], tf.int32), tf.shape(guess)[:-1])
             xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logit_scale * guess)
             losses.append(tf.reduce_mean(tf.reshape(xent, [tf.shape(xent)[0], -1]), axis=-1))
@@ -141,8 +143,9 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     num_classes = int(synapses[-1][0].shape[-2])
     train_t = pm1_targets(train_y, num_classes, train_x.dtype)
     names = sorted(params)
-    flat, v0 = _flatten(synapses), synapses[0][1]
-    v0_spec = (v0.shape, v0.dtype)
+    v0 = synapses[0][1]
+    internal = pairs_in(synapses)  # converted once: every step runs in the internal layout
+    flat, v0_spec = _flatten(internal), (internal[0][1].shape, v0.dtype)
     p_list = [params[n] for n in names]
     seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
     num_segments, rest = divmod(num_steps, seg)
@@ -175,7 +178,8 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
         flat = list(out[:-2])
         loss_sum += tf.reduce_sum(out[-2], axis=0)
         inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
-    return _pack(flat, v0), inner_acc, loss_sum / num_steps
+    w0, *rest_pairs = pairs_out(_pack(flat, internal[0][1]))
+    return ((w0[0], v0),) + tuple(rest_pairs), inner_acc, loss_sum / num_steps
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
