@@ -3,6 +3,7 @@
     python benchmarks/meta_step.py                 # the issue's setting, CPU or GPU
     python benchmarks/meta_step.py --quick         # a smaller network, for a smoke run
     python benchmarks/meta_step.py --species 1 --replicas 1 --no-memory   # speed only
+    python benchmarks/meta_step.py --no-memory --no-autodiff --recompute-T 0 --species-ratio
 
 Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 species,
 1 replica. Reports
@@ -19,7 +20,9 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
   (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio;
 * the speed-up of the hand-derived gradients (``blur_keras.step_gradient``, ``gradient``) over
   TensorFlow's autodiff of the same formulas (traced under ``gradient.plain_autodiff()``): one
-  process, T = 10, in turns, median of the per-round time ratio, and both first calls.
+  process, T = 10, in turns, median of the per-round time ratio, and both first calls;
+* with ``--species-ratio``, the time per genome of ``--species`` species against one species:
+  one process, T = 10, in turns, median of the per-round ratio.
 
 Every configuration runs with pooled CPU memory, as ``train/meta.py`` does
 (``blur_keras.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
@@ -188,6 +191,28 @@ def autodiff_child(args):
                                   "autodiff_first_s": round(first["autodiff"], 2)}), flush=True)
 
 
+def species_child(args):
+    """Time per genome of ``args.species`` species against one species at T = 10, in one
+    process, in turns (median over rounds of the per-round ratio)."""
+    import numpy as np
+
+    runs, many = {}, args.species
+    for species in (1, many):
+        args.species = species
+        tf, trainer, batch = build(args, 10, 0)
+        trainer.train_step(batch)  # compile
+        runs[species] = (trainer, batch)
+    args.species = many
+    times = _in_turns(runs, args.steps)
+    per_genome = np.array(times[many]) / many
+    ratio = per_genome / np.array(times[1])
+    print("RESULT " + json.dumps({"species": many, "ratio": round(float(np.median(ratio)), 3),
+                                  "q25": round(float(np.percentile(ratio, 25)), 3),
+                                  "q75": round(float(np.percentile(ratio, 75)), 3),
+                                  "one_s": _median(times[1]),
+                                  "per_genome_s": _median(per_genome)}), flush=True)
+
+
 def run_child(args, T, recompute, steps, mode="--child"):
     cmd = [sys.executable, os.path.abspath(__file__), mode, f"--T={T}",
            f"--recompute={recompute}", f"--steps={steps}", f"--species={args.species}",
@@ -205,6 +230,9 @@ def main():
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--recompute-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--autodiff-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--species-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--species-ratio", action="store_true",
+                        help="also time --species species against one, per genome, in turns")
     parser.add_argument("--no-autodiff", action="store_true",
                         help="skip the hand-derived vs autodiff comparison")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
@@ -225,6 +253,8 @@ def main():
         return recompute_child(args)
     if args.autodiff_child:
         return autodiff_child(args)
+    if args.species_child:
+        return species_child(args)
     import tensorflow as tf
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
@@ -248,6 +278,11 @@ def main():
               f"({ad.get('hand_s')} s vs {ad.get('autodiff_s')} s per meta-step, median of "
               f"{args.steps} turns; first call {ad.get('hand_first_s')} s vs "
               f"{ad.get('autodiff_first_s')} s)", flush=True)
+    if args.species_ratio and args.species > 1:
+        sp = run_child(args, 10, 0, args.steps, mode="--species-child")
+        print(f"T=10: {sp.get('species')} species take {sp.get('ratio')}x the time per genome of "
+              f"one species (quartiles {sp.get('q25')}-{sp.get('q75')}; {sp.get('per_genome_s')} "
+              f"s vs {sp.get('one_s')} s, median of {args.steps} turns)", flush=True)
     if args.no_memory:
         return
     rows = []

@@ -6,10 +6,10 @@ with XLA and differentiated with respect to the genome.  No loss and no
 gradient exist inside.
 
 ``inner_step``, ``forward_pass`` and ``predict`` take and return the public
-layout (the state axis last) and check their inputs; ``step``,
-``forward_states`` and ``predict_internal`` are the same math in the internal
-layout (``blur_keras.layout``), for callers that keep synapses internal across
-many steps (a meta-training unroll).
+layout (the state axis last) and check their inputs; ``step`` and
+``forward_states`` are the same math in the internal layout
+(``blur_keras.layout``), for callers that keep synapses internal across many
+steps (a meta-training unroll).
 
 Population axes (docs/spec.md §6): synapses may carry leading axes ``P`` (species,
 replicas); genome entries carry a prefix of them (left-aligned, e.g. species
@@ -29,7 +29,7 @@ from blur_keras.layout import pairs_in, pairs_out, states_out
 from blur_keras.synapses import update_pair
 
 __all__ = ["layer_activations", "forward_pass", "inner_step", "predict", "layer_params",
-           "forward_states", "backward_states", "update_synapses", "step", "predict_internal"]
+           "forward_states", "backward_states", "update_synapses", "step"]
 
 
 def layer_activations(config, num_layers, forward=None, backward=None):
@@ -168,11 +168,8 @@ def _hand_step(params, synapses, x, targets, config, per_layer, forward_activati
 def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):
     """A forward pass on new inputs; the output is state 0 of the last layer
     (docs/spec.md §2 step 6), ``[*P, B, n_L]``."""
-    return forward_pass(params, synapses, x, config, per_layer, forward_activations)[-1][..., 0]
-
-
-def predict_internal(params, synapses, x, config=BlurConfig(), per_layer=False,
-                     forward_activations=None):
-    """``predict`` from synapses in the internal layout, without its checks."""
-    return forward_states(params, synapses, x, config, per_layer,
-                          forward_activations)[-1][..., 0, :, :]
+    x = tf.convert_to_tensor(x)
+    check_inputs(params, synapses, x)
+    states = forward_states(params, pairs_in(synapses), x, config, per_layer,
+                            forward_activations)
+    return states[-1][..., 0, :, :]

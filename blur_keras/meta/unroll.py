@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from blur_keras.feedback import pm1_targets
 from blur_keras.inner import predict, step
-from blur_keras.layout import pairs_in, pairs_out
+from blur_keras.layout import pairs_in, pairs_out, synapses_in, synapses_out
 from blur_keras.synapses import flatten_pairs, init_synapses, pair_up
 
 __all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
@@ -144,8 +144,9 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     train_t = pm1_targets(train_y, num_classes, train_x.dtype)
     names = sorted(params)
     v0 = synapses[0][1]
-    internal = pairs_in(synapses)  # converted once: every step runs in the internal layout
-    flat, v0_spec = _flatten(internal), (internal[0][1].shape, v0.dtype)
+    # converted once: every step runs in the internal layout (V⁰ stays out, as it is)
+    flat = [synapses_in(synapses[0][0])] + flatten_pairs(pairs_in(synapses[1:]))
+    v0_spec = (v0.shape[:-3] + [v0.shape[-1], v0.shape[-3], v0.shape[-2]], v0.dtype)
     p_list = [params[n] for n in names]
     seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
     num_segments, rest = divmod(num_steps, seg)
@@ -178,8 +179,8 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
         flat = list(out[:-2])
         loss_sum += tf.reduce_sum(out[-2], axis=0)
         inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
-    w0, *rest_pairs = pairs_out(_pack(flat, internal[0][1]))
-    return ((w0[0], v0),) + tuple(rest_pairs), inner_acc, loss_sum / num_steps
+    rest_pairs = pairs_out(pair_up(flat[1:]))
+    return ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, loss_sum / num_steps
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
