@@ -198,11 +198,9 @@ def species_child(args):
 
     runs, many = {}, args.species
     for species in (1, many):
-        args.species = species
-        tf, trainer, batch = build(args, 10, 0)
+        tf, trainer, batch = build(argparse.Namespace(**{**vars(args), "species": species}), 10, 0)
         trainer.train_step(batch)  # compile
         runs[species] = (trainer, batch)
-    args.species = many
     times = _in_turns(runs, args.steps)
     per_genome = np.array(times[many]) / many
     ratio = per_genome / np.array(times[1])

@@ -1,9 +1,10 @@
-"""Hand-derived gradients (vector-Jacobian products) of the inner step's primitives.
+"""The switches of the hand-derived gradients (vector-Jacobian products), and their helper.
 
-TensorFlow's autodiff of ``states.mix_states`` (written as a sum of scaled
-states, which is the fast form for the forward pass) reduces k² products over
-the batch and neuron axes one by one.  The hand-derived product below computes
-the same numbers as one matmul over the flattened ``(b, i)`` axes.
+The hand-derived gradients live beside their forward: ``states.mix_states_vjp``
+(TensorFlow's autodiff of ``states.mix_states``, a sum of scaled states,
+reduces k² products over the batch and neuron axes one by one; the hand-derived
+one computes the same numbers as one matmul over the flattened ``(b, i)`` axes)
+and ``step_gradient`` (a whole inner step).
 
 ``plain_autodiff()`` switches the hand-derived gradients off while a function
 is traced (this one and that of a whole inner step, ``step_gradient``), so
@@ -16,7 +17,7 @@ import contextlib
 import tensorflow as tf
 
 __all__ = ["hand_gradients", "hand_step_gradient", "plain_autodiff", "autodiff_step",
-           "sum_to_shape", "mix_states_vjp"]
+           "sum_to_shape"]
 
 _STATE = {"hand": True, "step": True}
 
@@ -57,20 +58,3 @@ def sum_to_shape(t, shape):
     """Sum ``t`` over the axes along which a tensor of ``shape`` was broadcast to ``t``'s shape."""
     _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(t), s1=shape)
     return tf.reshape(tf.reduce_sum(t, axis=axes), shape)
-
-
-def mix_states_vjp(a, m, dy):
-    """Gradients of ``out[..., c, b, i] = Σ_d m[..., d, c] a[..., d, b, i]``.
-
-    ``da[..., d, b, i] = Σ_c m[..., d, c] dy[..., c, b, i]`` (the same mix with
-    ``mᵀ``, k×k work per element as the forward); ``dm[..., d, c] = Σ_{b, i}
-    a[..., d, b, i] dy[..., c, b, i]``: one matmul over the flattened ``(b, i)``
-    axes.  Both are summed back over the population axes that were broadcast.
-    """
-    k = a.shape[-3]
-    mt = tf.linalg.matrix_transpose(m)
-    da = tf.add_n([mt[..., d, :, None, None] * dy[..., d:d + 1, :, :] for d in range(k)])
-    a_rows = tf.reshape(a, tf.concat([tf.shape(a)[:-2], [-1]], axis=0))
-    dy_rows = tf.reshape(dy, tf.concat([tf.shape(dy)[:-2], [-1]], axis=0))
-    dm = tf.matmul(a_rows, dy_rows, transpose_b=True)
-    return sum_to_shape(da, tf.shape(a)), sum_to_shape(dm, tf.shape(m))

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from blur_keras import gradient
 
-__all__ = ["mix_states", "per_state_matmul", "per_state_outer", "with_bias_neuron",
+__all__ = ["mix_states", "mix_states_vjp", "per_state_matmul", "per_state_outer", "with_bias_neuron",
            "input_matmul", "input_outer", "input_product", "input_outer_product",
            "input_row_scale", "input_drive", "state_vector"]
 
@@ -31,7 +31,7 @@ def mix_states(a, m):
     Written as k scaled copies of the states summed, not a matmul: with k ≤ 8
     states a dot with a k-long contraction runs far below peak on CPU, while
     XLA fuses this form into one elementwise loop along the neurons.  Its
-    gradient is hand-derived (``gradient.mix_states_vjp``) unless traced under
+    gradient is hand-derived (``mix_states_vjp``) unless traced under
     ``gradient.plain_autodiff()``.
     """
     if gradient.hand_gradients():
@@ -47,7 +47,22 @@ def _mix(a, m):
 @tf.custom_gradient
 def _mix_states_hand(a, m):
     """``_mix`` with the hand-derived gradient."""
-    return _mix(a, m), lambda dy: gradient.mix_states_vjp(a, m, dy)
+    return _mix(a, m), lambda dy: mix_states_vjp(a, m, dy)
+
+
+def mix_states_vjp(a, m, dy):
+    """Gradients of ``out[..., c, b, i] = Σ_d m[..., d, c] a[..., d, b, i]``.
+
+    ``da[..., d, b, i] = Σ_c m[..., d, c] dy[..., c, b, i]`` (the same mix with
+    ``mᵀ``, k×k work per element as the forward); ``dm[..., d, c] = Σ_{b, i}
+    a[..., d, b, i] dy[..., c, b, i]``: one matmul over the flattened ``(b, i)``
+    axes.  Both are summed back over the population axes that were broadcast.
+    """
+    da = _mix(dy, tf.linalg.matrix_transpose(m))
+    a_rows = tf.reshape(a, tf.concat([tf.shape(a)[:-2], [-1]], axis=0))
+    dy_rows = tf.reshape(dy, tf.concat([tf.shape(dy)[:-2], [-1]], axis=0))
+    dm = tf.matmul(a_rows, dy_rows, transpose_b=True)
+    return gradient.sum_to_shape(da, tf.shape(a)), gradient.sum_to_shape(dm, tf.shape(m))
 
 
 def per_state_matmul(x, w):

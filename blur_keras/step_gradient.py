@@ -30,10 +30,10 @@ import tensorflow as tf
 from blur_keras import activations
 from blur_keras.feedback import apply_feedback
 from blur_keras.genome_spec import used_entries
-from blur_keras.gradient import mix_states_vjp, sum_to_shape
+from blur_keras.gradient import sum_to_shape
 from blur_keras.neurons import scalar
 from blur_keras.normalization import standardize, synapse_view
-from blur_keras.states import (_mix, input_drive, input_outer_product, input_product,
+from blur_keras.states import (_mix, input_drive, mix_states_vjp, input_outer_product, input_product,
                                input_row_scale, per_state_matmul, per_state_outer, state_vector,
                                with_bias_neuron)
 from blur_keras.synapses import saturate, swap_src_dst, sync, tie_channels

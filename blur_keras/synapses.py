@@ -15,7 +15,7 @@ from blur_keras.states import input_outer, mix_states, per_state_outer, with_bia
 __all__ = [
     "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "swap_src_dst",
     "tie_channels",
-    "update_pair", "init_synapses", "init_internal_synapses", "flatten_pairs", "pair_up",
+    "update_pair", "init_synapses", "flatten_pairs", "pair_up",
 ]
 
 
@@ -139,13 +139,11 @@ def init_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0, d
     ``auto_select`` does on CPU, but under XLA the default lowers to code ~35×
     slower (a third of a meta-step's forward time at 100-256-10, k=4).
     """
-    return pairs_out(init_internal_synapses(seed, sizes, k, population_shape, config, scale,
-                                            dtype))
+    return pairs_out(_init_internal(seed, sizes, k, population_shape, config, scale, dtype))
 
 
-def init_internal_synapses(seed, sizes, k, population_shape=(), config=None, scale=1.0,
-                           dtype=tf.float32):
-    """``init_synapses`` in the internal layout (the same numbers, ``layout.pairs_in`` of it)."""
+def _init_internal(seed, sizes, k, population_shape, config, scale, dtype):
+    """``init_synapses`` in the internal layout, where the syncs apply."""
     check_k(k, "init_synapses")
     seed = tf.convert_to_tensor(seed)
     if seed.shape.rank == 0:

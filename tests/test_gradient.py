@@ -13,11 +13,11 @@ import tensorflow as tf
 
 from blur_keras import BlurConfig, inner_step, predict, step_gradient
 from blur_keras.forward import input_states
-from blur_keras.gradient import mix_states_vjp, plain_autodiff
+from blur_keras.gradient import plain_autodiff
 from blur_keras.genome import align_to_population
 from blur_keras.meta.unroll import meta_loss
-from blur_keras.states import (input_matmul, input_outer, mix_states, per_state_matmul,
-                               per_state_outer, with_bias_neuron)
+from blur_keras.states import (input_matmul, input_outer, mix_states, mix_states_vjp,
+                               per_state_matmul, per_state_outer, with_bias_neuron)
 
 try:  # pytest's default (prepend) import mode puts tests/ on sys.path
     from helpers import INNER_CONFIGS, SIZES, K, S, R, B, rand, rand_genome

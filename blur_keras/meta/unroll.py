@@ -146,7 +146,7 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     v0 = synapses[0][1]
     # converted once: every step runs in the internal layout (V⁰ stays out, as it is)
     flat = [synapses_in(synapses[0][0])] + flatten_pairs(pairs_in(synapses[1:]))
-    v0_spec = (v0.shape[:-3] + [v0.shape[-1], v0.shape[-3], v0.shape[-2]], v0.dtype)
+    v0_spec = (synapses_in(v0).shape, v0.dtype)  # the shape only (a placeholder's)
     p_list = [params[n] for n in names]
     seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
     num_segments, rest = divmod(num_steps, seg)
