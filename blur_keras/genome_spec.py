@@ -148,8 +148,14 @@ def align_to_population(params, num_population_axes):
             raise ValueError(
                 f"Genome entry {name!r} has {lead} leading (species) axes but the synapses "
                 f"have only {num_population_axes} population axes.")
-        shape = tf.concat([tf.shape(v)[:lead], tf.ones([num_population_axes - lead], tf.int32),
-                           tf.shape(v)[lead:]], axis=0)
-        out[name] = tf.reshape(v, shape) if lead < num_population_axes else v
+        if lead == num_population_axes:
+            out[name] = v
+            continue
+        units = [1] * (num_population_axes - lead)
+        if v.shape.is_fully_defined():  # one reshape, no shape arithmetic in the traced graph
+            shape = v.shape[:lead].as_list() + units + v.shape[lead:].as_list()
+        else:
+            shape = tf.concat([tf.shape(v)[:lead], units, tf.shape(v)[lead:]], axis=0)
+        out[name] = tf.reshape(v, shape)
     return out
 

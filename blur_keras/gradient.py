@@ -17,7 +17,7 @@ import contextlib
 import tensorflow as tf
 
 __all__ = ["hand_gradients", "hand_step_gradient", "plain_autodiff", "autodiff_step",
-           "sum_to_shape"]
+           "sum_to"]
 
 _STATE = {"hand": True, "step": True}
 
@@ -54,7 +54,18 @@ def autodiff_step():
     return _switched_off("step")
 
 
-def sum_to_shape(t, shape):
-    """Sum ``t`` over the axes along which a tensor of ``shape`` was broadcast to ``t``'s shape."""
-    _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(t), s1=shape)
-    return tf.reshape(tf.reduce_sum(t, axis=axes), shape)
+def sum_to(t, like):
+    """Sum ``t`` over the axes along which ``like`` was broadcast to ``t``'s shape.
+
+    With static shapes the axes are found in Python, and nothing is traced when
+    there are none (most calls in a meta-step).
+    """
+    if not (t.shape.is_fully_defined() and like.shape.is_fully_defined()):
+        _, axes = tf.raw_ops.BroadcastGradientArgs(s0=tf.shape(t), s1=tf.shape(like))
+        return tf.reshape(tf.reduce_sum(t, axis=axes), tf.shape(like))
+    src, dst = t.shape.as_list(), like.shape.as_list()
+    lead = len(src) - len(dst)
+    axes = list(range(lead)) + [lead + i for i, n in enumerate(dst) if n == 1 != src[lead + i]]
+    if not axes:
+        return t
+    return tf.reshape(tf.reduce_sum(t, axis=axes), dst)

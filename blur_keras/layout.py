@@ -16,7 +16,8 @@ synapses once at each end (``meta.unroll``); ``inner_step`` converts at every ca
 
 import tensorflow as tf
 
-__all__ = ["synapses_in", "synapses_out", "pairs_in", "pairs_out", "states_in", "states_out"]
+__all__ = ["synapses_in", "synapses_out", "pairs_in", "pairs_out", "states_in", "states_out",
+           "unit_axes"]
 
 
 def _move(t, source, dest):
@@ -49,3 +50,15 @@ def pairs_in(synapses):
 def pairs_out(synapses):
     """``((W⁰, V⁰), …)`` in the internal layout -> the public one."""
     return tuple((synapses_out(w), synapses_out(v)) for w, v in synapses)
+
+
+def unit_axes(v, n):
+    """``v`` with ``n`` trailing axes of size 1 (``v[..., None, …, None]``).
+
+    One reshape when ``v``'s shape is static: a slice with new axes costs a
+    ``StridedSlice`` and three constants in the traced graph, and the core makes
+    hundreds of these per traced meta-step (docs/speed.md, "Tracing").
+    """
+    if v.shape.is_fully_defined():
+        return tf.reshape(v, v.shape.as_list() + [1] * n)
+    return v[(...,) + (None,) * n]

@@ -4,6 +4,7 @@
 feedback from above; both then apply the layer's activation.
 """
 
+from blur_keras.layout import unit_axes
 from blur_keras.normalization import normalize_activations
 
 __all__ = ["neuron_update", "scalar"]
@@ -11,7 +12,7 @@ __all__ = ["neuron_update", "scalar"]
 
 def scalar(v):
     """A per-population scalar ``[*P]`` broadcast against states ``[*P, k, B, n]``."""
-    return v[..., None, None, None]
+    return unit_axes(v, 3)
 
 
 def neuron_update(current, drive, params, config):

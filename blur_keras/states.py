@@ -10,6 +10,7 @@ state/channel c).  Both broadcast over leading population axes.
 import tensorflow as tf
 
 from blur_keras import gradient
+from blur_keras.layout import unit_axes
 
 __all__ = ["mix_states", "mix_states_vjp", "per_state_matmul", "per_state_outer", "with_bias_neuron",
            "input_matmul", "input_outer", "input_product", "input_outer_product",
@@ -19,7 +20,7 @@ __all__ = ["mix_states", "mix_states_vjp", "per_state_matmul", "per_state_outer"
 def state_vector(v):
     """A per-state genome vector ``[*P, k]`` broadcast against states or synapses
     ``[*P, k, ·, ·]``."""
-    return v[..., :, None, None]
+    return unit_axes(v, 2)
 
 
 def mix_states(a, m):
@@ -41,7 +42,9 @@ def mix_states(a, m):
 
 def _mix(a, m):
     k = a.shape[-3]
-    return tf.add_n([state_vector(m[..., d, :]) * a[..., d:d + 1, :, :] for d in range(k)])
+    rows = tf.unstack(m, num=k, axis=-2)  # one op each, not 2k slices in the traced graph
+    parts = tf.split(a, k, axis=-3)
+    return tf.add_n([state_vector(r) * part for r, part in zip(rows, parts)])
 
 
 @tf.custom_gradient
@@ -59,10 +62,15 @@ def mix_states_vjp(a, m, dy):
     axes.  Both are summed back over the population axes that were broadcast.
     """
     da = _mix(dy, tf.linalg.matrix_transpose(m))
-    a_rows = tf.reshape(a, tf.concat([tf.shape(a)[:-2], [-1]], axis=0))
-    dy_rows = tf.reshape(dy, tf.concat([tf.shape(dy)[:-2], [-1]], axis=0))
-    dm = tf.matmul(a_rows, dy_rows, transpose_b=True)
-    return gradient.sum_to_shape(da, tf.shape(a)), gradient.sum_to_shape(dm, tf.shape(m))
+    dm = tf.matmul(_flat_rows(a), _flat_rows(dy), transpose_b=True)
+    return gradient.sum_to(da, a), gradient.sum_to(dm, m)
+
+
+def _flat_rows(t):
+    """``[..., k, B, n]`` -> ``[..., k, B·n]``."""
+    if t.shape.is_fully_defined():
+        return tf.reshape(t, t.shape[:-2].as_list() + [-1])
+    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [-1]], axis=0))
 
 
 def per_state_matmul(x, w):

@@ -30,7 +30,7 @@ import tensorflow as tf
 from blur_keras import activations
 from blur_keras.feedback import apply_feedback
 from blur_keras.genome_spec import used_entries
-from blur_keras.gradient import sum_to_shape
+from blur_keras.gradient import sum_to
 from blur_keras.neurons import scalar
 from blur_keras.normalization import standardize, synapse_view
 from blur_keras.states import (_mix, input_drive, mix_states_vjp, input_outer_product, input_product,
@@ -74,18 +74,14 @@ def inner_step(layer_params, synapses, x, targets, config, forward_activations,
 
 # -- small pieces: forward value and its gradient ---------------------------------------------
 
-def _sum_to(t, like):
-    return sum_to_shape(t, tf.shape(like))
-
-
 def _scalar_grad(prod, s):
     """Gradient of a per-population scalar ``s`` used as ``scalar(s) * t`` (``prod = d · t``)."""
-    return _sum_to(tf.reduce_sum(prod, axis=[-3, -2, -1]), s)
+    return sum_to(tf.reduce_sum(prod, axis=[-3, -2, -1]), s)
 
 
 def _state_grad(prod, v):
     """Gradient of a per-state vector ``v`` used as ``state_vector(v) * t``."""
-    return _sum_to(tf.reduce_sum(prod, axis=[-2, -1]), v)
+    return sum_to(tf.reduce_sum(prod, axis=[-2, -1]), v)
 
 
 def _bias_mix_vjp(a, m, d):
@@ -93,7 +89,7 @@ def _bias_mix_vjp(a, m, d):
     neuron's states are all 1, so its rows add ``Σ_b d[b, n, c]`` to every ``m[·, c]``."""
     d_a, d_m = mix_states_vjp(a, m, d[..., :-1])
     bias = tf.reduce_sum(d[..., -1], axis=-1)[..., None, :]  # [*P, 1, k]
-    return d_a, d_m + _sum_to(bias + tf.zeros_like(d_m), m)
+    return d_a, d_m + sum_to(bias + tf.zeros_like(d_m), m)
 
 
 def _mix_t_vjp(a, m, d):
@@ -105,7 +101,7 @@ def _mix_t_vjp(a, m, d):
 def _matmul_vjp(m, w, d):
     """Gradients of ``per_state_matmul(m, w)``: ``(d_m, d_w)``."""
     d_m = tf.matmul(d, w, transpose_b=True)
-    return _sum_to(d_m, m), _sum_to(per_state_outer(m, d), w)
+    return sum_to(d_m, m), sum_to(per_state_outer(m, d), w)
 
 
 def _outer_vjp(p, q, d, reduction):
@@ -113,7 +109,7 @@ def _outer_vjp(p, q, d, reduction):
     if reduction == "mean":
         d = d / tf.cast(tf.shape(p)[-2], d.dtype)
     d_p = tf.matmul(q, d, transpose_b=True)
-    return _sum_to(d_p, p), _sum_to(per_state_matmul(p, d), q)
+    return sum_to(d_p, p), sum_to(per_state_matmul(p, d), q)
 
 
 def _synapse_view_vjp(w, p, config, d):
@@ -124,7 +120,7 @@ def _synapse_view_vjp(w, p, config, d):
     r = tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-2, keepdims=True)
                       + config.synapse_norm_epsilon)
     d_w = s * r * (d - w * tf.square(r) * tf.reduce_sum(d * w, axis=-2, keepdims=True))
-    return _sum_to(d_w, w), _scalar_grad(d * w * r, p["syn_scale"])
+    return sum_to(d_w, w), _scalar_grad(d * w * r, p["syn_scale"])
 
 
 def _act_vjp(name, u, y, d):
@@ -404,9 +400,9 @@ class _Step:
         d_m0 = tf.reduce_sum(d_scale[..., :-1], axis=-1)
         _add(grads, "pre", _first_row_and_sums_vjp(d_m0, d_scale[..., -1], p["pre"]))
         x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
-        d_post = _sum_to(tf.matmul(x_bar[..., None, :, :], d_outer), post)
+        d_post = sum_to(tf.matmul(x_bar[..., None, :, :], d_outer), post)
         d_x_bar = tf.reduce_sum(tf.matmul(post, d_outer, transpose_b=True), axis=-3)
-        return _sum_to(d_x_bar[..., :-1], x), d_post
+        return sum_to(d_x_bar[..., :-1], x), d_post
 
     def _apply_delta_vjp(self, w, hebbian, energy, post, p, d, grads):
         """Reverse of ``_apply_delta``: ``(d_w, d_hebbian, d_post)``."""
@@ -433,7 +429,7 @@ class _Step:
             d_post = self._reduce(2.0 * post * d_energy[..., :, None, :], post)
             _add(grads, "oja", _scalar_grad(d_dw * w * energy[..., :, None, :]
                                             * scalar(sign * tf.sign(p["oja"])), p["oja"]))
-        return _sum_to(d_w, w), d_dw, d_post
+        return sum_to(d_w, w), d_dw, d_post
 
     def _backward_layer_vjp(self, l, cache, d, grads):
         """Reverse of ``_backward_layer``: ``(d_above, d_current, d_v)``."""
@@ -462,7 +458,7 @@ class _Step:
         _add(grads, "mu", d_m)
         d_v, d_scale = _synapse_view_vjp(cache["syn"][l][1], p, cfg, d_view)
         _add(grads, "syn_scale", d_scale)
-        return d_above, _sum_to(d_cur, current), d_v
+        return d_above, sum_to(d_cur, current), d_v
 
     def _feedback_vjp(self, cache, d):
         """Reverse of ``apply_feedback``: ``(d_last, d_targets)``."""
@@ -470,12 +466,12 @@ class _Step:
         zeros = tf.zeros_like(d[..., 2:, :, :])
         if self.config.feedback == "target":
             d_a = tf.concat([d[..., :1, :, :], tf.zeros_like(d[..., 1:2, :, :]), zeros], axis=-3)
-            return d_a, _sum_to(d[..., 1, :, :], t)
+            return d_a, sum_to(d[..., 1, :, :], t)
         pred, state1 = a[..., 0, :, :], a[..., 1, :, :]
         d1 = d[..., 1, :, :]
         d_a = tf.concat([(d[..., 0, :, :] + d1 * state1)[..., None, :, :],
                          (d1 * (pred - t))[..., None, :, :], zeros], axis=-3)
-        return d_a, _sum_to(-d1 * state1, t)
+        return d_a, sum_to(-d1 * state1, t)
 
     def _forward_layer_vjp(self, l, cache, d, grads):
         """Reverse of ``_forward_layer``: ``(d_below, d_w)`` (``d_below`` is ``d_x`` at l = 0)."""
@@ -509,8 +505,8 @@ class _Step:
         d_x = tf.reduce_sum(tf.matmul(d_xw, w[..., :-1, :], transpose_b=True), axis=-3)
         d_top = tf.matmul(x[..., None, :, :], d_xw, transpose_a=True)  # [*P, k, n, m]
         d_bias = d_sum_b * state_vector(tf.reduce_sum(nu, axis=-2))
-        d_w = tf.concat([_sum_to(d_top, w[..., :-1, :]), d_bias], axis=-2)
-        return _sum_to(d_x, x), _sum_to(d_w, w)
+        d_w = tf.concat([sum_to(d_top, w[..., :-1, :]), d_bias], axis=-2)
+        return sum_to(d_x, x), sum_to(d_w, w)
 
 
 def _width(x):
@@ -523,7 +519,7 @@ def _first_row_and_sums_vjp(d_row0, d_colsum, m):
     (``d_colsum``), both ``[*P, k]``."""
     k = m.shape[-1]
     first = tf.one_hot(0, k, dtype=m.dtype)[:, None]  # [k, 1]
-    return _sum_to(d_colsum[..., None, :] + first * d_row0[..., None, :], m)
+    return sum_to(d_colsum[..., None, :] + first * d_row0[..., None, :], m)
 
 
 def _untie(d):
