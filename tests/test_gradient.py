@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from blur_keras import BlurConfig, inner_step, predict, step_gradient
 from blur_keras.forward import input_states
-from blur_keras.gradient import plain_autodiff
+from blur_keras.gradient import plain_autodiff, sum_to
 from blur_keras.genome import align_to_population
+from blur_keras.layout import unit_axes
 from blur_keras.meta.unroll import meta_loss
 from blur_keras.states import (input_matmul, input_outer, mix_states, mix_states_vjp,
                                per_state_matmul, per_state_outer, with_bias_neuron)
@@ -278,3 +279,36 @@ def test_trainer_step_gradient_switch(monkeypatch):
         assert float(tf.reduce_max(tf.abs(g - grads["autodiff"][name]))) <= 1e-4 * scale, name
     with pytest.raises(ValueError, match="step_gradient"):
         GradientTrainer(genome, BlurConfig(), SIZES, step_gradient="manual")
+
+
+def _sum_to_reference(t, like_shape):
+    """NumPy: sum out the leading axes ``like`` lacks, then the axes where it has size 1."""
+    lead = t.ndim - len(like_shape)
+    out = t.sum(axis=tuple(range(lead)))
+    axes = tuple(i for i, n in enumerate(like_shape) if n == 1 and out.shape[i] != 1)
+    return out.sum(axis=axes, keepdims=True).reshape(like_shape)
+
+
+@pytest.mark.parametrize("shape, like", [((2, 3, 4), (3, 4)), ((2, 3, 4), (2, 1, 4)),
+                                         ((2, 3, 4), (1, 1)), ((2, 3, 4), (2, 3, 4)),
+                                         ((5, 1, 3), (1, 3)), ((2, 3), ())])
+def test_sum_to_sums_the_broadcast_axes(shape, like):
+    t = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    expected = _sum_to_reference(t, like)
+    static = sum_to(tf.constant(t), tf.zeros(like))
+    unknown = tf.function(sum_to, input_signature=[tf.TensorSpec([None] * len(shape)),
+                                                   tf.TensorSpec([None] * len(like))])
+    dynamic = unknown(tf.constant(t), tf.zeros(like))
+    for got in (static, dynamic):
+        assert tuple(got.shape) == like
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_unit_axes_static_and_unknown_shapes(n):
+    v = tf.constant(np.arange(6, dtype=np.float32).reshape(2, 3))
+    expected = v.numpy()[(...,) + (None,) * n]
+    unknown = tf.function(lambda t: unit_axes(t, n), input_signature=[tf.TensorSpec([None, 3])])
+    for got in (unit_axes(v, n), unknown(v)):
+        assert got.shape.rank == 2 + n
+        np.testing.assert_array_equal(got.numpy(), expected)
