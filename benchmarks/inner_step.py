@@ -75,6 +75,13 @@ def time_interleaved(fns, steps, repeats):
     return times
 
 
+def make_inputs():
+    """A fixed batch ``(x [BATCH, n_0], one-hot y [BATCH, n_L])`` for the network ``SIZES``."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(BATCH, SIZES[0])).astype("f4"))
+    return x, tf.one_hot(rng.integers(0, SIZES[-1], BATCH), SIZES[-1])
+
+
 def keras_sgd_step(x, y, jit_compile):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((SIZES[0],)), keras.layers.Dense(SIZES[1], activation="tanh"),
@@ -120,9 +127,7 @@ def main():
     args = parser.parse_args()
     global SIZES
     SIZES = tuple(int(s) for s in args.sizes.split(","))
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(size=(BATCH, SIZES[0])).astype("f4"))
-    y = tf.one_hot(rng.integers(0, SIZES[-1], BATCH), SIZES[-1])
+    x, y = make_inputs()
     print(f"network {'-'.join(map(str, SIZES))}, batch {BATCH}, {args.steps} steps x "
           f"{args.repeats} rounds (median), XLA on {tf.config.list_logical_devices()[0].device_type}")
     fns = {"sgd": keras_sgd_step(x, y, False), "sgd_xla": keras_sgd_step(x, y, True),

@@ -4,7 +4,8 @@
     python benchmarks/meta_step.py --quick         # a smaller network, for a smoke run
     python benchmarks/meta_step.py --species 1 --replicas 1 --no-memory   # speed only
     python benchmarks/meta_step.py --no-memory --no-autodiff --recompute-T 0 --species-ratio
-    python benchmarks/meta_step.py --species 1 --no-memory --no-autodiff --recompute-T 0 --keras-ratio
+    python benchmarks/meta_step.py --species 1 --no-memory --no-autodiff --recompute-T 0 \
+        --keras-ratio
 
 Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 species,
 1 replica. Reports
@@ -225,12 +226,10 @@ def keras_child(args):
     one process: per round two meta-steps and 20 steps of each Keras variant, in turns."""
     import numpy as np
 
-    tf, trainer, batch = build(args, args.T, 0)
+    _, trainer, batch = build(args, args.T, 0)
     import inner_step  # after build(): TensorFlow's allocator is chosen
 
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(size=(inner_step.BATCH, inner_step.SIZES[0])).astype("f4"))
-    y = tf.one_hot(rng.integers(0, inner_step.SIZES[-1], inner_step.BATCH), inner_step.SIZES[-1])
+    x, y = inner_step.make_inputs()
     keras_steps = [inner_step.keras_sgd_step(x, y, jit) for jit in (False, True)]
     trainer.train_step(batch)  # compile
     for step in keras_steps:

@@ -15,6 +15,8 @@ Shapes: a k×k transform is ``[*species, (layers,) k, k]``, a per-state vector
 import numpy as np
 import tensorflow as tf
 
+from blur_keras.layout import reshape_axes
+
 __all__ = [
     "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "DESCRIPTIONS", "core_rank", "core_shape",
     "used_entries", "num_core_numbers", "default_values", "full_values", "member", "select_layer",
@@ -148,14 +150,7 @@ def align_to_population(params, num_population_axes):
             raise ValueError(
                 f"Genome entry {name!r} has {lead} leading (species) axes but the synapses "
                 f"have only {num_population_axes} population axes.")
-        if lead == num_population_axes:
-            out[name] = v
-            continue
         units = [1] * (num_population_axes - lead)
-        if v.shape.is_fully_defined():  # one reshape, no shape arithmetic in the traced graph
-            shape = v.shape[:lead].as_list() + units + v.shape[lead:].as_list()
-        else:
-            shape = tf.concat([tf.shape(v)[:lead], units, tf.shape(v)[lead:]], axis=0)
-        out[name] = tf.reshape(v, shape)
+        out[name] = reshape_axes(v, lead, lead, units) if units else v
     return out
 

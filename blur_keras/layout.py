@@ -17,7 +17,7 @@ synapses once at each end (``meta.unroll``); ``inner_step`` converts at every ca
 import tensorflow as tf
 
 __all__ = ["synapses_in", "synapses_out", "pairs_in", "pairs_out", "states_in", "states_out",
-           "unit_axes"]
+           "reshape_axes", "unit_axes"]
 
 
 def _move(t, source, dest):
@@ -52,13 +52,23 @@ def pairs_out(synapses):
     return tuple((synapses_out(w), synapses_out(v)) for w, v in synapses)
 
 
-def unit_axes(v, n):
-    """``v`` with ``n`` trailing axes of size 1 (``v[..., None, …, None]``).
+def reshape_axes(t, start, stop, sizes):
+    """``t`` with its axes ``start:stop`` (non-negative) reshaped to ``sizes`` (ints, one -1
+    allowed).
 
-    One reshape when ``v``'s shape is static: a slice with new axes costs a
-    ``StridedSlice`` and three constants in the traced graph, and the core makes
-    hundreds of these per traced meta-step (docs/speed.md, "Tracing").
+    One ``Reshape`` to a static shape when ``t``'s shape is static: shape arithmetic (or a
+    slice with new axes, a ``StridedSlice`` and three constants) costs traced graph, and the
+    core makes hundreds of these per traced meta-step (docs/speed.md, "A smaller traced
+    graph"). With unknown sizes the shape is computed in the graph.
     """
-    if v.shape.is_fully_defined():
-        return tf.reshape(v, v.shape.as_list() + [1] * n)
-    return v[(...,) + (None,) * n]
+    if t.shape.is_fully_defined():
+        shape = t.shape.as_list()
+        return tf.reshape(t, shape[:start] + list(sizes) + shape[stop:])
+    shape = tf.shape(t)
+    return tf.reshape(t, tf.concat([shape[:start], tf.constant(sizes, tf.int32, [len(sizes)]),
+                                    shape[stop:]], axis=0))
+
+
+def unit_axes(v, n):
+    """``v`` with ``n`` trailing axes of size 1 (``v[..., None, …, None]``)."""
+    return reshape_axes(v, v.shape.rank, v.shape.rank, [1] * n)

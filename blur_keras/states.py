@@ -10,10 +10,10 @@ state/channel c).  Both broadcast over leading population axes.
 import tensorflow as tf
 
 from blur_keras import gradient
-from blur_keras.layout import unit_axes
+from blur_keras.layout import reshape_axes, unit_axes
 
-__all__ = ["mix_states", "mix_states_vjp", "per_state_matmul", "per_state_outer", "with_bias_neuron",
-           "input_matmul", "input_outer", "input_product", "input_outer_product",
+__all__ = ["mix_states", "mix_states_vjp", "per_state_matmul", "per_state_outer",
+           "with_bias_neuron", "input_matmul", "input_outer", "input_product", "input_outer_product",
            "input_row_scale", "input_drive", "state_vector"]
 
 
@@ -68,9 +68,7 @@ def mix_states_vjp(a, m, dy):
 
 def _flat_rows(t):
     """``[..., k, B, n]`` -> ``[..., k, B·n]``."""
-    if t.shape.is_fully_defined():
-        return tf.reshape(t, t.shape[:-2].as_list() + [-1])
-    return tf.reshape(t, tf.concat([tf.shape(t)[:-2], [-1]], axis=0))
+    return reshape_axes(t, t.shape.rank - 2, t.shape.rank, [-1])
 
 
 def per_state_matmul(x, w):

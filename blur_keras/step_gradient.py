@@ -33,9 +33,9 @@ from blur_keras.genome_spec import used_entries
 from blur_keras.gradient import sum_to
 from blur_keras.neurons import scalar
 from blur_keras.normalization import standardize, synapse_view
-from blur_keras.states import (_mix, input_drive, mix_states_vjp, input_outer_product, input_product,
-                               input_row_scale, per_state_matmul, per_state_outer, state_vector,
-                               with_bias_neuron)
+from blur_keras.states import (_mix, input_drive, input_outer_product, input_product,
+                               input_row_scale, mix_states_vjp, per_state_matmul, per_state_outer,
+                               state_vector, with_bias_neuron)
 from blur_keras.synapses import saturate, swap_src_dst, sync, tie_channels
 
 __all__ = ["inner_step"]
@@ -356,8 +356,8 @@ class _Step:
         if l == 0:
             d_v, d_v_new = d_v_new, None  # V⁰ passes through unchanged
         elif cfg.symmetric:
-            d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), tf.zeros_like(d_w_new[..., -1:, :])],
-                                          axis=-2)
+            bias_row = tf.zeros_like(d_w_new[..., -1:, :])
+            d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), bias_row], axis=-2)
             d_v, d_v_new = tf.zeros_like(v), None
         if cfg.single_state:
             d_w_new = _untie(d_w_new)

@@ -15,7 +15,7 @@ from blur_keras import BlurConfig, inner_step, predict, step_gradient
 from blur_keras.forward import input_states
 from blur_keras.gradient import plain_autodiff, sum_to
 from blur_keras.genome import align_to_population
-from blur_keras.layout import unit_axes
+from blur_keras.layout import reshape_axes, unit_axes
 from blur_keras.meta.unroll import meta_loss
 from blur_keras.states import (input_matmul, input_outer, mix_states, mix_states_vjp,
                                per_state_matmul, per_state_outer, with_bias_neuron)
@@ -311,4 +311,15 @@ def test_unit_axes_static_and_unknown_shapes(n):
     unknown = tf.function(lambda t: unit_axes(t, n), input_signature=[tf.TensorSpec([None, 3])])
     for got in (unit_axes(v, n), unknown(v)):
         assert got.shape.rank == 2 + n
+        np.testing.assert_array_equal(got.numpy(), expected)
+
+
+@pytest.mark.parametrize("start, stop, sizes", [(1, 3, [-1]), (0, 1, [1, 2]), (2, 2, [1])])
+def test_reshape_axes_static_and_unknown_shapes(start, stop, sizes):
+    t = tf.constant(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    shape = [2, 3, 4]
+    expected = t.numpy().reshape(shape[:start] + sizes + shape[stop:])
+    unknown = tf.function(lambda u: reshape_axes(u, start, stop, sizes),
+                          input_signature=[tf.TensorSpec([None, None, None])])
+    for got in (reshape_axes(t, start, stop, sizes), unknown(t)):
         np.testing.assert_array_equal(got.numpy(), expected)
