@@ -2,7 +2,7 @@
 
 Streams MNIST cropped to 20x20 and resized to 10x10 in batches of shape ``[8, 4, 128, 100]``
 (species, replicas, batch, features), ``--unroll`` of them per meta-step, and prints batches per
-second. When ``blur_keras.inner.inner_step`` is importable, it also times one XLA-compiled inner
+second. When ``blur_keras.core.step.inner_step`` is importable, it also times one XLA-compiled inner
 step on a batch of that shape (network ``100-<hidden>-10``, k states) and prints the ratio of the two
 rates: the stream must feed at least ten times what the inner step consumes.
 
@@ -25,7 +25,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from blur_keras import data  # noqa: E402
-
 S, R, B, SIDE = 8, 4, 128, 10
 DRAIN = 8  # > prefetch buffer + parallel map calls in flight
 F = SIDE * SIDE
@@ -72,7 +71,7 @@ def inner_step_timer(hidden, k):
     """A function timing ``n`` XLA-compiled inner steps (seconds per step), or (None, reason)."""
     try:
         import blur_keras as bk
-        from blur_keras.inner import inner_step
+        from blur_keras.core.step import inner_step
     except Exception as e:  # noqa: BLE001 (the core may not exist yet)
         return None, f"unavailable ({type(e).__name__}: {e})"
     try:

@@ -20,7 +20,7 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
 
 * the cost of recomputation: one process, meta-steps at T = 50 without and with recomputation
   (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio;
-* the speed-up of the hand-derived gradients (``blur_keras.step_gradient``, ``gradient``) over
+* the speed-up of the hand-derived gradients (``blur_keras.core.step_reverse``, ``gradient``) over
   TensorFlow's autodiff of the same formulas (traced under ``gradient.plain_autodiff()``): one
   process, T = 10, in turns, median of the per-round time ratio, and both first calls;
 * with ``--species-ratio``, the time per genome of ``--species`` species against one species:
@@ -32,7 +32,7 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
   151.6 ms beside a 0.952 ms Keras step: 159x; three times faster is <= 53x.
 
 Every configuration runs with pooled CPU memory, as ``train/meta.py`` does
-(``blur_keras.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
+(``blur_keras.meta.run.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
 measures TensorFlow's default allocator instead (no memory statistics then).
 
 The data are random tensors of MNIST 10x10's shapes (speed and memory depend on shapes only).
@@ -85,13 +85,13 @@ def add_setting_arguments(parser, species):
 
 
 def build(args, T, recompute):
-    from blur_keras.runtime import pool_cpu_memory
+    from blur_keras.meta.run.runtime import pool_cpu_memory
 
     pool_cpu_memory()  # as train/meta.py does, before TensorFlow's first op
     import tensorflow as tf
 
     from blur_keras import BlurConfig, Genome
-    from blur_keras.meta.trainer import GradientTrainer
+    from blur_keras.meta.outer.gradient import GradientTrainer
 
     sizes = (args.features, args.hidden, args.classes)
     genome = Genome.random(args.k, seed=0, species=args.species, transform_std=0.5,
@@ -104,7 +104,7 @@ def build(args, T, recompute):
 
 def child(args):
     """One (T, recompute) configuration: prints a JSON line."""
-    from blur_keras.runtime import cpu_memory_pooled
+    from blur_keras.meta.run.runtime import cpu_memory_pooled
 
     tf, trainer, batch = build(args, args.T, args.recompute)
     device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
@@ -179,7 +179,7 @@ def recompute_child(args):
 
 def autodiff_child(args):
     """Time ratio autodiff / hand-derived gradients at ``args.T`` in one process."""
-    from blur_keras.gradient import plain_autodiff
+    from blur_keras.core.gradient import plain_autodiff
 
     runs, first = {}, {}
     for name in ("hand", "autodiff"):

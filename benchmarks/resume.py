@@ -22,7 +22,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 from blur_keras import data  # noqa: E402
-
 SHAPE = dict(species=8, replicas=2, batch_size=32, unroll_steps=5, seed=0)
 
 
@@ -57,7 +56,7 @@ def meta_train_restart_seconds(root, step):
     """Seconds of a ``meta_train`` call resumed at ``step`` that runs one meta-step."""
     import gin
 
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
     model_dir = os.path.join(root, f"at_{step}")
     kwargs = dict(task=data.preset_task("xor"), hidden_sizes=(4,), species=2, replicas=2,

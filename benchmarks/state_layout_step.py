@@ -10,13 +10,13 @@ default activations, target feedback, the additive backward rule) written twice:
 
 * ``Last``: the public layout (the library's internal one until stop 27), neuron states
   ``[B, n, k]`` and synapses ``[n_i, n_j, k]``;
-* ``Lead``: the library's internal layout (``blur_keras.layout``), states ``[k, B, n]`` and
+* ``Lead``: the library's internal layout (``blur_keras.core.layout``), states ``[k, B, n]`` and
   synapses ``[k, n_i, n_j]``, so that per-state matmuls need no transposes and elementwise
   loops run along the neurons.
 
 Both are a stand-alone restatement of that one configuration of the library's inner step, kept
 here only to measure the layout; the script first checks it against
-``blur_keras.inner.inner_step``: ``Lead`` must give the same bits, ``Last`` the same numbers to
+``blur_keras.core.step.inner_step``: ``Lead`` must give the same bits, ``Last`` the same numbers to
 float32 round-off. It then differentiates ``T`` steps and a query (TensorFlow's autodiff in
 both) under XLA. Beside them it runs the library's own meta-gradient of the same setting
 (``meta_loss``, with the hand-derived reverse, from fresh seeded synapses), and the meta-loss
@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()
 
@@ -229,14 +229,13 @@ def make(L, forward_only=False):
 def library_config():
     """The ``BlurConfig`` this restatement is of (``meta_step.py``'s)."""
     from blur_keras import BlurConfig
-
     return BlurConfig(activation_norm=True, synapse_norm=True)
 
 
 def library_meta_gradient(xs, ts, qx, qy):
     """The library's own compiled meta-gradient of the same setting (``meta.unroll.meta_loss``:
     fresh synapses from a seed, then the same T steps and query) and its inputs."""
-    from blur_keras.meta.unroll import meta_loss
+    from blur_keras.meta.objective.unroll import meta_loss
 
     config = library_config()
     params = {n: v[None] for n, v in genome_params().items()}  # one species
@@ -258,7 +257,6 @@ def library_meta_gradient(xs, ts, qx, qy):
 def genome_params():
     """The genome entries this configuration reads, from ``meta_step.py``'s random genome."""
     from blur_keras import Genome
-
     genome = Genome.random(K, seed=0, transform_std=0.5, synapse_update=-0.01)
     return {n: tf.constant(v) for n, v in genome.params().items()
             if n in ("nu", "mu", "pre", "post", "gamma", "beta", "eta", "f", "f_syn", "eta_syn",
@@ -266,9 +264,9 @@ def genome_params():
 
 
 def check_against_library(p, rng):
-    """One step of ``Last`` and ``Lead`` against ``blur_keras.inner.inner_step``."""
-    from blur_keras.inner import inner_step
-    from blur_keras.synapses import init_synapses
+    """One step of ``Last`` and ``Lead`` against ``blur_keras.core.step.inner_step``."""
+    from blur_keras.core.step import inner_step
+    from blur_keras.core.synapses import init_synapses
 
     config = library_config()
     synapses = init_synapses(tf.constant([1, 2], tf.int64), SIZES, K, (), config)
@@ -304,7 +302,7 @@ def main():
     qx = f32(rng.uniform(size=(B, SIZES[0])))
     qy = tf.constant(rng.integers(0, SIZES[-1], size=B), tf.int32)
     print(f"meta-gradient, {'-'.join(map(str, SIZES))}, k={K}, T={T}, batch {B}, XLA on CPU "
-          f"({os.cpu_count()} cores); one step checked against blur_keras.inner.inner_step")
+          f"({os.cpu_count()} cores); one step checked against blur_keras.core.step.inner_step")
     runs = {}
     for name, L in (("[B, n, k]", Last), ("[k, B, n]", Lead)):
         inputs = (p, [L.synapses(f32(a)) for a in w], xs, ts, qx, qy)

@@ -5,17 +5,17 @@ Pure math: ``inner_step``, ``forward_pass``, ``predict``, ``init_synapses``
 Keras: ``BlurDense``, ``BlurModel``, ``Genome``, ``BlurConfig``; ``pretrained_genomes()``
 lists the genomes shipped with the package (``Genome.pretrained(name)``).
 Subpackages: ``blur_keras.data`` (tasks), ``blur_keras.meta`` (meta-training),
-``blur_keras.plots``.
+``blur_keras.evaluation.plots``.
 """
 
-from blur_keras import activations
-from blur_keras.config import BlurConfig
-from blur_keras.errors import NonFiniteError
-from blur_keras.genome import Genome
-from blur_keras.inner import forward_pass, inner_step, predict
-from blur_keras.layers import BlurDense
-from blur_keras.model import BlurModel
-from blur_keras.pretrained import pretrained_names as pretrained_genomes
-from blur_keras.synapses import init_synapses
+from blur_keras.core import activations
+from blur_keras.core.config import BlurConfig
+from blur_keras.core.errors import NonFiniteError
+from blur_keras.rules.genome import Genome
+from blur_keras.core.step import forward_pass, inner_step, predict
+from blur_keras.keras.layers import BlurDense
+from blur_keras.keras.model import BlurModel
+from blur_keras.rules.pretrained import pretrained_names as pretrained_genomes
+from blur_keras.core.synapses import init_synapses
 
 __version__ = "0.1.0"

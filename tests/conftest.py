@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()  # as the entry points do (train/, benchmarks/), before TensorFlow's first op
 

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from blur_keras import BlurConfig, data, layout
+from blur_keras import BlurConfig, data
+
+from blur_keras.core import layout
 from blur_keras.data import images as images_mod
-from blur_keras.genome import align_to_population
-from blur_keras.synapses import update_pair
+from blur_keras.rules.genome import align_to_population
+from blur_keras.core.synapses import update_pair
 
 try:  # pytest's default (prepend) import mode puts tests/ on sys.path
     import reference
@@ -33,7 +35,6 @@ def manual_fit(model, x, y, batch, params_at):
     ``inner_step`` per batch in order: ``params_at(t)`` gives the genome entries of step t.
     Returns the synapses after the last batch."""
     from blur_keras import inner_step
-
     synapses, (fwd, bwd) = model.synapses(), model.activations
     for t, i in enumerate(range(0, len(y), batch)):
         targets = 2.0 * tf.one_hot(y[i:i + batch], model.num_classes) - 1.0
@@ -114,7 +115,7 @@ def tfc(x):
 
 def tfi(x):
     """A public-layout array (states ``[.., B, n, k]``, synapses ``[.., n_src, n_dst, k]``) as a
-    float32 tensor in the core's internal layout (``blur_keras.layout``)."""
+    float32 tensor in the core's internal layout (``blur_keras.core.layout``)."""
     return layout.states_in(tfc(x))
 
 

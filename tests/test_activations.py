@@ -1,10 +1,11 @@
-"""σ and the state-aware backprop_* activations (blur_keras.activations).
+"""σ and the state-aware backprop_* activations (blur_keras.core.activations).
 """
 
 import pytest
 
-from blur_keras import BlurConfig, activations
+from blur_keras import BlurConfig
 
+from blur_keras.core import activations
 from helpers import S, R, K, B, N_UP, rand, tfc, tfi, pub, close
 from helpers import reference as ref
 

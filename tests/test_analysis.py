@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import blur_keras as bk
-from blur_keras.analysis import (free_coordinates, from_free, plot_jacobian, relative_asymmetry,
+from blur_keras.evaluation.analysis import (free_coordinates, from_free, plot_jacobian, relative_asymmetry,
                                  update_jacobian)
 
 SIZES = (4, 5, 3)

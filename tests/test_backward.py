@@ -1,4 +1,4 @@
-"""Step 4 of the inner step, backward layer (blur_keras.backward),
+"""Step 4 of the inner step, backward layer (blur_keras.core.backward),
 against the independent float64 NumPy reference (tests/reference.py);
 shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-square layers).
 """
@@ -6,7 +6,7 @@ shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-squa
 import pytest
 
 from blur_keras import BlurConfig
-from blur_keras.backward import backward_layer
+from blur_keras.core.backward import backward_layer
 
 from helpers import (
     S, R, K, B, N_LO, N_UP, rand_genome, tf_params, member, rand, rand_w, tfi, pub, close,

@@ -10,8 +10,7 @@ import pytest
 import tensorflow as tf
 
 import blur_keras as bk
-from blur_keras import evaluation as ev
-
+from blur_keras.evaluation import suite as ev
 SIZES = (6, 8, 3)
 STEPS = 12
 SEEDS = 3

@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 import blur_keras as bk
-from blur_keras.inner import inner_step, predict
-from blur_keras.meta.export import export_saved_model
-from blur_keras.meta.unroll import pm1_targets
+from blur_keras.core.step import inner_step, predict
+from blur_keras.rules.export import export_saved_model
+from blur_keras.meta.objective.unroll import pm1_targets
 
 CONFIG = bk.BlurConfig(activation_norm=True)
 GENOME = bk.Genome.random(2, seed=1)
@@ -102,7 +102,7 @@ def test_bad_inputs_are_one_line_errors(rules, case, pattern):
 
 
 def test_saved_model_carries_its_metadata_and_loads_as_a_rule(rules):
-    from blur_keras.evaluation import load_rule
+    from blur_keras.evaluation.suite import load_rule
 
     _, _, path = rules
     rule = load_rule(path)

@@ -1,4 +1,4 @@
-"""Step 3 of the inner step, feedback (blur_keras.feedback),
+"""Step 3 of the inner step, feedback (blur_keras.core.feedback),
 against the independent float64 NumPy reference (tests/reference.py);
 shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-square layers).
 """
@@ -6,7 +6,7 @@ shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-squa
 import numpy as np
 import pytest
 
-from blur_keras.feedback import apply_feedback
+from blur_keras.core.feedback import apply_feedback
 
 from helpers import S, R, K, B, rand, tfc, tfi, pub, close, per_member, one_hot_pm
 from helpers import reference as ref

@@ -1,4 +1,4 @@
-"""Steps 1–2 of the inner step, reset and forward layer (blur_keras.forward, blur_keras.states),
+"""Steps 1–2 of the inner step, reset and forward layer (blur_keras.core.forward, blur_keras.core.states),
 against the independent float64 NumPy reference (tests/reference.py);
 shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-square layers).
 """
@@ -6,9 +6,11 @@ shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-squa
 import numpy as np
 import pytest
 
-from blur_keras import BlurConfig, activations
-from blur_keras.forward import forward_layer, input_states
-from blur_keras.states import with_bias_neuron
+from blur_keras import BlurConfig
+
+from blur_keras.core import activations
+from blur_keras.core.forward import forward_layer, input_states
+from blur_keras.core.states import with_bias_neuron
 
 from helpers import (
     S, R, K, B, N_LO, N_UP, rand_genome, tf_params, member, rand, rand_w, tfc, tfi, pub, close,

@@ -182,7 +182,7 @@ def test_genome_json_rejects_malformed_files(case):
 
 @pytest.fixture(scope="module")
 def saved_rule(tmp_path_factory):
-    from blur_keras.meta.export import export_saved_model
+    from blur_keras.rules.export import export_saved_model
 
     path = export_saved_model(str(tmp_path_factory.mktemp("fuzz") / "rule"),
                               bk.Genome.random(2, seed=1).numpy(), bk.BlurConfig(), (4, 5, 3),

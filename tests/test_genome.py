@@ -1,4 +1,4 @@
-"""The Genome layer and its JSON form (blur_keras.genome).
+"""The Genome layer and its JSON form (blur_keras.rules.genome).
 """
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from blur_keras import Genome
-from blur_keras.genome import NAMES, num_core_numbers
+from blur_keras.rules.genome import NAMES, num_core_numbers
 
 from helpers import S, K, TRANSFORMS, rand_genome
 

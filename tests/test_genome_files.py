@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import blur_keras as bk
-from blur_keras.genome import NAMES
+from blur_keras.rules.genome import NAMES
 
 CONFIG = bk.BlurConfig(activation_norm=True, batch_reduction="mean")
 PROVENANCE = {"task": "xor", "sizes": [2, 4, 2], "unroll": 5, "meta_steps": 3, "seed": 0}
@@ -111,7 +111,7 @@ def test_bad_values_are_clear_errors():
 
 
 def test_meta_train_genome_init_path_is_strict(tmp_path):
-    from blur_keras.meta.experiment import make_start_genome
+    from blur_keras.meta.run.experiment import make_start_genome
 
     with pytest.raises(ValueError, match=r"old.json: Genome file key 'values' is missing the entries \['nu'\]"):
         make_start_genome(2, 2, old_file(tmp_path, drop="nu"), 0, 1.0, -1e-3, None, 0.1)

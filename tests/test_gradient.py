@@ -1,7 +1,7 @@
 """Hand-derived gradients and the input-layer shortcut against TensorFlow's own math (issue 8).
 
 Every comparison runs the same function twice: traced normally (the hand-derived gradient of a
-whole inner step, ``blur_keras.step_gradient``, and of the primitives in ``blur_keras.gradient``)
+whole inner step, ``blur_keras.core.step_reverse``, and of the primitives in ``blur_keras.core.gradient``)
 and traced under ``plain_autodiff()`` (TensorFlow's autodiff of the plain formulas).  Gradients of every genome entry and of the initial synapses must
 agree to 1e-5 relative, for every BlurConfig option, with species and replica axes, through
 recomputation, and under XLA.
@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from blur_keras import BlurConfig, inner_step, predict, step_gradient
-from blur_keras.forward import input_states
-from blur_keras.gradient import plain_autodiff, sum_to
-from blur_keras.genome import align_to_population
-from blur_keras.layout import reshape_axes, unit_axes
-from blur_keras.meta.unroll import meta_loss
-from blur_keras.states import (input_matmul, input_outer, mix_states, mix_states_vjp,
+from blur_keras import BlurConfig, inner_step, predict
+
+from blur_keras.core import step_reverse as step_gradient
+from blur_keras.core.forward import input_states
+from blur_keras.core.gradient import plain_autodiff, sum_to
+from blur_keras.rules.genome import align_to_population
+from blur_keras.core.layout import reshape_axes, unit_axes
+from blur_keras.meta.objective.unroll import meta_loss
+from blur_keras.core.states import (input_matmul, input_outer, mix_states, mix_states_vjp,
                                per_state_matmul, per_state_outer, with_bias_neuron)
 
 try:  # pytest's default (prepend) import mode puts tests/ on sys.path
@@ -252,7 +254,7 @@ def test_trainer_step_gradient_switch(monkeypatch):
     """``GradientTrainer(step_gradient="autodiff")`` traces TensorFlow's autodiff of the step (the
     recipes that must reproduce a genome file made with it); both agree; a typo is refused."""
     from blur_keras import Genome
-    from blur_keras.meta.trainer import GradientTrainer
+    from blur_keras.meta.outer.gradient import GradientTrainer
 
     calls = []
     backward = step_gradient._Step.backward

@@ -1,4 +1,4 @@
-"""The whole inner step (blur_keras.inner): every option of docs/spec.md §2–3 together, per-layer
+"""The whole inner step (blur_keras.core.step): every option of docs/spec.md §2–3 together, per-layer
 genomes, population broadcasting, the backprop anchor, XLA, against the independent float64
 NumPy reference (tests/reference.py);
 shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-square layers).
@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from blur_keras import BlurConfig, Genome, init_synapses, inner_step, predict
-
 from helpers import (
     S, R, K, B, SIZES, RTOL, ATOL, TRANSFORMS, rand_genome, tf_params, member, rand, tfc,
     close, per_member, random_synapses, one_hot_pm, INNER_CONFIGS,

@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from blur_keras import BlurConfig, Genome
 from blur_keras.data import make_task_stream, preset_task
-from blur_keras.meta.experiment import Curriculum, MetaTrainingDiverged, meta_train
-from blur_keras.meta.optim import adam_update
-from blur_keras.meta.trainer import GradientTrainer
-from blur_keras.meta.unroll import meta_loss
+from blur_keras.meta.run.experiment import Curriculum, MetaTrainingDiverged, meta_train
+from blur_keras.meta.outer.adam import adam_update
+from blur_keras.meta.outer.gradient import GradientTrainer
+from blur_keras.meta.objective.unroll import meta_loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = (2, 6, 2)
@@ -192,10 +192,10 @@ def test_curriculum_run_changes_unroll_and_task(tmp_path):
 
 @pytest.mark.process
 def test_saved_model_runs_without_blur_keras(tmp_path):
-    from blur_keras.inner import inner_step, predict
-    from blur_keras.meta.export import export_saved_model
-    from blur_keras.meta.unroll import pm1_targets
-    from blur_keras.synapses import init_synapses
+    from blur_keras.core.step import inner_step, predict
+    from blur_keras.rules.export import export_saved_model
+    from blur_keras.meta.objective.unroll import pm1_targets
+    from blur_keras.core.synapses import init_synapses
 
     config = BlurConfig(activation_norm=True)
     genome = Genome.random(2, seed=1)

@@ -9,7 +9,7 @@ import pytest
 
 import blur_keras as bk
 from blur_keras.data import preset_task
-from blur_keras.meta.experiment import meta_train
+from blur_keras.meta.run.experiment import meta_train
 
 import helpers
 

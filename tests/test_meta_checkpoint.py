@@ -5,9 +5,9 @@ import json
 import pytest
 import tensorflow as tf
 
-from blur_keras.config import BlurConfig
-from blur_keras.meta.checkpoint import check_resumed_settings, open_run, run_settings
-from blur_keras.meta.outer import OuterTrainer
+from blur_keras.core.config import BlurConfig
+from blur_keras.meta.run.checkpoint import check_resumed_settings, open_run, run_settings
+from blur_keras.meta.outer.base import OuterTrainer
 
 
 class _Trainer(OuterTrainer):

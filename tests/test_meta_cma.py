@@ -6,8 +6,8 @@ import tensorflow as tf
 
 from blur_keras import BlurConfig, Genome
 from blur_keras.data import make_task_stream, preset_task
-from blur_keras.meta.checkpoint import RunCheckpoint
-from blur_keras.meta.cma_es import WORST_FITNESS, CMAESTrainer
+from blur_keras.meta.run.checkpoint import RunCheckpoint
+from blur_keras.meta.outer.cma_es import WORST_FITNESS, CMAESTrainer
 
 SIZES = (2, 6, 2)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from blur_keras.meta.curriculum import Curriculum
+from blur_keras.meta.run.curriculum import Curriculum
 
 
 def test_curriculum_schedule():

@@ -22,8 +22,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from blur_keras import BlurConfig, Genome
-from blur_keras.meta.strategy import NoTPUError, choose_strategy
-from blur_keras.meta.trainer import GradientTrainer
+from blur_keras.meta.outer.strategy import NoTPUError, choose_strategy
+from blur_keras.meta.outer.gradient import GradientTrainer
 
 rng = np.random.default_rng(0)
 

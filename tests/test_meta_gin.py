@@ -73,7 +73,7 @@ def test_gin_file_parses_and_names_a_task(path):
 
 
 def _run_recipe(name, model_dir):
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
     path = os.path.join(REPO, "gin", name)
     CLI.parse_gin([path], tiny(path) + ["meta_train.task = @preset_task()",
@@ -127,7 +127,6 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome
-
     CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
     try:
         config = gin.query_parameter("meta_train.blur_config").scoped_configurable_fn()
@@ -137,7 +136,7 @@ def test_recipe_config_is_the_shipped_genomes_config(name):
 
 
 def test_backprop_config_changes_and_rejects_unknown_fields():
-    from blur_keras.config import BlurConfig, backprop_config
+    from blur_keras.core.config import BlurConfig, backprop_config
 
     assert backprop_config(activation_norm=True) == BlurConfig.backprop().replace(
         activation_norm=True)
@@ -239,7 +238,7 @@ def test_deep_recipes_are_the_shallow_ones_through_two_hidden_layers(deep, shall
 
 
 def test_toy2d_runs_small(tmp_path):
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
     CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], TINY)
     try:
@@ -253,7 +252,7 @@ def test_toy2d_runs_small(tmp_path):
 
 def test_tpu_config_without_tpu_says_so_and_runs(tmp_path, caplog):
     from blur_keras.data import load_images
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
     try:
         load_images("fashion_mnist", "train")
@@ -270,7 +269,7 @@ def test_tpu_config_without_tpu_says_so_and_runs(tmp_path, caplog):
 
 
 def test_cma_config_runs_small(tmp_path):
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
 
     def run_small_cma(final_eval):

@@ -9,12 +9,12 @@ import pytest
 
 from blur_keras import BlurConfig, Genome
 from blur_keras.data import preset_task
-from blur_keras.meta import experiment  # noqa: F401  (registers the trainers)
-from blur_keras.meta.cma_es import CMAESTrainer
-from blur_keras.meta.curriculum import Curriculum
-from blur_keras.meta.outer import TRAINERS, OuterTrainer, build_trainer, trainer_factory
-from blur_keras.meta.simple_es import SimpleESTrainer
-from blur_keras.meta.trainer import GradientTrainer
+from blur_keras.meta.run import experiment  # noqa: F401  (registers the trainers)
+from blur_keras.meta.outer.cma_es import CMAESTrainer
+from blur_keras.meta.run.curriculum import Curriculum
+from blur_keras.meta.outer.base import TRAINERS, OuterTrainer, build_trainer, trainer_factory
+from blur_keras.meta.outer.simple_es import SimpleESTrainer
+from blur_keras.meta.outer.gradient import GradientTrainer
 
 
 class _Recorder(OuterTrainer):

@@ -17,7 +17,7 @@ SCRIPT = os.path.join(REPO, "train", "meta.py")
 
 TINY_GIN = """
 import blur_keras.data
-import blur_keras.meta.experiment
+import blur_keras.meta.run.experiment
 
 meta_train.task = @preset_task()
 preset_task.name = 'and'
@@ -96,7 +96,7 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from" in resumed.stderr
-    assert "CPU memory: pooled" in resumed.stderr  # blur_keras.runtime, as every entry point
+    assert "CPU memory: pooled" in resumed.stderr  # blur_keras.meta.run.runtime, as every entry point
 
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     a, b = _metrics(straight_dir), _metrics(killed_dir)
@@ -127,7 +127,7 @@ def test_bad_gin_binding_fails_before_training(tmp_path):
 
 @pytest.mark.process
 def test_bad_flag_and_bad_value_fail_before_training(tmp_path):
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
     from blur_keras.data import preset_task
 
     with pytest.raises(ValueError, match="outer"):

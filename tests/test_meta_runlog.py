@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from blur_keras.meta.runlog import Progress, RunLog, fmt_time, truncate_jsonl
+from blur_keras.meta.run.log import Progress, RunLog, fmt_time, truncate_jsonl
 
 
 def _lines(path):

@@ -1,4 +1,4 @@
-"""A run in stages (blur_keras.meta.stages): each stage a gin scope, starting from the last."""
+"""A run in stages (blur_keras.meta.run.stages): each stage a gin scope, starting from the last."""
 
 import json
 import os
@@ -24,7 +24,7 @@ STAGED = TINY + [
 
 
 def _run(model_dir, extra=()):
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
     CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], STAGED + list(extra))
     try:
@@ -85,7 +85,7 @@ def test_final_edits_are_checked_before_any_stage_and_need_stages(tmp_path):
             _run(tmp_path / "bad", [binding])
         assert words in str(err.value)
         assert not os.path.exists(tmp_path / "bad" / "fast")  # nothing trained
-    from blur_keras.meta.experiment import meta_train
+    from blur_keras.meta.run.experiment import meta_train
 
     CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], TINY)
     try:

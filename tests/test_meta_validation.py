@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from blur_keras.meta.curriculum import Curriculum
-from blur_keras.meta.validation import VALIDATION_SEED_OFFSET, Validation, best_species, inner_curve
+from blur_keras.meta.run.curriculum import Curriculum
+from blur_keras.meta.run.validation import VALIDATION_SEED_OFFSET, Validation, best_species, inner_curve
 
 
 class _Trainer:

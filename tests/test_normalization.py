@@ -1,4 +1,4 @@
-"""docs/spec.md §3 activation and synapse normalisation (blur_keras.normalization),
+"""docs/spec.md §3 activation and synapse normalisation (blur_keras.core.normalization),
 against the independent float64 NumPy reference (tests/reference.py);
 shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-square layers).
 """
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from blur_keras import BlurConfig
-from blur_keras.backward import backward_layer
-from blur_keras.forward import forward_layer
-from blur_keras.normalization import normalize_activations, normalize_synapses
+from blur_keras.core.backward import backward_layer
+from blur_keras.core.forward import forward_layer
+from blur_keras.core.normalization import normalize_activations, normalize_synapses
 
 from helpers import (
     S, R, K, B, N_LO, N_UP, f32, rand_genome, tf_params, member, rand, rand_w, tfi, pub, close,

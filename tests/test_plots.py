@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 
 import blur_keras as bk
-from blur_keras import plots
-
-
+from blur_keras.evaluation import plots
 def _is_png(path):
     with open(path, "rb") as fh:
         return fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 from blur_keras import data
-
 from helpers import _no_tfds_download  # noqa: F401  (autouse: no test downloads)
 from helpers import _prep_ref, fashion, needs_debian_fashion, tfds_empty  # noqa: F401 (fixtures)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import blur_keras as bk
-from blur_keras import Genome, pretrained
-from blur_keras import stability as st
-
+from blur_keras import Genome
+from blur_keras.rules import pretrained
+from blur_keras.evaluation import stability as st
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_JSON = os.path.join(REPO, "docs", "genomes", "default.json")
 
@@ -204,10 +204,10 @@ def synapse_peaks(genome, digits, steps=GROWTH_STEPS):
     ``[steps // GROWTH_CHUNK]``."""
     import tensorflow as tf
 
-    from blur_keras.feedback import pm1_targets
-    from blur_keras.inner import inner_step
-    from blur_keras.schedule import at_step
-    from blur_keras.synapses import init_synapses
+    from blur_keras.core.feedback import pm1_targets
+    from blur_keras.core.step import inner_step
+    from blur_keras.rules.schedule import at_step
+    from blur_keras.core.synapses import init_synapses
 
     genome = st.load_genome(genome)
     params, config = genome.params(), genome.config

@@ -1,4 +1,4 @@
-"""blur_keras.runtime: pooled CPU memory, asked for before TensorFlow's first op."""
+"""blur_keras.meta.run.runtime: pooled CPU memory, asked for before TensorFlow's first op."""
 
 import os
 import subprocess
@@ -7,12 +7,11 @@ import sys
 import pytest
 
 import helpers
-from blur_keras import runtime
-
+from blur_keras.meta.run import runtime
 # TensorFlow and blur_keras imported first, as in the entry points
 CHILD = ("import tensorflow as tf\n"
          "import blur_keras\n"
-         "from blur_keras.runtime import cpu_memory_pooled, pool_cpu_memory\n"
+         "from blur_keras.meta.run.runtime import cpu_memory_pooled, pool_cpu_memory\n"
          "pool_cpu_memory()\n"
          "x = tf.ones([256, 256]) @ tf.ones([256, 256])\n"
          "print('POOLED', cpu_memory_pooled(), float(x[0, 0]))\n")

@@ -5,9 +5,7 @@ import types
 
 import tensorflow as tf
 
-from blur_keras.meta import chief
-
-
+from blur_keras.meta.run import chief
 def _strategy(cluster, task_type, task_id):
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)

@@ -30,8 +30,8 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 
 from blur_keras import BlurConfig, Genome
-from blur_keras.meta.cma_es import CMAESTrainer
-from blur_keras.meta.trainer import GradientTrainer
+from blur_keras.meta.outer.cma_es import CMAESTrainer
+from blur_keras.meta.outer.gradient import GradientTrainer
 
 JIT = bool(int(os.environ.get("BLUR_TEST_JIT", "0")))  # tracing dominates: XLA only adds to it
 rng = np.random.default_rng(0)

@@ -25,7 +25,7 @@ SCRIPT = os.path.join(REPO, "train", "meta.py")
 
 TINY_GIN = """
 import blur_keras.data
-import blur_keras.meta.experiment
+import blur_keras.meta.run.experiment
 
 meta_train.task = @preset_task()
 preset_task.name = 'and'
@@ -95,7 +95,6 @@ def _cluster(ports):
 
 def _genome(model_dir):
     from blur_keras import Genome
-
     return Genome.load_json(os.path.join(model_dir, "genome_population.json")).numpy()
 
 

@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 
 from blur_keras import data
-
-
 def _take(ds, n):
     return [{k: v.numpy() for k, v in e.items()} for e in ds.take(n)]
 

@@ -1,4 +1,4 @@
-"""Genome schedules (blur_keras.schedule): ramps of synapse-update entries over the inner steps,
+"""Genome schedules (blur_keras.rules.schedule): ramps of synapse-update entries over the inner steps,
 run by BlurModel (its rule_step counter) and by the evaluation suite (its loop counter)."""
 
 import json
@@ -10,8 +10,8 @@ import tensorflow as tf
 
 import blur_keras as bk
 import helpers
-from blur_keras import evaluation as ev
-from blur_keras.schedule import at_step, check_schedule
+from blur_keras.evaluation import suite as ev
+from blur_keras.rules.schedule import at_step, check_schedule
 
 K = 3
 RAMPS = [{"entry": "pre", "index": [1, 0], "to": 0.25, "steps": 4},
@@ -117,7 +117,7 @@ def test_fit_steps_by_the_schedule_and_counts_its_steps(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert int(loaded.rule_step.numpy()) == 7 and loaded.genome.schedule == genome.schedule
-    from blur_keras.stability import reset_synapses
+    from blur_keras.evaluation.stability import reset_synapses
     assert int(reset_synapses(loaded, 3).rule_step.numpy()) == 0
     assert _model(bk.Genome.random(K)).rule_step is None  # no schedule, no counter
 

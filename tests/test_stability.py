@@ -1,4 +1,4 @@
-"""The fit check (blur_keras.stability): curves per epoch, non-finite runs reported, PASS/FAIL."""
+"""The fit check (blur_keras.evaluation.stability): curves per epoch, non-finite runs reported, PASS/FAIL."""
 
 import json
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from blur_keras import BlurConfig, Genome
-from blur_keras import stability as st
-from blur_keras.evaluation import synthetic_data
+from blur_keras.evaluation import stability as st
+from blur_keras.evaluation.suite import synthetic_data
 
 EPOCHS = 2
 

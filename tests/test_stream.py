@@ -118,7 +118,7 @@ def test_stream_class_subset_labels(fashion, fm_task):
 def test_label_noise_on_train_batches_only(fashion):
     """``label_noise``: a fixed share of the pool's labels replaced by uniform draws, seen by the
     train batches (and an evaluation pool); the query and validation keep the true labels."""
-    from blur_keras.evaluation import task_data
+    from blur_keras.evaluation.suite import task_data
 
     task = data.Task("fashion_mnist", classes="5-9", crop=20, resolution=10, label_noise=0.4)
     assert task.describe().endswith("label noise 0.4")

@@ -1,5 +1,5 @@
 """Step 5 (Hebbian update), Oja term, saturation, symmetric and single-state synapses and
-init_synapses (blur_keras.synapses), against the independent float64 NumPy reference (tests/reference.py);
+init_synapses (blur_keras.core.synapses), against the independent float64 NumPy reference (tests/reference.py);
 shared setup in tests/helpers.py (S = 2 species, R = 3 replicas, k = 3, non-square layers).
 """
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from blur_keras import BlurConfig, init_synapses
-from blur_keras.states import with_bias_neuron
-from blur_keras.synapses import hebbian_delta, saturate, sync, update_pair
+from blur_keras.core.states import with_bias_neuron
+from blur_keras.core.synapses import hebbian_delta, saturate, sync, update_pair
 
 from helpers import (
     S, R, K, B, N_LO, N_UP, SIZES, f32, rand_genome, tf_params, member, rand, rand_w, tfc, tfi, pub,

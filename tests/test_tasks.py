@@ -7,7 +7,6 @@ import gin
 import pytest
 
 from blur_keras import data
-
 from helpers import _no_tfds_download  # noqa: F401  (autouse: no test downloads)
 
 

@@ -5,9 +5,9 @@ import tensorflow as tf
 
 import reference as ref
 from blur_keras import BlurConfig, Genome
-from blur_keras.meta.optim import adam_update
-from blur_keras.meta.trainer import GradientTrainer
-from blur_keras.meta.unroll import init_population_synapses, meta_loss
+from blur_keras.meta.outer.adam import adam_update
+from blur_keras.meta.outer.gradient import GradientTrainer
+from blur_keras.meta.objective.unroll import init_population_synapses, meta_loss
 
 SIZES = (2, 5, 3)
 CONFIG = BlurConfig(oja=True)

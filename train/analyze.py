@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()  # before TensorFlow creates its CPU device
 
@@ -39,8 +39,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     import numpy as np
 
-    from blur_keras.analysis import plot_jacobian, relative_asymmetry, update_jacobian
-    from blur_keras.evaluation import load_rule
+    from blur_keras.evaluation.analysis import plot_jacobian, relative_asymmetry, update_jacobian
+    from blur_keras.evaluation.suite import load_rule
 
     try:
         sizes = tuple(int(s) for s in FLAGS.sizes)

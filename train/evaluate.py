@@ -1,4 +1,4 @@
-"""Evaluate a learned rule against tuned SGD, SGD+momentum and Adam (blur_keras.evaluation).
+"""Evaluate a learned rule against tuned SGD, SGD+momentum and Adam (blur_keras.evaluation.suite).
 
     python train/evaluate.py --rule=/tmp/blur_meta/default/genome.json --out_dir=/tmp/eval
     python train/evaluate.py --rule=backprop:0.1 --gin_param='evaluate_suite.horizons=(10, 50)'
@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()  # before TensorFlow creates its CPU device
 
@@ -45,9 +45,9 @@ def main(argv):
     import gin
 
     import blur_keras.data  # noqa: F401  (registers Task, preset_task, ...)
-    from blur_keras import evaluation
-    from blur_keras.gin_files import search_beside
-    from blur_keras.config import BlurConfig
+    from blur_keras.evaluation import suite as evaluation
+    from blur_keras.meta.run.gin_files import search_beside
+    from blur_keras.core.config import BlurConfig
 
     try:
         gin.external_configurable(BlurConfig, name="BlurConfig", module="blur_keras")

@@ -6,7 +6,7 @@
         --gin_param="fit_check.baselines={'sgd': (0.1, 0.3, 1.0), 'adam': (1e-3, 3e-3, 1e-2)}"
 
 ``--rule``: a genome ``.json`` file (it carries its config). Tasks, architectures, seeds,
-epochs and examples are gin bindings of ``fit_check`` (``blur_keras.stability``; default:
+epochs and examples are gin bindings of ``fit_check`` (``blur_keras.evaluation.stability``; default:
 gin/eval/fit.gin). A curve that goes non-finite is recorded (epoch, step) and counted as a
 failure; the check goes on. ``fit_check.baselines`` runs tuned SGD / SGD+momentum / Adam
 through the same check beside the rule (the learning rate with the best mean final accuracy is
@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()  # before TensorFlow creates its CPU device
 
@@ -43,8 +43,8 @@ def main(argv):
     import gin
 
     import blur_keras.data  # noqa: F401  (registers Task, preset_task, ...)
-    from blur_keras import stability
-    from blur_keras.gin_files import search_beside
+    from blur_keras.evaluation import stability
+    from blur_keras.meta.run.gin_files import search_beside
 
     try:
         search_beside(FLAGS.gin_file or [DEFAULT_GIN])

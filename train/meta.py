@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from blur_keras.runtime import pool_cpu_memory  # noqa: E402
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()  # before TensorFlow creates its CPU device
 
@@ -43,8 +43,8 @@ def parse_gin(gin_files, gin_params):
     import gin
 
     import blur_keras.data  # noqa: F401  (registers Task, Mixture, preset_task, ...)
-    import blur_keras.meta.experiment  # noqa: F401  (registers meta_train, Curriculum, BlurConfig)
-    from blur_keras.gin_files import search_beside
+    import blur_keras.meta.run.experiment  # noqa: F401  (registers meta_train, Curriculum, BlurConfig)
+    from blur_keras.meta.run.gin_files import search_beside
 
     gin.clear_config()
     for path in gin_files or ():
@@ -148,8 +148,8 @@ def _one_line_errors(prefix):
 
 
 def _log_cpu_memory():
-    """Say whether TensorFlow pools CPU memory (``blur_keras.runtime``); warn when it does not."""
-    from blur_keras.runtime import POOLED_CPU_ALLOCATOR, cpu_memory_pooled
+    """Say whether TensorFlow pools CPU memory (``blur_keras.meta.run.runtime``); warn when it does not."""
+    from blur_keras.meta.run.runtime import POOLED_CPU_ALLOCATOR, cpu_memory_pooled
 
     if cpu_memory_pooled():
         logging.info("CPU memory: pooled (%s=true)", POOLED_CPU_ALLOCATOR)
@@ -165,7 +165,7 @@ def main(argv):
     import tensorflow as tf
 
     if FLAGS.strategy == "multi_worker":  # must exist before TensorFlow initialises its devices
-        from blur_keras.meta.strategy import choose_strategy
+        from blur_keras.meta.outer.strategy import choose_strategy
 
         early_strategy = choose_strategy("multi_worker")
     if FLAGS.cpu_devices:
@@ -174,8 +174,8 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices)
     import gin
 
-    from blur_keras.meta.experiment import meta_train
-    from blur_keras.meta.strategy import choose_strategy
+    from blur_keras.meta.run.experiment import meta_train
+    from blur_keras.meta.outer.strategy import choose_strategy
 
     with _one_line_errors("Bad gin configuration"):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
@@ -183,8 +183,7 @@ def main(argv):
         check_config_bindings(FLAGS.gin_param)
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
-    from blur_keras.meta import chief
-
+    from blur_keras.meta.run import chief
     with _one_line_errors("Error"):
         strategy = early_strategy if FLAGS.strategy == "multi_worker" else choose_strategy(
             FLAGS.strategy, FLAGS.tpu)

@@ -8,7 +8,7 @@ All functions take NumPy arrays (or tensors, where noted) and are deterministic.
 import numpy as np
 import tensorflow as tf
 
-from blur_keras.feedback import pm1_targets
+from blur_keras.core.feedback import pm1_targets
 
 __all__ = [
     "center_crop",
@@ -127,7 +127,7 @@ def to_pm1_targets(labels, num_classes):
     the others.
 
     Works on tensors (returns a float32 tensor) and NumPy arrays (returns float32 NumPy); the
-    encoding itself is ``blur_keras.feedback.pm1_targets``.
+    encoding itself is ``blur_keras.core.feedback.pm1_targets``.
     """
     if tf.is_tensor(labels):
         return pm1_targets(labels, num_classes)

@@ -183,7 +183,7 @@ def make_task_stream(
         block of every element (``species / species_blocks`` species, ``replicas /
         replica_blocks`` replicas), equal to slicing the whole element, but drawing only the
         block's examples (a device's part of a distributed population,
-        ``blur_keras.meta.distribute``).
+        ``blur_keras.meta.outer.distribute``).
     """
     mixture = _as_mixture(task_or_mixture)
     _check_sizes(species=species, replicas=replicas, batch_size=batch_size,

@@ -12,16 +12,16 @@
   (``baselines``).
 """
 
-from blur_keras.meta.baselines import genome_accuracy, sgd_accuracy
-from blur_keras.meta.checkpoint import RunCheckpoint
-from blur_keras.meta.cma_es import CMAESTrainer
-from blur_keras.meta.experiment import Curriculum, MetaTrainingDiverged, meta_train
-from blur_keras.meta.export import LearnedRule, export_saved_model
-from blur_keras.meta.optim import adam_update, species_norm
-from blur_keras.meta.outer import OuterTrainer
-from blur_keras.meta.strategy import NoTPUError, choose_strategy
-from blur_keras.meta.trainer import GradientTrainer
-from blur_keras.meta.unroll import meta_loss, pm1_targets
+from blur_keras.meta.objective.baselines import genome_accuracy, sgd_accuracy
+from blur_keras.meta.run.checkpoint import RunCheckpoint
+from blur_keras.meta.outer.cma_es import CMAESTrainer
+from blur_keras.meta.run.experiment import Curriculum, MetaTrainingDiverged, meta_train
+from blur_keras.rules.export import LearnedRule, export_saved_model
+from blur_keras.meta.outer.adam import adam_update, species_norm
+from blur_keras.meta.outer.base import OuterTrainer
+from blur_keras.meta.outer.strategy import NoTPUError, choose_strategy
+from blur_keras.meta.outer.gradient import GradientTrainer
+from blur_keras.meta.objective.unroll import meta_loss, pm1_targets
 
 __all__ = [
     "CMAESTrainer", "Curriculum", "GradientTrainer", "LearnedRule", "MetaTrainingDiverged",

@@ -23,8 +23,8 @@ def compute(root):
     import tensorflow as tf
 
     import blur_keras as bk
-    from blur_keras.config import backprop_config
-    from blur_keras.meta.unroll import meta_loss
+    from blur_keras.core.config import backprop_config
+    from blur_keras.meta.objective.unroll import meta_loss
 
     cfg = backprop_config(batch_reduction="mean", activation_norm=True, oja=False)
     genome = bk.Genome.random(2, seed=0, species=2, transform_std=0.5, synapse_update=-0.01)

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 
 from blur_keras.data import Task
-from blur_keras.evaluation import task_data
-from blur_keras.stability import (build_baseline, build_model, load_genome, train_subset,
+from blur_keras.evaluation.suite import task_data
+from blur_keras.evaluation.stability import (build_baseline, build_model, load_genome, train_subset,
                                   val_accuracy)
 
 

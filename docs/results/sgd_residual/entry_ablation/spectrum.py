@@ -18,8 +18,8 @@ import numpy as np
 import keras
 
 from blur_keras.data import Task
-from blur_keras.evaluation import task_data
-from blur_keras.stability import build_model, load_genome, train_subset, val_accuracy
+from blur_keras.evaluation.suite import task_data
+from blur_keras.evaluation.stability import build_model, load_genome, train_subset, val_accuracy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,7 +1,7 @@
 """The probe that came before genome schedules: ``train/fit_check.py`` with ν̃[1][0]
 (``pre[1][0]``) moved linearly from ``SCHED_V0`` to 0 over ``SCHED_STEPS`` steps by a Keras
 callback that assigns the genome variable before each batch (the ``ramp*_callback_*`` results
-here). The library now does this in the compiled step (``blur_keras.schedule``, docs/spec.md
+here). The library now does this in the compiled step (``blur_keras.rules.schedule``, docs/spec.md
 §7). This callback counts steps from 1, the library from 0 (its ramp is one step behind this
 one), so their numbers differ a little: 20-epoch finals 0.830 / 0.839 / 0.760 / 0.766 here,
 0.831 / 0.839 / 0.760 / 0.767 from the shipped genome.
@@ -16,8 +16,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 4)
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "train"))
 
-from blur_keras import stability  # noqa: E402
-
+from blur_keras.evaluation import stability  # noqa: E402
 V0 = float(os.environ["SCHED_V0"])
 TAU = int(os.environ["SCHED_STEPS"])
 

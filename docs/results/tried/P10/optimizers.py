@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from blur_keras import evaluation as ev
+from blur_keras.evaluation import suite as ev
 from blur_keras.data import Task
 
 HORIZONS = (10, 20, 50, 100)

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 
-from blur_keras import stability as st
+from blur_keras.evaluation import stability as st
 from blur_keras.data import Task
 
 EPOCHS_SHOWN = [0, 9, 19, 79, 159, 319]

@@ -1,0 +1,44 @@
+"""The forward pass (docs/spec.md §2 steps 1–2).
+
+``z^{l+1}[c, b, j] = Σ_i Σ_d ā^l[d, b, i] ν[d, c] W^l[c, i, j]`` with the bias
+neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.
+"""
+
+import tensorflow as tf
+
+from blur_keras.core import activations
+from blur_keras.core.neurons import neuron_update, scalar
+from blur_keras.core.normalization import synapse_view
+from blur_keras.core.states import input_matmul, mix_states, per_state_matmul, with_bias_neuron
+
+__all__ = ["input_states", "forward_layer", "input_forward_layer", "neuron_update", "scalar"]
+
+
+def input_states(x, k):
+    """Input layer after reset, ``[*P', k, B, n]``: state 0 is ``x``, the other states 0."""
+    x = tf.convert_to_tensor(x)
+    zeros = tf.zeros(tf.concat([tf.shape(x)[:-2], [k - 1], tf.shape(x)[-2:]], axis=0), x.dtype)
+    return tf.concat([x[..., None, :, :], zeros], axis=-3)
+
+
+def forward_layer(a_below, w, params, config, activation, current=None):
+    """New states of layer l+1 from layer l through forward synapses ``w``.
+
+    ``a_below``: ``[*P, k, B, n_l]``; ``w``: ``[*P, k, n_l + 1, n_{l+1}]`` (the internal
+    layout, ``blur_keras.core.layout``);
+    ``params``: this layer pair's genome entries, aligned to the population.
+    """
+    w = synapse_view(w, params, config)
+    z = per_state_matmul(mix_states(with_bias_neuron(a_below), params["nu"]), w)
+    return activations.get(activation)(neuron_update(current, z, params, config))
+
+
+def input_forward_layer(x, w, params, config, activation):
+    """``forward_layer(input_states(x, k), w, …)`` for layer 1, computed from ``x`` alone.
+
+    The input layer's states 1…k−1 are 0, so the contraction is one plain
+    matmul of ``x`` (``states.input_matmul``); same result, fewer operations.
+    """
+    w = synapse_view(w, params, config)
+    z = input_matmul(x, w, params["nu"])
+    return activations.get(activation)(neuron_update(None, z, params, config))

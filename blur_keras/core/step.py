@@ -1,0 +1,175 @@
+"""One BLUR inner step (an "unroll") and prediction, as pure functions (docs/spec.md §2).
+
+State in, state out: ``inner_step(genome_params, synapses, x, targets, config)``
+returns new synapses and the layer states, so it can be unrolled, compiled
+with XLA and differentiated with respect to the genome.  No loss and no
+gradient exist inside.
+
+``inner_step``, ``forward_pass`` and ``predict`` take and return the public
+layout (the state axis last) and check their inputs; ``step`` and
+``forward_states`` are the same math in the internal layout
+(``blur_keras.core.layout``), for callers that keep synapses internal across many
+steps (a meta-training unroll).
+
+Population axes (docs/spec.md §6): synapses may carry leading axes ``P`` (species,
+replicas); genome entries carry a prefix of them (left-aligned, e.g. species
+only); ``x`` and ``targets`` broadcast against them.
+"""
+
+import tensorflow as tf
+
+from blur_keras.core import gradient, step_reverse as step_gradient
+from blur_keras.core.backward import backward_layer
+from blur_keras.core.checks import check_inputs
+from blur_keras.core.config import BlurConfig
+from blur_keras.core.feedback import apply_feedback
+from blur_keras.core.forward import forward_layer, input_forward_layer, input_states
+from blur_keras.core.genome_spec import align_to_population, select_layer
+from blur_keras.core.layout import pairs_in, pairs_out, states_out
+from blur_keras.core.synapses import update_pair
+
+__all__ = ["layer_activations", "forward_pass", "inner_step", "predict", "layer_params",
+           "forward_states", "backward_states", "update_synapses", "step"]
+
+
+def layer_activations(config, num_layers, forward=None, backward=None):
+    """Forward and backward σ names for layers 1…L (index 0 is layer 1).
+
+    Hidden layers use ``config.hidden_activation``, layer L
+    ``config.last_activation``, the backward pass ``config.backward_activation``;
+    a non-None entry of ``forward``/``backward`` overrides its layer.
+    """
+    fwd = [config.hidden_activation] * (num_layers - 1) + [config.last_activation]
+    bwd = [config.backward_activation] * num_layers
+    for defaults, overrides in ((fwd, forward), (bwd, backward)):
+        for i, name in enumerate(overrides or ()):
+            if name is not None:
+                defaults[i] = name
+    return tuple(fwd), tuple(bwd)
+
+
+def layer_params(params, layer, per_layer, num_population_axes):
+    """Genome entries of layer pair ``layer``, aligned to the population axes."""
+    return align_to_population(select_layer(params, layer, per_layer), num_population_axes)
+
+
+def _num_population_axes(synapses):
+    return len(synapses[0][0].shape) - 3
+
+
+def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
+                 forward_activations=None):
+    """Reset and forward (docs/spec.md §2 steps 1–2). Returns the states ``[a^0, …, a^L]``,
+    each ``[*P, B, n_l, k]`` (the public layout, like ``synapses``)."""
+    x = tf.convert_to_tensor(x)
+    check_inputs(params, synapses, x)
+    states = forward_states(params, pairs_in(synapses), x, config, per_layer,
+                            forward_activations)
+    return [states_out(a) for a in states]
+
+
+def forward_states(params, synapses, x, config=BlurConfig(), per_layer=False,
+                   forward_activations=None):
+    """``forward_pass`` in the internal layout (``blur_keras.core.layout``), without its checks."""
+    num_pop = _num_population_axes(synapses)
+    fwd = forward_activations or layer_activations(config, len(synapses))[0]
+    states = [input_states(x, _k(synapses))]
+    for l, (w, _) in enumerate(synapses):
+        p = layer_params(params, l, per_layer, num_pop)
+        if l == 0:  # from x directly: the input layer's other states are 0
+            states.append(input_forward_layer(x, w, p, config, fwd[l]))
+        else:
+            states.append(forward_layer(states[-1], w, p, config, fwd[l]))
+    return states
+
+
+def _k(synapses):
+    return synapses[0][0].shape[-3]
+
+
+def backward_states(params, synapses, states, config=BlurConfig(), per_layer=False,
+                    backward_activations=None):
+    """Backward (docs/spec.md §2 step 4), l = L−1 … 1; the input layer is never changed.
+    Internal layout."""
+    num_pop = _num_population_axes(synapses)
+    bwd = backward_activations or layer_activations(config, len(synapses))[1]
+    states = list(states)
+    for l in range(len(synapses) - 1, 0, -1):
+        p = layer_params(params, l, per_layer, num_pop)
+        # V^l connects layer l+1 to layer l; layer l is written with its own backward σ
+        states[l] = backward_layer(states[l + 1], states[l], synapses[l][1], p, config,
+                                   bwd[l - 1])
+    return states
+
+
+def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
+    """Hebbian update of every pair (docs/spec.md §2 step 5). Internal layout.
+
+    The backward synapses V⁰ of the first pair are passed through unchanged:
+    they would only feed the input layer, which the backward pass never
+    writes, so nothing ever reads them (they are kept for shapes and files).
+    """
+    num_pop = _num_population_axes(synapses)
+    new = []
+    for l, (w, v) in enumerate(synapses):
+        p = layer_params(params, l, per_layer, num_pop)
+        new.append(update_pair(w, v, states[l], states[l + 1], p, config, update_backward=l > 0,
+                               input_layer=l == 0))
+    return tuple(new)
+
+
+def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
+               forward_activations=None, backward_activations=None):
+    """One inner step on a batch: reset, forward, feedback, backward, synapse update.
+
+    Args:
+      params: genome dict (``Genome.params()``).
+      synapses: tuple of ``(W^l, V^l)`` in the public layout (``blur_keras.core.layout``).
+      x: inputs ``[*P', B, n_0]``.
+      targets: ``[*P', B, n_L]`` (±1 one-hot for target feedback, the
+        regression target for error feedback).
+    Returns:
+      ``(new_synapses, states)``, public layout; ``states[-1][..., 0]`` is the
+      prediction the network made on ``x`` before this update.
+    """
+    x, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(targets)
+    check_inputs(params, synapses, x, targets)
+    new, states = step(params, pairs_in(synapses), x, targets, config, per_layer,
+                       forward_activations, backward_activations)
+    return pairs_out(new), [states_out(a) for a in states]
+
+
+def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
+         forward_activations=None, backward_activations=None):
+    """``inner_step`` in the internal layout, without its checks: synapses in and out, and
+    the states, are ``[*P, k, ·, ·]``.  What a meta-training unroll runs (``meta.unroll``)."""
+    targets = tf.convert_to_tensor(targets)
+    if gradient.hand_step_gradient():
+        return _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
+                          backward_activations)
+    states = forward_states(params, synapses, x, config, per_layer, forward_activations)
+    states[-1] = apply_feedback(states[-1], targets, config.feedback)
+    states = backward_states(params, synapses, states, config, per_layer, backward_activations)
+    return update_synapses(params, synapses, states, config, per_layer), states
+
+
+def _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
+               backward_activations):
+    """``step`` with the hand-derived gradient of the whole step (``step_gradient``)."""
+    fwd, bwd = layer_activations(config, len(synapses), forward_activations, backward_activations)
+    num_pop = _num_population_axes(synapses)
+    layer_p = [layer_params(params, l, per_layer, num_pop) for l in range(len(synapses))]
+    dtype = synapses[0][0].dtype
+    new, states = step_gradient.inner_step(layer_p, synapses, x, tf.cast(targets, dtype), config,
+                                           fwd, bwd)
+    return new, [input_states(x, _k(synapses))] + states
+
+
+def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):
+    """A forward pass on new inputs; the output is state 0 of the last layer
+    (docs/spec.md §2 step 6), ``[*P, B, n_L]``."""
+    x = tf.convert_to_tensor(x)
+    check_inputs(params, synapses, x)
+    states = forward_states(params, pairs_in(synapses), x, config, per_layer,
+                            forward_activations)
+    return states[-1][..., 0, :, :]

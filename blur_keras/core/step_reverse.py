@@ -1,0 +1,528 @@
+"""One inner step with a hand-derived gradient (issue 8; docs/speed.md).
+
+``inner_step`` computes exactly what ``inner.inner_step`` computes (the same
+ops, bit-identical under XLA), inside one ``tf.custom_gradient``.  Its gradient
+is written out by hand, op by op in reverse, from the tensors the forward kept:
+
+* a meta-gradient's while loop stores only what this backward reads (the
+  layer states, the hidden pairs' mixes and drives, normalisation statistics,
+  ``[x, 1]ᵀ post`` of the first pair) instead of every intermediate
+  TensorFlow's autodiff keeps; cheap mixes and views are recomputed;
+* the first pair's contractions are per-state matmuls of ``x`` (its other
+  states are 0);
+  σ' comes from σ's output where that is exact; the bias neuron's rows are
+  handled without building ``[a ; 1]``.
+
+A meta-step is ~1.2× faster than with autodiff (docs/speed.md).
+
+Every option of ``BlurConfig`` is covered.  ``gradient.plain_autodiff()``
+switches it off (``inner.inner_step`` then traces the plain formulas), which
+is how ``tests/test_gradient.py`` checks it against TensorFlow's autodiff.
+
+Notation: pair ``l`` connects layer ``l`` (below) to ``l + 1``; ``p[l]`` its
+genome entries aligned to the population axes; ``d_*`` a gradient.  Tensors are
+in the internal layout (``blur_keras.core.layout``): states ``[*P, k, B, n]``,
+synapses ``[*P, k, n_src, n_dst]``.
+"""
+
+import tensorflow as tf
+
+from blur_keras.core import activations
+from blur_keras.core.feedback import apply_feedback
+from blur_keras.core.genome_spec import used_entries
+from blur_keras.core.gradient import sum_to
+from blur_keras.core.neurons import scalar
+from blur_keras.core.normalization import standardize, synapse_view
+from blur_keras.core.states import (_mix, input_drive, input_outer_product, input_product,
+                               input_row_scale, mix_states_vjp, per_state_matmul, per_state_outer,
+                               state_vector, with_bias_neuron)
+from blur_keras.core.synapses import saturate, swap_src_dst, sync, tie_channels
+
+__all__ = ["inner_step"]
+
+
+def inner_step(layer_params, synapses, x, targets, config, forward_activations,
+               backward_activations):
+    """``inner.inner_step`` (after its checks) with the hand-derived gradient.
+
+    ``layer_params``: one genome dict per layer pair, aligned to the
+    population axes; ``x``, ``targets`` already in the synapses' dtype.
+    Returns ``(new_synapses, [a^1, …, a^L])`` (the states after the backward
+    pass; the caller prepends the input layer).
+    """
+    num_layers = len(synapses)
+    names = list(used_entries(config))
+    flat_p = [tf.convert_to_tensor(p[n]) for p in layer_params for n in names]
+    flat_s = [tf.convert_to_tensor(t) for pair in synapses for t in pair]
+    step = _Step(config, forward_activations, backward_activations, names, num_layers)
+
+    @tf.custom_gradient
+    def run(*args):
+        p, syn, xx, tt = step.unpack(args)
+        new, states, cache = step.forward(p, syn, xx, tt)
+
+        def grad(*dys):
+            d_new = [d if d is not None else tf.zeros_like(t) for d, t in zip(dys, new)]
+            return step.backward(cache, d_new, list(dys[2 * num_layers:]))
+
+        return new + states, grad
+
+    out = run(*flat_p, *flat_s, x, targets)
+    new = tuple((out[2 * l], out[2 * l + 1]) for l in range(num_layers))
+    return new, list(out[2 * num_layers:])
+
+
+# -- small pieces: forward value and its gradient ---------------------------------------------
+
+def _scalar_grad(prod, s):
+    """Gradient of a per-population scalar ``s`` used as ``scalar(s) * t`` (``prod = d · t``)."""
+    return sum_to(tf.reduce_sum(prod, axis=[-3, -2, -1]), s)
+
+
+def _state_grad(prod, v):
+    """Gradient of a per-state vector ``v`` used as ``state_vector(v) * t``."""
+    return sum_to(tf.reduce_sum(prod, axis=[-2, -1]), v)
+
+
+def _bias_mix_vjp(a, m, d):
+    """Gradients of ``_mix(with_bias_neuron(a), m)`` without building ``[a ; 1]``: the bias
+    neuron's states are all 1, so its rows add ``Σ_b d[b, n, c]`` to every ``m[·, c]``."""
+    d_a, d_m = mix_states_vjp(a, m, d[..., :-1])
+    bias = tf.reduce_sum(d[..., -1], axis=-1)[..., None, :]  # [*P, 1, k]
+    return d_a, d_m + sum_to(bias + tf.zeros_like(d_m), m)
+
+
+def _mix_t_vjp(a, m, d):
+    """Gradients of ``_mix(a, mᵀ)``: ``(d_a, d_m)``."""
+    d_a, d_mt = mix_states_vjp(a, tf.linalg.matrix_transpose(m), d)
+    return d_a, tf.linalg.matrix_transpose(d_mt)
+
+
+def _matmul_vjp(m, w, d):
+    """Gradients of ``per_state_matmul(m, w)``: ``(d_m, d_w)``."""
+    d_m = tf.matmul(d, w, transpose_b=True)
+    return sum_to(d_m, m), sum_to(per_state_outer(m, d), w)
+
+
+def _outer_vjp(p, q, d, reduction):
+    """Gradients of ``per_state_outer(p, q, reduction)``: ``(d_p, d_q)``."""
+    if reduction == "mean":
+        d = d / tf.cast(tf.shape(p)[-2], d.dtype)
+    d_p = tf.matmul(q, d, transpose_b=True)
+    return sum_to(d_p, p), sum_to(per_state_matmul(p, d), q)
+
+
+def _synapse_view_vjp(w, p, config, d):
+    """Gradients of ``_norm_syn``: ``(d_w, d_syn_scale or None)``."""
+    if not config.synapse_norm:
+        return d, None
+    s = scalar(p["syn_scale"])
+    r = tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-2, keepdims=True)
+                      + config.synapse_norm_epsilon)
+    d_w = s * r * (d - w * tf.square(r) * tf.reduce_sum(d * w, axis=-2, keepdims=True))
+    return sum_to(d_w, w), _scalar_grad(d * w * r, p["syn_scale"])
+
+
+def _act_vjp(name, u, y, d):
+    """Gradient of ``y = σ(u)``; ``u`` is a thunk (called only when σ' needs it)."""
+    from_output = activations.derivative_from_output(name)
+    if from_output is not None:
+        return d * from_output(y)
+    u = u()
+    with tf.GradientTape() as tape:
+        tape.watch(u)
+        y = activations.get(name)(u)
+    return tape.gradient(y, u, output_gradients=d)
+
+
+def _bn_vjp(cache, p, d):
+    """Gradients of ``normalize_activations`` from the normalised ``xhat`` and ``rstd``:
+    ``(d_u, d_gamma, d_beta)``."""
+    xhat, rstd = cache
+    d_xhat = d * state_vector(p["gamma"])
+    d_u = rstd * (d_xhat - tf.reduce_mean(d_xhat, axis=-2, keepdims=True)
+                  - xhat * tf.reduce_mean(d_xhat * xhat, axis=-2, keepdims=True))
+    return d_u, _state_grad(d * xhat, p["gamma"]), _state_grad(d, p["beta"])
+
+
+def _norm_act(u, p, config, name):
+    """Activation norm (if configured) then σ: ``(a, cache)``; the cache keeps ``u``, or the
+    normalised ``xhat`` and ``rstd`` (σ's input is recomputed from them)."""
+    if not config.activation_norm:
+        return activations.get(name)(u), (u, None)
+    xhat, rstd = standardize(u, config.norm_epsilon)
+    return activations.get(name)(_affine(xhat, p)), (None, (xhat, rstd))
+
+
+def _affine(xhat, p):
+    return state_vector(p["gamma"]) * xhat + state_vector(p["beta"])
+
+
+def _norm_act_vjp(cache, p, config, name, y, d, grads):
+    """Gradient of ``_norm_act`` (output ``y``) w.r.t. its ``u``; adds γ's and β's into
+    ``grads``."""
+    v, bn = cache
+    d_u = _act_vjp(name, lambda: v if bn is None else _affine(bn[0], p), y, d)
+    if bn is not None:
+        d_u, d_gamma, d_beta = _bn_vjp(bn, p, d_u)
+        _add(grads, "gamma", d_gamma)
+        _add(grads, "beta", d_beta)
+    return d_u
+
+
+def _plus(a, b):
+    """``a + b`` where ``None`` stands for a zero gradient."""
+    return b if a is None else a if b is None else a + b
+
+
+def _add(grads, name, value):
+    grads[name] = value if grads.get(name) is None else grads[name] + value
+
+
+class _Step:
+    """The forward of one inner step, keeping what its reverse reads, and that reverse."""
+
+    def __init__(self, config, forward_activations, backward_activations, names, num_layers):
+        self.config = config
+        self.fwd, self.bwd = forward_activations, backward_activations
+        self.names = names
+        self.num_layers = num_layers
+
+    def unpack(self, args):
+        n, L = len(self.names), self.num_layers
+        p = [dict(zip(self.names, args[l * n:(l + 1) * n])) for l in range(L)]
+        flat = args[L * n:L * n + 2 * L]
+        syn = [(flat[2 * l], flat[2 * l + 1]) for l in range(L)]
+        return p, syn, args[-2], args[-1]
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, p, syn, x, t):
+        L, cfg = self.num_layers, self.config
+        cache = {"p": p, "syn": syn, "x": x, "t": t, "fwd": [], "bwd": {}, "upd": []}
+        a = [None]  # a[l]: layer l after the forward pass (the input layer is x)
+        for l in range(L):
+            a.append(self._forward_layer(l, x if l == 0 else a[l], syn[l][0], p[l], cache))
+        states = list(a)
+        states[L] = apply_feedback(a[L], t, cfg.feedback)
+        cache["a_fwd"] = a
+        for l in range(L - 1, 0, -1):
+            states[l] = self._backward_layer(l, states, syn[l][1], p[l], cache)
+        cache["states"] = states
+        new = []
+        for l in range(L):
+            new.extend(self._update_pair(l, states, syn[l], p[l], cache))
+        return new, states[1:], cache
+
+    def _forward_layer(self, l, below, w, p, cache):
+        w_view = synapse_view(w, p, self.config)
+        if l == 0:
+            xw = input_product(below, w_view)
+            z = input_drive(xw, w_view, p["nu"])
+            kept = (xw, None)  # z is recomputed from x W[:n]
+        else:
+            mixed = _mix(with_bias_neuron(below), p["nu"])
+            z = per_state_matmul(mixed, w_view)
+            kept = (mixed, z)
+        out, act = _norm_act(scalar(p["eta"]) * z, p, self.config, self.fwd[l])
+        cache["fwd"].append(kept + (act,))
+        return out
+
+    def _backward_layer(self, l, states, v, p, cache):
+        cfg = self.config
+        v_view = synapse_view(v, p, cfg)
+        mixed = _mix(states[l + 1], p["mu"])
+        g = per_state_matmul(mixed, v_view)
+        current = states[l]
+        if cfg.backward_rule == "additive":
+            u = scalar(p["eta"]) * g + scalar(p["f"]) * current
+        else:
+            u = scalar(p["f"]) * self._product(current, g)
+        out, act = _norm_act(u, p, cfg, self.bwd[l - 1])
+        cache["bwd"][l] = (mixed, g, act)
+        return out
+
+    def _product(self, current, g):
+        if self.config.backward_rule == "multiplicative":
+            return current * g
+        return tf.concat([current[..., :1, :, :], current[..., 1:, :, :] * g[..., 1:, :, :]],
+                         axis=-3)
+
+    def _update_pair(self, l, states, pair, p, cache):
+        cfg = self.config
+        w, v = pair
+        post_w = self._post_w(l, states, p)
+        if l == 0:
+            kept = input_outer_product(cache["x"], post_w)  # ΔW⁰ is recomputed from it
+            dw = self._input_hebbian(kept, post_w, p, cache["x"])
+        else:
+            dw = kept = per_state_outer(self._pre_w(l, states, p), post_w, cfg.batch_reduction)
+        w_new, energy = self._apply_delta(w, dw, post_w, p)
+        entry = {"w": (kept, energy)}
+        if l > 0 and not cfg.symmetric:
+            pre_v, post_v = self._v_mixes(l, states, p)
+            dv = per_state_outer(pre_v, post_v, cfg.batch_reduction)
+            v_new, energy_v = self._apply_delta(v, dv, post_v, p)
+            entry["v"] = (dv, energy_v)
+        else:
+            v_new = v
+        cache["upd"].append(entry)
+        if l == 0:  # V⁰ is never read: passed through, as synapses.update_pair does
+            return [tie_channels(w_new) if cfg.single_state else w_new, v]
+        return list(sync(w_new, v_new, cfg.symmetric, cfg.single_state))
+
+    def _post_w(self, l, states, p):
+        """The post-synaptic mix of ΔW^l."""
+        return _mix(states[l + 1], tf.linalg.matrix_transpose(p["post"]))
+
+    def _pre_w(self, l, states, p):
+        """The pre-synaptic mix of ΔW^l, l > 0."""
+        return _mix(with_bias_neuron(states[l]), p["pre"])
+
+    def _v_mixes(self, l, states, p):
+        return _mix(states[l + 1], p["pre"]), _mix(states[l], tf.linalg.matrix_transpose(p["post"]))
+
+    def _input_hebbian(self, outer, post, p, x):
+        scale = input_row_scale(p["pre"], _width(x))
+        return self._reduce(outer * scale[..., None], post)
+
+    def _reduce(self, t, like):
+        if self.config.batch_reduction == "mean":
+            return t / tf.cast(tf.shape(like)[-2], t.dtype)
+        return t
+
+    def _apply_delta(self, w, dw, post, p):
+        """``(new synapses, Oja energy Σ_b post² or None)``."""
+        energy = None
+        if self.config.oja:
+            energy = self._reduce(tf.reduce_sum(tf.square(post), axis=-2), post)
+        w_new = self._unsaturated(w, dw, energy, p)
+        if self.config.saturation:
+            w_new = saturate(w_new, p["alpha"])
+        return w_new, energy
+
+    def _with_oja(self, w, dw, energy, p):
+        if energy is None:
+            return dw
+        coeff = -tf.sign(p["eta_syn"]) * tf.abs(p["oja"])
+        return dw + scalar(coeff) * w * energy[..., :, None, :]
+
+    def _unsaturated(self, w, dw, energy, p):
+        return scalar(p["f_syn"]) * w + scalar(p["eta_syn"]) * self._with_oja(w, dw, energy, p)
+
+    # -- reverse ----------------------------------------------------------------------------
+    def backward(self, cache, d_new, d_states):
+        """Gradients of every input of ``run`` from those of its outputs."""
+        L = self.num_layers
+        p, syn = cache["p"], cache["syn"]
+        grads = [dict() for _ in range(L)]
+        d_syn = [[None, None] for _ in range(L)]
+        d_st = [None] + list(d_states)  # d_st[l]: gradient of layer l's final state (or None)
+        d_x = None
+        for l in range(L):
+            d_w, d_v, d_lo, d_up, dx = self._update_pair_vjp(l, cache, d_new[2 * l],
+                                                             d_new[2 * l + 1], grads[l])
+            d_syn[l] = [d_w, d_v]
+            if l == 0:
+                d_x = dx
+            else:
+                d_st[l] = _plus(d_st[l], d_lo)
+            d_st[l + 1] = _plus(d_st[l + 1], d_up)
+        d_fwd = [None] * (L + 1)  # gradients of the layers after the forward pass
+        for l in range(1, L):
+            d_above, d_fwd[l], d_v = self._backward_layer_vjp(l, cache, d_st[l], grads[l])
+            d_st[l + 1] += d_above
+            d_syn[l][1] += d_v
+        d_fwd[L], d_t = self._feedback_vjp(cache, d_st[L])
+        for l in range(L - 1, -1, -1):
+            d_below, d_w = self._forward_layer_vjp(l, cache, d_fwd[l + 1], grads[l])
+            d_syn[l][0] += d_w
+            if l == 0:
+                d_x = _plus(d_x, d_below)
+            else:
+                d_fwd[l] = _plus(d_fwd[l], d_below)
+        flat_p = [grads[l].get(n) for l in range(L) for n in self.names]
+        flat_p = [g if g is not None else tf.zeros_like(v)
+                  for g, v in zip(flat_p, [p[l][n] for l in range(L) for n in self.names])]
+        flat_s = [d for pair in d_syn for d in pair]
+        return (*flat_p, *flat_s, d_x, d_t)
+
+    def _update_pair_vjp(self, l, cache, d_w_new, d_v_new, grads):
+        """Reverse of ``_update_pair``: ``(d_w, d_v, d_lower, d_upper, d_x)``."""
+        cfg = self.config
+        w, v = cache["syn"][l]
+        p = cache["p"][l]
+        states = cache["states"]
+        entry = cache["upd"][l]
+        if l == 0:
+            d_v, d_v_new = d_v_new, None  # V⁰ passes through unchanged
+        elif cfg.symmetric:
+            bias_row = tf.zeros_like(d_w_new[..., -1:, :])
+            d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), bias_row], axis=-2)
+            d_v, d_v_new = tf.zeros_like(v), None
+        if cfg.single_state:
+            d_w_new = _untie(d_w_new)
+            if d_v_new is not None:
+                d_v_new = _untie(d_v_new)
+        post_w = self._post_w(l, states, p)
+        kept, energy = entry["w"]
+        dw = self._input_hebbian(kept, post_w, p, cache["x"]) if l == 0 else kept
+        d_w, d_delta, d_post_w = self._apply_delta_vjp(w, dw, energy, post_w, p, d_w_new, grads)
+        d_lower = d_upper = d_x = None
+        if l == 0:
+            d_x, d_post = self._input_outer_vjp(cache["x"], kept, post_w, p, d_delta, grads)
+        else:
+            pre_w = self._pre_w(l, states, p)
+            d_pre, d_post = _outer_vjp(pre_w, post_w, d_delta, cfg.batch_reduction)
+            d_lower, d_m = _bias_mix_vjp(states[l], p["pre"], d_pre)
+            _add(grads, "pre", d_m)
+        d_post = d_post + d_post_w
+        d_upper, d_m = _mix_t_vjp(states[l + 1], p["post"], d_post)
+        _add(grads, "post", d_m)
+        if d_v_new is not None:
+            pre_v, post_v = self._v_mixes(l, states, p)
+            dv, energy_v = entry["v"]
+            d_v, d_delta_v, d_post_v = self._apply_delta_vjp(v, dv, energy_v, post_v, p, d_v_new,
+                                                             grads)
+            d_pre, d_post = _outer_vjp(pre_v, post_v, d_delta_v, cfg.batch_reduction)
+            d_up, d_m = mix_states_vjp(states[l + 1], p["pre"], d_pre)
+            _add(grads, "pre", d_m)
+            d_lo, d_m = _mix_t_vjp(states[l], p["post"], d_post + d_post_v)
+            _add(grads, "post", d_m)
+            d_upper, d_lower = d_upper + d_up, d_lower + d_lo
+        return d_w, d_v, d_lower, d_upper, d_x
+
+    def _input_outer_vjp(self, x, outer, post, p, d_delta, grads):
+        """Reverse of ``ΔW⁰ = reduce(([x, 1]ᵀ post) × row scale)``: ``(d_x, d_post)``."""
+        d_delta = self._reduce(d_delta, post)
+        scale = input_row_scale(p["pre"], _width(x))
+        d_outer = d_delta * scale[..., None]
+        d_scale = tf.reduce_sum(d_delta * outer, axis=-1)  # [*P, k, n + 1]
+        d_m0 = tf.reduce_sum(d_scale[..., :-1], axis=-1)
+        _add(grads, "pre", _first_row_and_sums_vjp(d_m0, d_scale[..., -1], p["pre"]))
+        x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+        d_post = sum_to(tf.matmul(x_bar[..., None, :, :], d_outer), post)
+        d_x_bar = tf.reduce_sum(tf.matmul(post, d_outer, transpose_b=True), axis=-3)
+        return sum_to(d_x_bar[..., :-1], x), d_post
+
+    def _apply_delta_vjp(self, w, hebbian, energy, post, p, d, grads):
+        """Reverse of ``_apply_delta``: ``(d_w, d_hebbian, d_post)``."""
+        cfg = self.config
+        dw = self._with_oja(w, hebbian, energy, p)
+        if cfg.saturation:
+            pre_sat = self._unsaturated(w, hebbian, energy, p)
+            alpha = scalar(p["alpha"])
+            th = tf.tanh(pre_sat / alpha)
+            d_pre = d * (1.0 - tf.square(th))
+            _add(grads, "alpha", _scalar_grad(d * (th - pre_sat / alpha * (1.0 - tf.square(th))),
+                                              p["alpha"]))
+            d = d_pre
+        _add(grads, "f_syn", _scalar_grad(d * w, p["f_syn"]))
+        _add(grads, "eta_syn", _scalar_grad(d * dw, p["eta_syn"]))
+        d_w = scalar(p["f_syn"]) * d
+        d_dw = scalar(p["eta_syn"]) * d
+        d_post = 0.0
+        if cfg.oja:
+            sign = -tf.sign(p["eta_syn"])
+            coeff = scalar(sign * tf.abs(p["oja"]))
+            d_w += coeff * d_dw * energy[..., :, None, :]
+            d_energy = tf.reduce_sum(coeff * d_dw * w, axis=-2)  # [*P, k, n_dst]
+            d_post = self._reduce(2.0 * post * d_energy[..., :, None, :], post)
+            _add(grads, "oja", _scalar_grad(d_dw * w * energy[..., :, None, :]
+                                            * scalar(sign * tf.sign(p["oja"])), p["oja"]))
+        return sum_to(d_w, w), d_dw, d_post
+
+    def _backward_layer_vjp(self, l, cache, d, grads):
+        """Reverse of ``_backward_layer``: ``(d_above, d_current, d_v)``."""
+        cfg = self.config
+        p = cache["p"][l]
+        mixed, g, act = cache["bwd"][l]
+        v_view = synapse_view(cache["syn"][l][1], p, cfg)
+        current = cache["a_fwd"][l]
+        d_u = _norm_act_vjp(act, p, cfg, self.bwd[l - 1], cache["states"][l], d, grads)
+        if cfg.backward_rule == "additive":
+            d_g = scalar(p["eta"]) * d_u
+            d_cur = scalar(p["f"]) * d_u
+            _add(grads, "eta", _scalar_grad(d_u * g, p["eta"]))
+            _add(grads, "f", _scalar_grad(d_u * current, p["f"]))
+        else:
+            _add(grads, "f", _scalar_grad(d_u * self._product(current, g), p["f"]))
+            d_prod = scalar(p["f"]) * d_u
+            if cfg.backward_rule == "multiplicative":
+                d_g, d_cur = d_prod * current, d_prod * g
+            else:
+                first, rest = d_prod[..., :1, :, :], d_prod[..., 1:, :, :]
+                d_g = tf.concat([tf.zeros_like(first), rest * current[..., 1:, :, :]], axis=-3)
+                d_cur = tf.concat([first, rest * g[..., 1:, :, :]], axis=-3)
+        d_mixed, d_view = _matmul_vjp(mixed, v_view, d_g)
+        d_above, d_m = mix_states_vjp(cache["states"][l + 1], p["mu"], d_mixed)
+        _add(grads, "mu", d_m)
+        d_v, d_scale = _synapse_view_vjp(cache["syn"][l][1], p, cfg, d_view)
+        _add(grads, "syn_scale", d_scale)
+        return d_above, sum_to(d_cur, current), d_v
+
+    def _feedback_vjp(self, cache, d):
+        """Reverse of ``apply_feedback``: ``(d_last, d_targets)``."""
+        a, t = cache["a_fwd"][-1], cache["t"]
+        zeros = tf.zeros_like(d[..., 2:, :, :])
+        if self.config.feedback == "target":
+            d_a = tf.concat([d[..., :1, :, :], tf.zeros_like(d[..., 1:2, :, :]), zeros], axis=-3)
+            return d_a, sum_to(d[..., 1, :, :], t)
+        pred, state1 = a[..., 0, :, :], a[..., 1, :, :]
+        d1 = d[..., 1, :, :]
+        d_a = tf.concat([(d[..., 0, :, :] + d1 * state1)[..., None, :, :],
+                         (d1 * (pred - t))[..., None, :, :], zeros], axis=-3)
+        return d_a, sum_to(-d1 * state1, t)
+
+    def _forward_layer_vjp(self, l, cache, d, grads):
+        """Reverse of ``_forward_layer``: ``(d_below, d_w)`` (``d_below`` is ``d_x`` at l = 0)."""
+        cfg = self.config
+        p = cache["p"][l]
+        mixed, z, act = cache["fwd"][l]
+        w_view = synapse_view(cache["syn"][l][0], p, cfg)
+        if l == 0:  # mixed = x W[:n]
+            z = input_drive(mixed, w_view, p["nu"])
+        d_u = _norm_act_vjp(act, p, cfg, self.fwd[l], cache["a_fwd"][l + 1], d, grads)
+        _add(grads, "eta", _scalar_grad(d_u * z, p["eta"]))
+        d_z = scalar(p["eta"]) * d_u
+        if l == 0:
+            d_below, d_view = self._input_matmul_vjp(cache["x"], w_view, mixed, p, d_z, grads)
+        else:
+            d_mixed, d_view = _matmul_vjp(mixed, w_view, d_z)
+            d_below, d_m = _bias_mix_vjp(cache["a_fwd"][l], p["nu"], d_mixed)
+            _add(grads, "nu", d_m)
+        d_w, d_scale = _synapse_view_vjp(cache["syn"][l][0], p, cfg, d_view)
+        _add(grads, "syn_scale", d_scale)
+        return d_below, d_w
+
+    def _input_matmul_vjp(self, x, w, xw, p, d, grads):
+        """Reverse of ``z[c] = ν[0, c] (x W[c, :n]) + (Σ_d ν[d, c]) W[c, n]``: ``(d_x, d_w)``."""
+        nu = p["nu"]
+        d_xw = d * state_vector(nu[..., 0, :])
+        d_m0 = tf.reduce_sum(d * xw, axis=[-2, -1])
+        d_sum_b = tf.reduce_sum(d, axis=-2, keepdims=True)  # [*P, k, 1, m]
+        d_cs = tf.reduce_sum(d_sum_b * w[..., -1:, :], axis=[-2, -1])
+        _add(grads, "nu", _first_row_and_sums_vjp(d_m0, d_cs, nu))
+        d_x = tf.reduce_sum(tf.matmul(d_xw, w[..., :-1, :], transpose_b=True), axis=-3)
+        d_top = tf.matmul(x[..., None, :, :], d_xw, transpose_a=True)  # [*P, k, n, m]
+        d_bias = d_sum_b * state_vector(tf.reduce_sum(nu, axis=-2))
+        d_w = tf.concat([sum_to(d_top, w[..., :-1, :]), d_bias], axis=-2)
+        return sum_to(d_x, x), sum_to(d_w, w)
+
+
+def _width(x):
+    """``x``'s last axis: a Python int when static."""
+    return x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]
+
+
+def _first_row_and_sums_vjp(d_row0, d_colsum, m):
+    """Gradient of ``m`` used as ``m[0, c]`` (gradient ``d_row0``) and ``Σ_d m[d, c]``
+    (``d_colsum``), both ``[*P, k]``."""
+    k = m.shape[-1]
+    first = tf.one_hot(0, k, dtype=m.dtype)[:, None]  # [k, 1]
+    return sum_to(d_colsum[..., None, :] + first * d_row0[..., None, :], m)
+
+
+def _untie(d):
+    """Gradient of ``tie_channels``: every channel's gradient summed into channel 0."""
+    total = tf.reduce_sum(d, axis=-3, keepdims=True)
+    return tf.concat([total, tf.zeros_like(d[..., 1:, :, :])], axis=-3)

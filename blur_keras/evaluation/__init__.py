@@ -1,0 +1,2 @@
+"""Judging a rule: the transfer suite against tuned baselines, the long-run ``fit`` check,
+analysis of trained synapses, and plots."""

@@ -1,0 +1,644 @@
+"""Judging a learned rule against tuned SGD, SGD with momentum and Adam (issue 9).
+
+A *rule* (a genome with its ``BlurConfig``: a genome file, an exported
+SavedModel or the built-in backprop genome) trains fresh networks on a task
+for up to ``max(horizons)`` steps; the baselines train networks of the same
+sizes, hidden σ and initial weights (channel 0 of the rule's own synapse
+draw) on the **same batches**, each over a learning-rate sweep.  Accuracy is
+recorded on a validation split (carved from the training split) and on the
+test split at the recorded steps.  For every task, method and step count the
+baseline learning rate with the best mean *validation* accuracy is chosen and
+its *test* accuracy reported: mean and 95% interval (Student t) over seeds.
+
+Everything runs as one compiled ``while_loop`` per (method, shape); the
+learning-rate sweep is an extra batch axis, so a baseline's whole sweep is
+one call.  Pure functions do the math; ``run_suite`` ties them together and
+writes the files (``points.csv``, ``summary.json``, ``summary.csv``,
+``table.md``, ``curves_*.png``).
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Dict, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from blur_keras.core import activations
+from blur_keras.core.config import BlurConfig
+from blur_keras.core.feedback import pm1_targets
+from blur_keras.rules.genome import Genome, resolve_config
+from blur_keras.core.step import inner_step, predict
+from blur_keras.rules.schedule import at_step
+from blur_keras.core.synapses import init_synapses
+
+__all__ = ["Rule", "load_rule", "TaskData", "task_data", "batch_indices", "initial_synapses",
+           "blur_curves", "check_baseline", "baseline_curves", "select", "mean_ci", "run_suite",
+           "BASELINES", "DEFAULT_LEARNING_RATES", "format_table", "record_steps", "evaluate_suite",
+           "synthetic_data", "plot_suite"]
+
+BASELINES = ("sgd", "momentum", "adam")
+# ≥ 4 decades each, half-decade spacing
+DEFAULT_LEARNING_RATES = {
+    "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
+    "momentum": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+    "adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
+}
+METHOD_NAMES = {"blur": "BLUR", "sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
+
+
+# ---------------------------------------------------------------------------------- the rule
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A species-free genome and the conventions it runs under."""
+
+    name: str
+    values: Dict[str, np.ndarray]
+    config: BlurConfig
+    per_layer: bool = False
+    init_scale: float = 1.0
+    provenance: Optional[dict] = None
+    schedule: tuple = ()  # ``schedule.Ramp``s of synapse-update entries
+
+    @property
+    def k(self):
+        return int(np.shape(self.values["nu"])[-1])
+
+    def check_depth(self, num_layers):
+        if self.per_layer:
+            have = int(np.shape(self.values["f"])[-1])
+            if have != num_layers:
+                raise ValueError(f"Rule {self.name!r} is a per-layer genome for {have} layer "
+                                 f"pairs; it cannot train a network with {num_layers}.")
+
+
+def load_rule(spec, config=None, init_scale=None):
+    """A ``Rule`` from ``"backprop"`` / ``"backprop:<lr>[:<hidden σ>]"``, a genome ``.json``
+    file, an exported SavedModel directory, or the name of a pretrained genome
+    (``Genome.pretrained_names()``).
+
+    A genome file carries its config; ``config`` is then only a check (a contradiction is
+    an error). An old values-only file needs ``config`` (default ``BlurConfig()``).
+    """
+    if spec.startswith("backprop"):
+        parts = spec.split(":")
+        lr = float(parts[1]) if len(parts) > 1 else 0.1
+        hidden = parts[2] if len(parts) > 2 else "tanh"
+        own = BlurConfig.backprop(hidden, "linear")
+        if config is not None and config != own:
+            raise ValueError(f"The backprop rule runs under BlurConfig.backprop(); got {config}.")
+        return Rule(f"backprop(lr={lr:g})", Genome.backprop(lr).numpy(), own,
+                    init_scale=1.0 if init_scale is None else float(init_scale))
+    if os.path.isdir(spec):
+        return _load_saved_model_rule(spec, config, init_scale)
+    if spec in Genome.pretrained_names() and not os.path.exists(spec):
+        genome = Genome.pretrained(spec)
+        return Rule(f"pretrained/{spec}", genome.numpy(), resolve_config(genome, config),
+                    genome.per_layer, float(init_scale or genome.init_scale or 1.0),
+                    genome.provenance, genome.schedule)
+    genome = Genome.load_json(spec)
+    if genome.species is not None:
+        raise ValueError(f"{spec} holds {genome.species} species; pick one "
+                         f"(Genome.species_member) and save it.")
+    config = resolve_config(genome, config) or BlurConfig()
+    scale = init_scale if init_scale is not None else (genome.init_scale or 1.0)
+    return Rule(os.path.basename(os.path.dirname(os.path.abspath(spec))) + "/" +
+                os.path.basename(spec), genome.numpy(), config, genome.per_layer, float(scale),
+                genome.provenance, genome.schedule)
+
+
+def _load_saved_model_rule(path, config, init_scale):
+    module = tf.saved_model.load(path)
+    values = {n: v.numpy() for n, v in module.genome_vars.items()}
+    meta = json.loads(module.metadata_json.numpy().decode()) if hasattr(module, "metadata_json") \
+        else {"config": json.loads(module.config_json.numpy().decode())}
+    own = BlurConfig.from_dict(meta["config"])
+    if config is not None and config != own:
+        raise ValueError(f"The explicit config contradicts the SavedModel's: {own} vs {config}.")
+    scale = init_scale if init_scale is not None else meta.get("init_scale", 1.0)
+    return Rule(os.path.basename(os.path.normpath(path)), values, own,
+                bool(meta.get("per_layer", False)), float(scale), meta.get("provenance"))
+
+
+# ---------------------------------------------------------------------------------- data
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+    """Arrays of one task: a training pool, a validation split (disjoint from the pool,
+    carved from the training split) and the test split."""
+
+    name: str
+    pool_x: np.ndarray
+    pool_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+
+    @property
+    def num_features(self):
+        return int(self.pool_x.shape[1])
+
+
+def task_data(task, val_examples=500, test_examples=2000, name=None):
+    """``TaskData`` of a ``blur_keras.data.Task`` (image: train split minus a fixed validation
+    subset, with the task's label noise; true labels for validation and the test split.
+    Synthetic: three independent samples)."""
+    from blur_keras.data import make_eval_arrays, noisy_labels, task_arrays
+
+    name = name or task.describe()
+    if task.is_synthetic:
+        gen = task.generator
+        if type(gen).__name__ == "Synthetic2D":
+            pool, val, test = (gen.eval_arrays(n, s) for n, s in
+                               ((max(4 * val_examples, 2000), 101), (val_examples, 202),
+                                (test_examples, 303)))
+        else:  # a Boolean function: its (small) input space, three draws
+            pool, val, test = (gen.eval_arrays(None, s) for s in (101, 202, 303))
+    else:
+        x, y = task_arrays(task, "train")
+        if val_examples >= len(y):
+            raise ValueError(f"{name}: val_examples={val_examples} leaves no training data "
+                             f"({len(y)} training examples).")
+        perm = np.random.default_rng(0).permutation(len(y))
+        pool = x[perm[val_examples:]], noisy_labels(task, y)[perm[val_examples:]]
+        val = x[perm[:val_examples]], y[perm[:val_examples]]
+        test = make_eval_arrays(task, test_examples)
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    i32 = lambda a: np.asarray(a, np.int32)  # noqa: E731
+    return TaskData(name, f32(pool[0]), i32(pool[1]), f32(val[0]), i32(val[1]), f32(test[0]),
+                    i32(test[1]), int(task.num_classes))
+
+
+def synthetic_data(name, num_features, num_classes, pool=2000, val=500, test=1000, seed=0):
+    """A linearly-separable-ish Gaussian-cluster task (for tests and quick checks)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, (num_classes, num_features))
+
+    def sample(n):
+        y = rng.integers(0, num_classes, n)
+        return (centres[y] + rng.normal(0, 1.0, (n, num_features))).astype(np.float32), \
+            y.astype(np.int32)
+
+    return TaskData(name, *sample(pool), *sample(val), *sample(test), num_classes)
+
+
+def batch_indices(pool_size, steps, seeds, batch_size, seed=0):
+    """``[steps, seeds, batch]`` indices into the pool: per seed, epochs of fresh permutations."""
+    out = np.empty((steps, seeds, batch_size), np.int32)
+    need = steps * batch_size
+    for r in range(seeds):
+        rng = np.random.default_rng([int(seed), r])
+        order = np.concatenate([rng.permutation(pool_size)
+                                for _ in range(-(-need // pool_size))])[:need]
+        out[:, r] = order.reshape(steps, batch_size)
+    return out
+
+
+def initial_synapses(rule, sizes, seeds, seed=0):
+    """The rule's fresh synapses ``[seeds, ...]`` (one draw per seed)."""
+    return init_synapses(tf.constant([int(seed), 7919], tf.int64), sizes, rule.k, (seeds,),
+                         rule.config, rule.init_scale)
+
+
+def baseline_weights(synapses):
+    """Baseline initial weights: channel 0 of the rule's forward synapses ``[R, n+1, m]``
+    (``N(0, scale²/n)``, bias 0: the same distribution, and the same draw)."""
+    return [w[..., 0] for w, _ in synapses]
+
+
+def record_steps(horizons, every=None, dense_until=0):
+    """The steps at which accuracy is recorded: 0 … ``dense_until``, then every ``every``
+    steps (every step when ``None``), and every horizon."""
+    last = max(horizons)
+    grid = set(range(0, last + 1, every or 1)) | set(int(h) for h in horizons)
+    grid |= set(range(0, min(int(dense_until), last) + 1))
+    return tuple(sorted(grid))
+
+
+# ---------------------------------------------------------------------------------- curves
+
+def _accuracy(logits, labels):
+    """``[..., N, C]`` and ``[N]`` -> ``[...]``; rows with non-finite logits count as wrong."""
+    hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
+    hit = tf.logical_and(hit, tf.reduce_all(tf.math.is_finite(logits), axis=-1))
+    return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
+
+
+def _slots(steps_to_record, num_steps):
+    slot = np.full(num_steps + 1, -1, np.int32)
+    for i, s in enumerate(steps_to_record):
+        slot[s] = i
+    return tf.constant(slot)
+
+
+def _loop(step_fn, eval_fn, state, pool_x, pool_y, idx, slots, num_records):
+    """Run ``step_fn`` once per row of ``idx``; ``eval_fn(state)`` into ``out[slot]``."""
+    first = eval_fn(state)
+    out = tf.zeros([num_records] + first.shape.as_list(), first.dtype)
+
+    def write(out, s, value):
+        return tf.cond(s >= 0, lambda: tf.tensor_scatter_nd_update(out, [[s]], value[None]),
+                       lambda: out)
+
+    out = write(out, slots[0], first)
+
+    def body(t, state, out):
+        x, y = tf.gather(pool_x, idx[t]), tf.gather(pool_y, idx[t])
+        state = step_fn(state, x, y)
+        return t + 1, state, write(out, slots[t + 1], eval_fn(state))
+
+    _, _, out = tf.while_loop(lambda t, *_: t < tf.shape(idx)[0], body,
+                              (tf.constant(0), state, out))
+    return out
+
+
+def _eval_both(forward, val_x, val_y, test_x, test_y):
+    return lambda state: tf.stack([_accuracy(forward(state, val_x), val_y),
+                                   _accuracy(forward(state, test_x), test_y)])
+
+
+@tf.function(jit_compile=True)
+def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
+              config, per_layer, num_records, schedule=()):
+    num_classes = synapses[-1][0].shape[-2]
+
+    def step(state, x, y):  # state: (synapses, steps taken)
+        syn, t = state
+        new = inner_step(at_step(params, schedule, t), syn, x, pm1_targets(y, num_classes),
+                         config, per_layer)[0]
+        return new, t + 1
+
+    forward = lambda state, x: predict(params, state[0], x, config, per_layer)  # noqa: E731
+    return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
+                 (synapses, tf.constant(0)), pool_x, pool_y, idx, slots, num_records)
+
+
+def blur_curves(rule, synapses, data, idx, steps_to_record):
+    """Accuracy ``[2 (val, test), records, seeds]`` of the rule, one compiled loop."""
+    rule.check_depth(len(synapses))
+    params = {n: tf.constant(v, tf.float32) for n, v in rule.values.items()}
+    out = _blur_run(params, tuple(synapses), *_arrays(data), tf.constant(idx),
+                    *_eval_arrays(data), _slots(steps_to_record, idx.shape[0]), rule.config,
+                    rule.per_layer, len(steps_to_record), rule.schedule)
+    return np.transpose(out.numpy(), (1, 0, 2))
+
+
+def _arrays(data):
+    return tf.constant(data.pool_x), tf.constant(data.pool_y)
+
+
+def _eval_arrays(data):
+    return (tf.constant(data.val_x), tf.constant(data.val_y), tf.constant(data.test_x),
+            tf.constant(data.test_y))
+
+
+def _forward(weights, x, hidden, last):
+    h = x
+    for l, w in enumerate(weights):
+        h = tf.matmul(tf.concat([h, tf.ones_like(h[..., :1])], -1), w)
+        h = hidden(h) if l < len(weights) - 1 else last(h)
+    return h
+
+
+def _loss(out, y, loss, reduction):
+    if loss == "xent":
+        per = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.broadcast_to(y, tf.shape(out)[:-1]), logits=out)
+    else:  # ½ Σ (ŷ − t)², t the ±1 one-hot targets BLUR uses (the backprop genome's loss)
+        per = 0.5 * tf.reduce_sum(tf.square(out - pm1_targets(y, out.shape[-1])), -1)
+    per = tf.reduce_sum(per, -1) if reduction == "sum" else tf.reduce_mean(per, -1)
+    return tf.reduce_sum(per)  # the (lr, seed) problems are independent: sum their losses
+
+
+def _update(method, weights, slots_, grads, lrs, t):
+    """One optimizer step, every learning rate at once (``lrs``: ``[L]``)."""
+    lr = lambda w: tf.reshape(lrs, [-1] + [1] * (len(w.shape) - 1))  # noqa: E731
+    if method == "sgd":
+        return [w - lr(w) * g for w, g in zip(weights, grads)], slots_
+    if method == "momentum":  # Keras SGD(momentum=0.9)
+        vel = [0.9 * v - lr(w) * g for w, v, g in zip(weights, slots_[0], grads)]
+        return [w + v for w, v in zip(weights, vel)], (vel,)
+    # Adam with Keras's defaults: β1 0.9, β2 0.999, ε 1e-7
+    m = [0.9 * m_ + 0.1 * g for m_, g in zip(slots_[0], grads)]
+    v = [0.999 * v_ + 0.001 * tf.square(g) for v_, g in zip(slots_[1], grads)]
+    step = tf.cast(t, tf.float32)
+    corr = tf.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+    return ([w - lr(w) * corr * m_ / (tf.sqrt(v_) + 1e-7) for w, m_, v_ in zip(weights, m, v)],
+            (m, v))
+
+
+@tf.function(jit_compile=True)
+def _baseline_run(weights, lrs, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
+                  method, hidden, last, loss, reduction, num_records):
+    hidden_fn, last_fn = activations.get(hidden), activations.get(last)
+    num_lrs = lrs.shape[0]
+    weights = [tf.broadcast_to(w, [num_lrs] + w.shape.as_list()) for w in weights]
+    zeros = [tf.zeros_like(w) for w in weights]
+    slots_ = () if method == "sgd" else ((zeros,) if method == "momentum" else (zeros, zeros))
+
+    def step(state, x, y):
+        t, ws, sl = state
+        with tf.GradientTape() as tape:
+            tape.watch(ws)
+            total = _loss(_forward(ws, x, hidden_fn, last_fn), y, loss, reduction)
+        ws, sl = _update(method, ws, sl, tape.gradient(total, ws), lrs, t + 1)
+        return t + 1, ws, sl
+
+    forward = lambda state, x: _forward(state[1], x, hidden_fn, last_fn)  # noqa: E731
+    return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
+                 (tf.constant(0), weights, slots_), pool_x, pool_y, idx, slots, num_records)
+
+
+def baseline_activations(config, loss):
+    """The baseline network's hidden and last σ: the rule's (backprop variants stripped);
+    linear logits under cross-entropy."""
+    hidden = activations.strip_backprop(config.hidden_activation)
+    last = "linear" if loss == "xent" else activations.strip_backprop(config.last_activation)
+    return hidden, last
+
+
+def check_baseline(method):
+    """A ``ValueError`` unless ``method`` names a baseline (``BASELINES``)."""
+    if method not in BASELINES:
+        raise ValueError(f"Unknown baseline {method!r}; expected one of {BASELINES}.")
+
+
+def baseline_curves(method, learning_rates, weights, data, idx, steps_to_record, hidden, last,
+                    loss="xent", reduction="mean"):
+    """Accuracy ``[2 (val, test), records, learning rates, seeds]``, the sweep in one call."""
+    check_baseline(method)
+    out = _baseline_run([tf.convert_to_tensor(w) for w in weights],
+                        tf.constant(learning_rates, tf.float32), *_arrays(data),
+                        tf.constant(idx), *_eval_arrays(data),
+                        _slots(steps_to_record, idx.shape[0]), method, hidden, last, loss,
+                        reduction, len(steps_to_record))
+    return np.transpose(out.numpy(), (1, 0, 2, 3))
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+def mean_ci(values):
+    """Mean and half-width of the 95% Student-t interval of a 1-D sample (nan if n < 2)."""
+    values = np.asarray(values, np.float64)
+    n = values.size
+    if n < 2:
+        return float(values.mean()), float("nan")
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half)
+
+
+def select(curves):
+    """Per recorded step, the learning rate with the best mean validation accuracy.
+
+    ``curves``: ``[2, records, L, seeds]``. Returns ``best [records]`` (index into the
+    sweep; ties go to the first) and ``test [records, seeds]`` of that choice.
+    """
+    val_mean = curves[0].mean(axis=-1)
+    best = np.argmax(val_mean, axis=-1)
+    test = curves[1][np.arange(curves.shape[1]), best]
+    return best, test
+
+
+# ---------------------------------------------------------------------------------- the suite
+
+def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 50, 100, 500),
+              seeds=8, batch_size=32, learning_rates=None, baselines=BASELINES, loss="xent",
+              record_every=None, dense_until=0, seed=0, plot=True, log=print):
+    """Evaluate ``rule`` and the tuned baselines on every task × architecture.
+
+    Args:
+      rule: a ``Rule`` (``load_rule``).
+      tasks: ``TaskData`` objects (``task_data``/``synthetic_data``).
+      hidden_sizes: architectures: tuples of hidden widths (input/output follow the task).
+      horizons: the step counts reported in the table (learning rates chosen per horizon).
+      seeds: independent runs (batches and initial weights) per configuration.
+      learning_rates: dict method -> sweep (default ``DEFAULT_LEARNING_RATES``).
+      loss: the baselines' loss: ``"xent"`` (softmax cross-entropy, batch mean) or
+        ``"mse"`` (½ Σ (ŷ − ±1 one-hot)², reduced like the rule's ``batch_reduction``:
+        what the backprop genome follows).
+      record_every: record accuracy every this many steps (default: every step), and at
+        every step up to ``dense_until``.
+    Returns the summary dict (also written to ``out_dir/summary.json``).
+    """
+    learning_rates = {**DEFAULT_LEARNING_RATES, **(learning_rates or {})}
+    steps = record_steps(horizons, record_every, dense_until)
+    os.makedirs(out_dir, exist_ok=True)
+    hidden, last = baseline_activations(rule.config, loss)
+    reduction = rule.config.batch_reduction if loss == "mse" else "mean"
+    points, summary = [], {"rule": rule.name, "provenance": rule.provenance, "seeds": seeds,
+                           "batch_size": batch_size, "horizons": list(horizons),
+                           "recorded_steps": list(steps), "loss": loss,
+                           "baseline_activations": [hidden, last],
+                           "learning_rates": {m: list(learning_rates[m]) for m in baselines},
+                           "results": []}
+    total, done, start = len(tasks) * len(hidden_sizes), 0, time.time()
+    for data in tasks:
+        for widths in hidden_sizes:
+            sizes = (data.num_features, *[int(w) for w in widths], data.num_classes)
+            label = f"{data.name} {'-'.join(map(str, sizes))}"
+            eta = "" if not done else \
+                f", ETA {(time.time() - start) / done * (total - done) / 60:.1f} min"
+            log(f"[{done + 1}/{total}] {label}: {len(baselines) + 1} methods, {seeds} seeds, "
+                f"{max(horizons)} steps{eta}")
+            done += 1
+            t0 = time.time()
+            idx = batch_indices(len(data.pool_y), max(horizons), seeds, batch_size, seed)
+            synapses = initial_synapses(rule, sizes, seeds, seed)
+            curves = {"blur": blur_curves(rule, synapses, data, idx, steps)}
+            for method in baselines:
+                curves[method] = baseline_curves(method, learning_rates[method],
+                                                 baseline_weights(synapses), data, idx, steps,
+                                                 hidden, last, loss, reduction)
+            entry = _summarise(label, data.name, sizes, steps, curves, learning_rates)
+            summary["results"].append(entry)
+            points += _points(label, steps, curves, learning_rates)
+            log(f"{label}: {time.time() - t0:.1f}s | " + " | ".join(
+                f"{h} steps: " + " ".join(f"{METHOD_NAMES[m]} {entry['methods'][m]['test_mean'][steps.index(h)]:.3f}"
+                                          for m in entry["methods"]) for h in horizons))
+    _write(out_dir, summary, points, plot)
+    return summary
+
+
+def steps_to_reach(val_curves, targets, steps):
+    """How many steps a tuned baseline needs to reach each target (validation accuracy).
+
+    ``val_curves``: ``[records, learning rates]`` mean validation accuracy of one baseline's
+    sweep; ``targets``: ``[records]`` (the rule's mean validation accuracy at each recorded
+    step); ``steps``: the recorded steps. For each target, the first recorded step at which
+    some learning rate's curve reaches it (the best rate for that target), or ``None`` when no
+    rate reaches it within the recorded steps.
+    """
+    val_curves = np.asarray(val_curves, np.float64)
+    out = []
+    for target in np.asarray(targets, np.float64):
+        hit = np.nonzero((val_curves >= target).any(axis=1))[0]
+        out.append(int(steps[hit[0]]) if hit.size else None)
+    return out
+
+
+def _summarise(label, task, sizes, steps, curves, learning_rates):
+    methods = {}
+    for method, c in curves.items():
+        if method == "blur":
+            test, best_lr = c[1], [None] * len(steps)
+            val_mean = c[0].mean(-1)
+        else:
+            best, test = select(c)
+            best_lr = [float(learning_rates[method][b]) for b in best]
+            val_mean = c[0].mean(-1)[np.arange(len(steps)), best]
+        stats = [mean_ci(row) for row in test]
+        methods[method] = {"test_mean": [s[0] for s in stats], "test_ci95": [s[1] for s in stats],
+                           "val_mean": np.asarray(val_mean, float).tolist(),
+                           "best_learning_rate": best_lr}
+    rule_val = methods["blur"]["val_mean"]
+    for method, c in curves.items():
+        if method != "blur":
+            methods[method]["steps_to_reach_rule"] = steps_to_reach(c[0].mean(-1), rule_val,
+                                                                    steps)
+    return {"label": label, "task": task, "sizes": list(sizes), "steps": list(steps),
+            "methods": methods}
+
+
+def _points(label, steps, curves, learning_rates):
+    rows = []
+    for method, c in curves.items():
+        c = c[:, :, None] if method == "blur" else c
+        lrs = [None] if method == "blur" else learning_rates[method]
+        for split_i, split in enumerate(("val", "test")):
+            for si, step in enumerate(steps):
+                for li, lr in enumerate(lrs):
+                    for r in range(c.shape[-1]):
+                        rows.append((label, method, lr, step, r, split, float(c[split_i, si, li, r])))
+    return rows
+
+
+def format_table(summary):
+    """Markdown: per task × architecture, test accuracy (mean ± 95% half-width) per method at
+    each horizon; the best mean per column in bold (baselines at their validation-chosen LR)."""
+    horizons = summary["horizons"]
+    lines = []
+    for entry in summary["results"]:
+        steps = entry["steps"]
+        lines += [f"**{entry['label']}**", "",
+                  "| method | " + " | ".join(f"{h} steps" for h in horizons) + " |",
+                  "|---|" + "---|" * len(horizons)]
+        cols = [steps.index(h) for h in horizons]
+        best = {i: max(entry["methods"][m]["test_mean"][i] for m in entry["methods"]) for i in cols}
+        for method, res in entry["methods"].items():
+            cells = []
+            for i in cols:
+                mean, ci = res["test_mean"][i], res["test_ci95"][i]
+                cell = f"{mean:.3f} ± {ci:.3f}" if math.isfinite(ci) else f"{mean:.3f}"
+                if mean == best[i]:
+                    cell = f"**{cell}**"
+                if res["best_learning_rate"][i] is not None:
+                    cell += f" (lr {res['best_learning_rate'][i]:g})"
+                cells.append(cell)
+            lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+        lines += [""] + _reach_table(entry, horizons)
+    return "\n".join(lines)
+
+
+def _reach_table(entry, horizons):
+    """Markdown rows: steps each tuned baseline needs to reach the rule's validation accuracy
+    at each horizon (">N" when it does not within the recorded steps)."""
+    baselines = [m for m in entry["methods"] if "steps_to_reach_rule" in entry["methods"][m]]
+    if not baselines:
+        return []
+    cols = [entry["steps"].index(h) for h in horizons]
+    last = entry["steps"][-1]
+    lines = ["Steps each baseline (best learning rate for the purpose) needs to reach the rule's "
+             "validation accuracy at N steps:", "",
+             "| method | " + " | ".join(f"N = {h}" for h in horizons) + " |",
+             "|---|" + "---|" * len(horizons)]
+    for method in baselines:
+        reach = entry["methods"][method]["steps_to_reach_rule"]
+        cells = [str(reach[i]) if reach[i] is not None else f"> {last}" for i in cols]
+        lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def plot_suite(summary, out_dir):
+    """One PNG per task × architecture: test accuracy vs steps, a 95% band per method."""
+    from blur_keras.evaluation.plots import _pyplot, _save
+
+    plt = _pyplot()
+    paths = []
+    for entry in summary["results"]:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        x = np.asarray(entry["steps"], float)
+        for method, res in entry["methods"].items():
+            mean = np.asarray(res["test_mean"])
+            ci = np.nan_to_num(np.asarray(res["test_ci95"]))
+            ax.plot(x + 1, mean, label=METHOD_NAMES[method])
+            ax.fill_between(x + 1, mean - ci, mean + ci, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps + 1 (log)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"{entry['label']}\n(baselines: LR chosen on validation at each step)",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = "curves_" + "".join(ch if ch.isalnum() else "_" for ch in entry["label"]) + ".png"
+        path = os.path.join(out_dir, name)
+        _save(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _write(out_dir, summary, points, plot):
+    with open(os.path.join(out_dir, "points.csv"), "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["config", "method", "learning_rate", "step", "seed", "split", "accuracy"])
+        writer.writerows(points)
+    with open(os.path.join(out_dir, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    with open(os.path.join(out_dir, "summary.csv"), "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["config", "method", "step", "test_mean", "test_ci95", "val_mean",
+                         "best_learning_rate"])
+        for entry in summary["results"]:
+            for method, res in entry["methods"].items():
+                for i, step in enumerate(entry["steps"]):
+                    writer.writerow([entry["label"], method, step, res["test_mean"][i],
+                                     res["test_ci95"][i], res["val_mean"][i],
+                                     res["best_learning_rate"][i]])
+    with open(os.path.join(out_dir, "table.md"), "w") as fh:
+        fh.write(format_table(summary))
+    if plot:
+        summary["plots"] = plot_suite(summary, out_dir)
+
+
+@gin.configurable(module="blur_keras", denylist=["rule", "out_dir", "log"])
+def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,),),
+                   horizons=(10, 20, 50, 100, 500), seeds=8, batch_size=32, learning_rates=None,
+                   baselines=BASELINES, loss="xent", record_every=10, dense_until=20,
+                   val_examples=500, test_examples=2000, seed=0, log=print):
+    """``run_suite`` on ``blur_keras.data.Task`` objects (gin: ``evaluate_suite.<name>``).
+
+    ``rule``: a ``Rule`` or a ``load_rule`` spec. ``tasks``: ``Task`` objects (test split
+    capped at ``test_examples``; validation: ``val_examples`` carved from the training split)
+    or ``TaskData``.
+    """
+    if isinstance(rule, str):
+        rule = load_rule(rule)
+    datas = [t if isinstance(t, TaskData) else task_data(t, val_examples, test_examples)
+             for t in tasks]
+    if not datas:
+        raise ValueError("evaluate_suite needs at least one task.")
+    return run_suite(rule, datas, out_dir, hidden_sizes=tuple(tuple(h) for h in hidden_sizes),
+                     horizons=tuple(horizons), seeds=seeds, batch_size=batch_size,
+                     learning_rates=learning_rates, baselines=tuple(baselines), loss=loss,
+                     record_every=record_every, dense_until=dense_until, seed=seed, log=log)

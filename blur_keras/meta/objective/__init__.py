@@ -1,0 +1,1 @@
+"""The meta-objective: a population of genomes unrolled through T inner steps, and its loss."""

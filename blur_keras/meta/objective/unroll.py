@@ -1,0 +1,263 @@
+"""The meta-loss: T BLUR inner steps from fresh synapses, then a query (docs/spec.md §5).
+
+Everything here is a pure function of tensors, so it compiles with
+``tf.function(jit_compile=True)`` and differentiates with respect to the
+genome.  Shapes (docs/spec.md §6): the genome carries a leading species axis ``S``;
+synapses are ``[S, R, ...]`` (``R`` replicas: synapse initialisations sharing
+one genome); a batch is the dict
+
+* ``train_x``: ``[T, S, R, B, F]`` float, ``train_y``: ``[T, S, R, B]`` int;
+* ``query_x``: ``[S, R, Bq, F]`` float, ``query_y``: ``[S, R, Bq]`` int.
+
+Long unrolls: ``recompute=c`` stores only the synapses at every c-th inner
+step in the forward pass and recomputes the c steps of a segment when the
+gradient is taken (gradient checkpointing), so activation memory grows with
+``T / c + c`` instead of ``T``.
+"""
+
+import tensorflow as tf
+
+from blur_keras.core.feedback import pm1_targets
+from blur_keras.core.step import predict, step
+from blur_keras.core.layout import pairs_in, pairs_out, synapses_in, synapses_out
+from blur_keras.core.synapses import flatten_pairs, init_synapses, pair_up
+
+__all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
+
+LOSSES = ("xent", "mse")
+
+
+def init_population_synapses(seed, sizes, k, species, replicas, config, scale=1.0,
+                             dtype=tf.float32):
+    """Synapses ``[S, R, ...]``.
+
+    ``seed``: a ``[2]`` seed (one draw for the whole population) or ``[R, 2]``
+    (one draw per replica, each ``[S, ...]``; what the distributed trainer
+    uses so that a replica's synapses do not depend on the device count).
+    """
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape.rank == 1:
+        return init_synapses(seed, sizes, k, (species, replicas), config, scale, dtype)
+    per_replica = [init_synapses(seed[r], sizes, k, (species,), config, scale, dtype)
+                   for r in range(seed.shape[0])]
+    return tuple(
+        tuple(tf.stack([rep[l][i] for rep in per_replica], axis=1) for i in range(2))
+        for l in range(len(sizes) - 1))
+
+
+def _flatten(synapses):
+    """Synapses as the flat list the unroll carries: ``[W⁰, W¹, V¹, W², V², …]``.
+
+    V⁰ is left out: an inner step never reads or changes it, and not
+    carrying it lets XLA drop its random initialisation when the caller
+    does not use it either (``meta_loss``).
+    """
+    return [synapses[0][0]] + flatten_pairs(synapses[1:])
+
+
+def _pack(flat, v0):
+    """Inverse of ``_flatten``, with ``v0`` as V⁰."""
+    return ((flat[0], v0),) + pair_up(flat[1:])
+
+
+def _accuracy(logits, labels):
+    """Accuracy per leading position: ``[..., B, C]`` and ``[..., B]`` -> ``[...]``; a row
+    with a non-finite logit counts as wrong."""
+    hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), tf.cast(labels, tf.int32))
+    hit = tf.logical_and(hit, tf.reduce_all(tf.math.is_finite(logits), axis=-1))
+    return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
+
+
+def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_scale=1.0):
+    """``c`` inner steps as a function of flat tensors (for recomputation).
+
+    Returns the flat synapses after the ``c`` steps, then ``[c, S]`` online
+    losses (softmax cross-entropy of ``logit_scale ×`` the prediction made on
+    each training batch before learning from it, mean over replicas and
+    examples; differentiable) and ``[c, S]`` online accuracies (not).
+    The synapses are in the internal layout (``blur_keras.core.layout``).
+    ``v0_spec``: shape and dtype of V⁰, which the step never reads; a zero
+    placeholder stands in for it.
+    """
+
+    def run(*args):
+        params = dict(zip(names, args[:len(names)]))
+        flat = list(args[len(names):len(names) + num_flat])
+        xs, ts, ys = args[len(names) + num_flat:]
+        synapses = _pack(flat, tf.zeros(*v0_spec))
+        losses, accs = [], []
+        for i in range(num_steps):
+            synapses, states = step(params, synapses, xs[i], ts[i], config, per_layer)
+            guess = states[-1][..., 0, :, :]
+            labels = tf.broadcast_to(tf.cast(ys[i], tf.int32), tf.shape(guess)[:-1])
+            xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logit_scale * guess)
+            losses.append(tf.reduce_mean(tf.reshape(xent, [tf.shape(xent)[0], -1]), axis=-1))
+            accs.append(tf.reduce_mean(_accuracy(guess, ys[i]), axis=-1))
+        return (*_flatten(synapses), tf.stack(losses), tf.stack(accs))
+
+    return run
+
+
+def _recomputed(fn, num_params, num_flat):
+    """``fn`` whose intermediates are recomputed in the backward pass."""
+
+    @tf.custom_gradient
+    def wrapped(*args):
+        outputs = fn(*args)
+
+        def grad(*dys):
+            # the last output (accuracy) has no gradient
+            diff_args = list(args[:num_params + num_flat])
+            with tf.GradientTape() as tape:
+                tape.watch(diff_args)
+                again = fn(*diff_args, *args[num_params + num_flat:])
+            grads = tape.gradient(list(again[:-1]), diff_args, output_gradients=list(dys[:-1]),
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return (*grads, *[None] * (len(args) - num_params - num_flat))
+
+        return outputs, grad
+
+    return wrapped
+
+
+def unroll(params, synapses, train_x, train_y, config, per_layer=False, recompute=0,
+           logit_scale=1.0):
+    """T inner steps, one per training batch.
+
+    Args:
+      params: genome dict (species axis leading).
+      synapses: tuple of ``(W, V)``, ``[S, R, ...]``.
+      train_x: ``[T, S, R, B, F]``; train_y: ``[T, S, R, B]`` int labels.
+      recompute: 0 stores every step's intermediates for the gradient; c > 0
+        recomputes them, c inner steps at a time.
+      logit_scale: scale of the prediction in the online loss.
+    Returns:
+      ``(synapses, inner_accuracy, online_loss)``: the synapses after T steps
+      (V⁰, never read, is returned as given); ``[T, S]`` the accuracy of the
+      network's prediction on each training batch just before learning from it
+      (the inner-loop learning curve); ``[S]`` the mean over the T steps of
+      that prediction's softmax cross-entropy (differentiable: the trajectory
+      part of the meta-loss).
+    """
+    num_steps = int(train_x.shape[0])
+    num_classes = int(synapses[-1][0].shape[-2])
+    train_t = pm1_targets(train_y, num_classes, train_x.dtype)
+    names = sorted(params)
+    v0 = synapses[0][1]
+    # converted once: every step runs in the internal layout (V⁰ stays out, as it is)
+    flat = [synapses_in(synapses[0][0])] + flatten_pairs(pairs_in(synapses[1:]))
+    v0_spec = (synapses_in(v0).shape, v0.dtype)  # the shape only (a placeholder's)
+    p_list = [params[n] for n in names]
+    seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
+    num_segments, rest = divmod(num_steps, seg)
+
+    def segment(length):
+        fn = _segment_fn(names, len(flat), config, per_layer, length, v0_spec, logit_scale)
+        return _recomputed(fn, len(names), len(flat)) if recompute else fn
+
+    fn = segment(seg)
+
+    def body(i, flat, loss_sum, accs):
+        idx = i * seg + tf.range(seg)
+        xs, ts, ys = (tf.gather(a, idx) for a in (train_x, train_t, train_y))
+        out = fn(*p_list, *flat, xs, ts, ys)
+        return (i + 1, list(out[:-2]), loss_sum + tf.reduce_sum(out[-2], axis=0),
+                accs.write(i, out[-1]))
+
+    accs = tf.TensorArray(tf.float32, size=num_segments, element_shape=[seg, None],
+                          infer_shape=False)
+    loss_sum = tf.zeros(tf.shape(flat[0])[:1], train_x.dtype)
+    if num_segments == 1:
+        _, flat, loss_sum, accs = body(tf.constant(0), flat, loss_sum, accs)
+    else:
+        _, flat, loss_sum, accs = tf.while_loop(
+            lambda i, *_: i < num_segments, body, (tf.constant(0), flat, loss_sum, accs),
+            maximum_iterations=num_segments)
+    inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
+    if rest:
+        out = segment(rest)(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
+        flat = list(out[:-2])
+        loss_sum += tf.reduce_sum(out[-2], axis=0)
+        inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
+    rest_pairs = pairs_out(pair_up(flat[1:]))
+    return ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, loss_sum / num_steps
+
+
+def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
+              init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None,
+              trajectory_weight=0.0):
+    """Meta-loss of a population of genomes on one batch of tasks (docs/spec.md §5).
+
+    Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
+    a forward pass on the query batch, then the softmax cross-entropy (or MSE
+    to the ±1 targets) of state 0 of the last layer.
+
+    Args:
+      params: genome dict, every entry with a leading species axis ``S``.
+      seed: ``[2]`` or ``[R, 2]`` int seed of the synapse initialisation.
+      batch: dict of ``train_x, train_y, query_x, query_y`` (module docstring).
+      config: ``BlurConfig``.
+      sizes: layer sizes ``n_0 … n_L``.
+      loss: ``"xent"`` or ``"mse"``.
+      recompute: gradient-checkpoint segment length (0: off).
+      logit_scale: query logits are ``logit_scale ×`` state 0 (tanh outputs
+        lie in [−1, 1]).
+      trajectory_weight: ``w`` in ``(1 − w) · query loss + w · online loss``, where the
+        online loss is the mean over the T inner steps of the cross-entropy of the
+        prediction on each training batch before the network learns from it
+        (``unroll``): a meta-loss spread over the whole trajectory rather than
+        its last step. 0 (default): the paper's last-step query loss.
+      shared_synapses: every species starts from the same synapses (common
+        random numbers, e.g. for comparing CMA-ES candidates).
+      population_species: when ``params`` hold a shard of a larger population
+        (species sharded over devices): its size. The synapses are drawn for
+        all of it and the shard's species, from ``batch["species_first"]`` on,
+        are kept, so a species' synapses do not depend on the sharding.
+
+    The data may carry a species axis of 1 (``train_x [T, 1, R, B, F]``): all
+    species then see the same batches.
+    Returns:
+      ``(loss, aux)``: ``loss`` is ``[S]`` (mean over replicas and query
+      examples); ``aux`` holds ``accuracy`` ``[S]`` (query accuracy),
+      ``inner_accuracy`` ``[T, S]``, ``online_loss`` ``[S]`` and ``finite`` ``[S]`` (bool).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
+    train_x = tf.convert_to_tensor(batch["train_x"])
+    species, replicas = int(params["nu"].shape[0]), int(train_x.shape[2])
+    k = int(params["nu"].shape[-1])
+    dtype = params["nu"].dtype
+    train_x = tf.cast(train_x, dtype)
+    if shared_synapses:
+        synapses = init_population_synapses(seed, sizes, k, 1, replicas, config, init_scale,
+                                            dtype)
+        synapses = tuple(tuple(tf.broadcast_to(t, [species] + t.shape[1:].as_list()) for t in pair)
+                         for pair in synapses)
+    else:
+        synapses = init_population_synapses(seed, sizes, k, population_species or species,
+                                            replicas, config, init_scale, dtype)
+        if population_species and population_species != species:  # a shard of the population
+            keep = tf.cast(batch["species_first"], tf.int32) + tf.range(species)
+            synapses = tuple(tuple(tf.gather(t, keep, axis=0) for t in pair) for pair in synapses)
+    synapses, inner_acc, online = unroll(params, synapses, train_x, batch["train_y"], config,
+                                         per_layer, recompute, logit_scale)
+    query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
+    query_y = tf.cast(batch["query_y"], tf.int32)
+    out = predict(params, synapses, query_x, config, per_layer)  # [S, R, Bq, C]
+    query_y = tf.broadcast_to(query_y, tf.shape(out)[:-1])
+    num_classes = sizes[-1]
+    if loss == "xent":
+        per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=query_y, logits=logit_scale * out)
+    else:
+        per_example = tf.reduce_mean(
+            tf.square(out - pm1_targets(query_y, num_classes, out.dtype)), axis=-1)
+    per_species = tf.reduce_mean(per_example, axis=[1, 2])
+    if trajectory_weight:
+        per_species = (1.0 - trajectory_weight) * per_species + trajectory_weight * online
+    acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
+    acc = tf.cast(acc, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [species, -1])), axis=-1)
+    finite = tf.logical_and(finite, tf.math.is_finite(per_species))
+    return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "online_loss": online,
+                         "finite": finite}

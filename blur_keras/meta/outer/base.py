@@ -1,0 +1,150 @@
+"""The outer-trainer interface: what a meta-training run needs from any outer optimiser.
+
+A run (``blur_keras.meta.run.experiment``) only talks to an ``OuterTrainer``:
+
+* ``start_species(species)`` (class method): how many start genomes it needs;
+* ``data_species``: the species axis the task stream must provide; ``species``: the rows
+  of its metrics (genomes trained side by side, or candidates of a generation);
+* ``training_stream(make_dataset)`` and ``train_step(batch)``: one meta-step, returning
+  metrics with the common keys ``accuracy`` ``[species]``, ``applied`` ``[species]`` and
+  ``inner_accuracy``, plus scalars it names itself;
+* ``scalars(metrics)`` / ``log_scalars()``: its TensorBoard scalars; ``summary(metrics)``: its
+  part of the progress line;
+* ``validate(batch)``: accuracies ``[V]`` and inner curves ``[T, V]`` of the genomes
+  ``genome_values()`` holds (``V`` of them); ``result(val_accuracy)``: the genome a run
+  writes; ``population()``: the genomes side by side, if any;
+* ``checkpoint_items()``, ``before_save()``, ``after_restore()``: its resumable state;
+* ``settings()``: the hyperparameters that change its result (checked when a run resumes).
+
+Trainers register under a short name (``register_trainer``) and as gin configurables:
+``meta_train.trainer = @GradientTrainer`` with ``GradientTrainer.learning_rate = 1e-3``;
+``meta_train.outer = 'adam'`` names one (``trainer_factory`` is the one place that maps names).
+"""
+
+import inspect
+
+import gin
+import numpy as np
+
+from blur_keras.core.genome_spec import member
+
+__all__ = ["OuterTrainer", "TRAINERS", "register_trainer", "trainer_factory", "build_trainer",
+           "finite_stat"]
+
+GIN_MODULE = "blur_keras.meta"
+TRAINERS = {}  # name -> gin-configurable trainer class
+
+
+class OuterTrainer:
+    """Base class of the outer optimisers (see the module docstring)."""
+
+    name = None  # the registered name (``outer`` in provenance and run settings)
+    nonfinite = "meta-gradient"  # what was not finite when a step is skipped (for logs)
+    stops_on_nonfinite = False  # whether a species skipped too often in a row ends the run
+
+    @classmethod
+    def start_species(cls, species):
+        """Species of the start genome given the run's ``species`` (None: one genome)."""
+        return species
+
+    @property
+    def data_species(self):
+        """The species axis the task stream must provide."""
+        return self.species
+
+    def check_replicas(self, replicas):
+        """Raise ``ValueError`` when ``replicas`` synapse draws per step do not fit."""
+
+    def training_stream(self, make_dataset):
+        """``(iterator, step_fn)``: ``make_dataset(species, block=None)`` is the seeded stream."""
+        return iter(make_dataset(self.data_species)), self.train_step
+
+    def train_step(self, batch):
+        raise NotImplementedError
+
+    def validate(self, batch):
+        raise NotImplementedError
+
+    def genome_values(self):
+        raise NotImplementedError
+
+    def population(self):
+        """The genomes trained side by side (a dict with a species axis), or None."""
+        return None
+
+    def result(self, val_accuracy):
+        """``(index, values)``: the validated genome with the best accuracy."""
+        best = int(np.argmax(val_accuracy))
+        return best, member(self.genome_values(), best)
+
+    def checkpoint_items(self):
+        raise NotImplementedError
+
+    def before_save(self):
+        """Put state that is not in variables into them (called before every save)."""
+
+    def after_restore(self):
+        """Load it back (called after a restore, or when there was nothing to restore)."""
+
+    def scalars(self, metrics):
+        """TensorBoard scalars of a meta-step (name -> float)."""
+        return {}
+
+    def log_scalars(self):
+        """TensorBoard scalars written with the progress line (name -> float)."""
+        return {}
+
+    def summary(self, metrics):
+        raise NotImplementedError
+
+    def settings(self):
+        raise NotImplementedError
+
+
+def finite_stat(fn, values):
+    """``fn`` of the finite entries of ``values`` (NaN when there are none)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(fn(values)) if values.size else float("nan")
+
+
+def register_trainer(name):
+    """Class decorator: the trainer is ``outer = name`` and a gin configurable of its class name."""
+    def add(cls):
+        cls.name = name
+        try:
+            TRAINERS[name] = gin.external_configurable(cls, module=GIN_MODULE)
+        except ValueError:  # registered already (a module reloaded)
+            TRAINERS.setdefault(name, cls)
+        return cls
+    return add
+
+
+def trainer_factory(trainer=None, outer=None):
+    """The trainer class of a run: ``trainer`` if given, else the one registered as ``outer``."""
+    if trainer is not None:
+        return trainer
+    if outer not in TRAINERS:
+        raise ValueError(f"meta_train.outer={outer!r}; expected one of {tuple(TRAINERS)}, or "
+                         "bind meta_train.trainer (e.g. @GradientTrainer).")
+    return TRAINERS[outer]
+
+
+def build_trainer(factory, genome, config, sizes, run_options, hyperparameters):
+    """``factory(genome, config, sizes, **run_options, **hyperparameters)``, where only the
+    hyperparameters that are set (not None) and that the factory takes are passed on."""
+    accepted = _parameters(factory)
+    given = {k: v for k, v in hyperparameters.items()
+             if v is not None and (accepted is None or k in accepted)}
+    return factory(genome, config, sizes, **run_options, **given)
+
+
+def _parameters(factory):
+    """The parameter names ``factory`` takes (None: any), looking through gin's wrapper classes."""
+    for cls in getattr(factory, "__mro__", (factory,)):
+        if cls in (OuterTrainer, object):
+            break
+        params = inspect.signature(cls).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            return set(params)
+    return None

@@ -1,0 +1,1 @@
+"""A meta-training run: experiment, stages, curriculum, checkpoints, logs, results, report."""

@@ -1,0 +1,116 @@
+"""The final report of a run: the evaluation suite (``blur_keras.evaluation.suite``) on its
+transfer tasks, and the learned rule against its random start, SGD and Adam; of the genome a
+run learned (``run_comparison``) or of a genome file it wrote (``judge_file``: a staged run's
+edited final genome, with its schedule)."""
+
+import dataclasses
+import os
+
+import gin
+import numpy as np
+from absl import logging
+
+from blur_keras.core.config import BlurConfig
+from blur_keras.meta.run.result import start_name
+from blur_keras.meta.run.checks import first_task
+from blur_keras.rules.schedule import check_schedule
+
+__all__ = ["compare", "run_comparison", "judge_file"]
+
+
+def _gin_bound(name):
+    try:
+        gin.query_parameter(name)
+        return True
+    except ValueError:
+        return False
+
+
+def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples, seed,
+            init_scale, per_layer, sgd_learning_rates, jit_compile, make_eval_arrays,
+            make_task_stream, out_dir=None, provenance=None, start_name="random start",
+            schedule=(), name="learned genome"):
+    """The evaluation suite (``blur_keras.evaluation.suite``) on the run's transfer tasks.
+
+    The tasks, architectures, horizons, seeds, ... are the gin bindings of
+    ``evaluate_suite``; what is not bound follows the run: its own task (test split), its
+    hidden sizes, horizons ``{T, 10, 20, 50, 100}``, ``replicas`` seeds, its batch size and
+    ``examples`` test examples. The start genome (``start_name``: "random start", "backprop
+    start", the previous stage's genome) is measured on the run's own task at T.
+    Writes ``out_dir`` (table.md, curves, points) and returns the ``comparison`` summary
+    (test accuracy at T: learned rule, its start, SGD and Adam at the learning rate
+    chosen on validation). ``schedule``: the learned rule's (``blur_keras.rules.schedule``), run with
+    it; ``name``: what the rule is called in the suite's files.
+    """
+    from blur_keras.evaluation import suite as ev
+    config = config or BlurConfig()
+    out_dir = out_dir or "/tmp/blur_suite"
+    own = {"tasks": [task], "hidden_sizes": [tuple(sizes[1:-1])],
+           "horizons": tuple(sorted({int(unroll), 10, 20, 50, 100})), "seeds": int(replicas),
+           "batch_size": int(batch_size), "test_examples": int(examples or 2000)}
+    overrides = {key: v for key, v in own.items() if not _gin_bound(f"evaluate_suite.{key}")}
+    if not _gin_bound("evaluate_suite.tasks"):
+        overrides["tasks"] = [ev.task_data(task, test_examples=own["test_examples"])]
+    rule = ev.Rule(name, learned, config, per_layer, float(init_scale), provenance,
+                   check_schedule(schedule, int(np.shape(learned["nu"])[-1])))
+    summary = ev.evaluate_suite(rule, out_dir, log=lambda line: logging.info("%s", line),
+                                **overrides)
+    entry = summary["results"][0]
+    steps = entry["steps"]
+    at = max(i for i, s_ in enumerate(steps) if s_ <= unroll)  # T, or the last horizon before
+    data = ev.task_data(task, test_examples=own["test_examples"])
+    start_rule = dataclasses.replace(rule, name=start_name, values=start, schedule=())
+    start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "start"),
+                                 hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(steps[at]),),
+                                 seeds=summary["seeds"], batch_size=summary["batch_size"],
+                                 baselines=(), plot=False, log=lambda *_: None)
+    res = entry["methods"]
+    out = {"rule": name, "unroll": int(steps[at]), "task": entry["label"],
+           "seeds": summary["seeds"],
+           "learned": res["blur"]["test_mean"][at],
+           "start": start_summary["results"][0]["methods"]["blur"]["test_mean"][-1],
+           "start_name": start_name, "suite": out_dir, "table": os.path.join(out_dir, "table.md")}
+    for method in ("sgd", "adam"):
+        if method in res:
+            out[f"{method}_best"] = res[method]["test_mean"][at]
+            out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
+    horizons = summary["horizons"]
+    out["horizons"] = list(horizons)
+    out["beats"] = {m: [h for h in horizons if res["blur"]["test_mean"][steps.index(h)]
+                        > res[m]["test_mean"][steps.index(h)]] for m in res if m != "blur"}
+    out["learned_beats_start"] = out["learned"] > out["start"]
+    out["learned_beats_sgd"] = out["learned"] > out.get("sgd_best", -1.0)
+    print(f"Test accuracy (baselines at the learning rate chosen on validation; "
+          f"{summary['seeds']} seeds); {start_name} at {out['unroll']} steps: {out['start']:.4f}\n"
+          + ev.format_table(summary), flush=True)
+    return out
+
+
+def run_comparison(run, values, start, out_dir, origin, schedule=(), name="learned genome"):
+    """``compare`` of the genome ``values`` with the settings of the run ``run`` (the namespace
+    ``experiment.meta_train`` builds), on its ``final_eval_task`` (default: its task)."""
+    from blur_keras.data import make_eval_arrays, make_task_stream
+
+    return compare(
+        values, start, run.blur_config, run.sizes,
+        first_task(run.task if run.final_eval_task is None else run.final_eval_task),
+        run.curriculum.unroll_at(run.num_steps - 1), batch_size=run.batch_size,
+        replicas=run.final_eval_replicas, examples=run.final_eval_examples, seed=run.seed,
+        init_scale=run.init_scale, per_layer=run.per_layer,
+        sgd_learning_rates=run.sgd_learning_rates, jit_compile=run.jit_compile,
+        make_eval_arrays=make_eval_arrays, make_task_stream=make_task_stream, out_dir=out_dir,
+        provenance=origin, start_name=start_name(run.genome_init), schedule=schedule, name=name)
+
+
+def judge_file(run, path, start):
+    """``run_comparison`` of the genome file at ``path`` (and its schedule), into ``suite/``
+    beside it; None when the run's ``final_eval`` is off."""
+    from blur_keras.evaluation.suite import load_rule
+
+    if not run.final_eval:
+        return None
+    rule = load_rule(path, config=run.blur_config)  # also: the file's config is the run's
+    name = "final genome" + (" (with its schedule)" if rule.schedule else "")
+    logging.info("The final comparison, of %s: the %s.", path, name)
+    return run_comparison(run, rule.values, start, os.path.join(os.path.dirname(path), "suite"),
+                          rule.provenance, rule.schedule, name=name)

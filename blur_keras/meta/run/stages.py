@@ -1,0 +1,164 @@
+"""A run in stages: ``meta_train.stages = ['fast', 'long']`` runs ``meta_train`` once per gin
+scope, each stage starting from the genome the previous one learned.
+
+Unscoped bindings (``meta_train.k = 2``) hold for every stage; scoped ones
+(``long/meta_train.trainer = @CMAESTrainer``, ``long/Curriculum.unroll_start = 200``) for one.
+Stage ``s`` writes ``<model_dir>/<s>/``; the first stage starts from its own ``genome_init``.
+A finished stage is not run again (``meta_train`` returns a finished run's results), so a restarted run resumes in the stage it stopped in. The
+last stage's genome is copied to ``<model_dir>/genome.json``, its provenance extended by the
+list of stages (the first stage's start is the rule's start); ``results.json`` holds every
+stage's results. ``meta_train.final_values`` then sets entries of that final file by hand
+(recorded in its provenance as ``final_values``; the last stage's own files keep the genome it
+learned), and ``meta_train.final_schedule`` writes a schedule into it (``blur_keras.rules.schedule``:
+ramps of synapse-update entries over the inner steps, which meta-training does not run).
+With either edit the last stage's final comparison (``final_eval``) judges the edited file,
+schedule included (``meta_train(judge=...)``: ``<model_dir>/suite/``), not the stage's genome.
+"""
+
+import json
+import os
+
+import gin
+import numpy as np
+from absl import logging
+
+from blur_keras.rules.genome import Genome
+from blur_keras.meta.run.checks import check_model_dir
+from blur_keras.evaluation.plots import plot_run
+from blur_keras.rules.schedule import check_schedule
+
+__all__ = ["run_stages"]
+
+
+def _stage_summary(name, genome_path):
+    with open(genome_path) as fh:
+        origin = json.load(fh).get("provenance", {})
+    keys = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
+            "backprop_learning_rate", "outer", "unroll", "meta_steps", "task", "sizes", "species",
+            "seed")
+    return {"stage": name, **{k: origin[k] for k in keys if k in origin}}
+
+
+def _index(index):
+    """A ``final_values`` index (``1`` or ``(1, 0)``) as a tuple of ints."""
+    return tuple(np.atleast_1d(index).tolist())
+
+
+def _edited(genome, final_values):
+    """``genome``'s entries (a ``Genome``) with ``final_values`` set, checked by
+    ``Genome.assign``. A value is a whole entry, or ``{index: number}`` for single numbers of
+    one (``{'pre': {(1, 0): -0.1}}``: ``pre[..., 1, 0]``, on every species)."""
+    values = genome.numpy()
+    edits = {}
+    for name, value in dict(final_values).items():
+        if isinstance(value, dict):
+            if name not in values:
+                raise ValueError(f"Unknown genome entry {name!r}; known: {sorted(values)}.")
+            entry = np.array(values[name])
+            for index, number in value.items():
+                entry[(Ellipsis,) + _index(index)] = number
+            edits[name] = entry
+        else:
+            edits[name] = np.asarray(value, np.float32)
+    genome.assign(edits)
+    return {name: np.asarray(v).tolist() for name, v in genome.numpy().items()}
+
+
+def _recorded(final_values):
+    """``final_values`` as JSON (an index becomes its string: ``"(1, 0)"``)."""
+    return {name: ({str(_index(i)): float(x) for i, x in value.items()}
+                   if isinstance(value, dict) else np.asarray(value).tolist())
+            for name, value in dict(final_values).items()}
+
+
+def _write_final_genome(model_dir, stages, genome_path, final_values=None, final_schedule=None):
+    """``model_dir/genome.json``: the last stage's genome, edited, with the run's provenance."""
+    with open(genome_path) as fh:
+        genome = json.load(fh)
+    if final_schedule:
+        genome["schedule"] = [r.to_json() for r in check_schedule(final_schedule, genome["k"])]
+        logging.info("meta_train.final_schedule %s written into %s.", genome["schedule"],
+                     os.path.join(model_dir, "genome.json"))
+    if final_values:
+        genome["values"] = _edited(Genome.load_json(genome_path), final_values)
+        logging.info("meta_train.final_values %s set on %s.", _recorded(final_values),
+                     os.path.join(model_dir, "genome.json"))
+    start = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
+             "backprop_learning_rate")  # the rule's start: the first stage's
+    genome["provenance"] = dict(genome.get("provenance", {}), stages=stages,
+                                **{k: stages[0].get(k) for k in start},
+                                model_dir=os.path.abspath(model_dir),
+                                **({"final_values": _recorded(final_values)}
+                                   if final_values else {}))
+    path = os.path.join(model_dir, "genome.json")
+    with open(path, "w") as fh:
+        json.dump(genome, fh, indent=1)
+    return path
+
+
+def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=None, **kwargs):
+    """Run ``meta_train`` under each gin scope of ``stages`` in turn (module docstring).
+
+    ``stop_after`` holds for each stage run in this invocation. ``final_values``: entries (or
+    single numbers of entries, ``_edited``) set on the final genome file, checked against the
+    first stage's start genome before any stage trains; ``final_schedule`` (checked likewise)
+    is written into that file.
+
+    ``kwargs`` (``strategy``, ``stop_after``) go to every stage. Returns the last stage's
+    results, with ``stages`` (each stage's) and ``genome`` (the final file) added.
+    """
+    if not stages:
+        raise ValueError("meta_train.final_values and final_schedule edit the final genome of "
+                         "a run in stages; this run has no meta_train.stages.")
+    names = [str(s) for s in stages]
+    if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+        raise ValueError(f"meta_train.stages={list(stages)!r}: expected distinct gin scope "
+                         "names (identifiers).")
+    check_model_dir(model_dir)
+    kwargs.update(final_values=None, final_schedule=None)  # unscoped: would reach every stage
+    for i, name in enumerate(names):  # every stage's settings, before any stage trains
+        with gin.config_scope(name):  # (a later stage's start file does not exist yet)
+            start = meta_train(os.path.join(model_dir, name), stages=(), dry_run=True,
+                               **({} if i == 0 else {"genome_init": "random"}), **kwargs)
+        if i == 0:
+            _check_final_edits(start, final_values, final_schedule)
+    os.makedirs(model_dir, exist_ok=True)
+    edited = bool(final_values or final_schedule)
+    genome_path, done, summaries = None, [], []
+    for name in names:
+        stage_dir = os.path.join(model_dir, name)
+        start = {} if genome_path is None else {"genome_init": genome_path}
+        judged_later = {"final_eval": False} if edited and name == names[-1] else {}
+        with gin.config_scope(name):  # a finished stage returns its results at once
+            results = meta_train(stage_dir, stages=(), **start, **judged_later, **kwargs)
+        if results["steps_done"] < results["num_steps"]:  # stopped (checkpointed)
+            return dict(results, stages=done)
+        genome_path = os.path.join(stage_dir, "genome.json")
+        done.append(results)
+        summaries.append(_stage_summary(name, genome_path))
+    final = dict(done[-1], stages=done, model_dir=model_dir, genome=_write_final_genome(
+        model_dir, summaries, genome_path, final_values, final_schedule))
+    if edited:  # the last stage's final comparison, of the edited genome the run writes
+        final.pop("comparison", None)
+        with gin.config_scope(names[-1]):
+            comparison = meta_train(stage_dir, stages=(), judge=final["genome"], **start, **kwargs)
+        if comparison is not None:
+            final["comparison"] = comparison
+    with open(os.path.join(model_dir, "results.json"), "w") as fh:
+        json.dump(final, fh, indent=2)
+    logging.info("pictures of the final genome: %s", ", ".join(plot_run(model_dir)))
+    return final
+
+
+def _check_final_edits(start, final_values, final_schedule):
+    """``ValueError`` (naming the binding) unless ``final_values`` are entries of the genome's
+    shapes and ``final_schedule`` is a schedule for its k."""
+    try:
+        if final_values:
+            _edited(Genome.from_dict(start.to_dict()), final_values)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"meta_train.final_values={final_values!r}: {err}") from None
+    try:
+        check_schedule(final_schedule, start.k)
+    except ValueError as err:
+        raise ValueError(f"meta_train.final_schedule={final_schedule!r}: {err}") from None
