@@ -1,13 +1,13 @@
 """Meta-step speed and memory.
 
-    python benchmarks/meta_step.py                 # the issue's setting, CPU or GPU
+    python benchmarks/meta_step.py                 # the reference setting, CPU or GPU
     python benchmarks/meta_step.py --quick         # a smaller network, for a smoke run
     python benchmarks/meta_step.py --species 1 --replicas 1 --no-memory   # speed only
     python benchmarks/meta_step.py --no-memory --no-autodiff --recompute-T 0 --species-ratio
     python benchmarks/meta_step.py --species 1 --no-memory --no-autodiff --recompute-T 0 \
         --keras-ratio
 
-Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 species,
+Setting: MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 species,
 1 replica. Reports
 
 * meta-steps/s at T = 10 (a full meta-step: fresh synapses, T inner steps, query, gradient
@@ -28,8 +28,8 @@ Setting (issue 4): MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128)
 * with ``--keras-ratio``, the meta-step's time over the faster Keras SGD train step of
   784-256-10, batch 128 (``inner_step.py``'s baseline): one process, in turns, median of the
   per-round ratio. The machine's speed (which moves by 1.2-1.6x on a shared host) moves both
-  alike, so this number compares across sessions. Issue 8 measured the authors' TF meta-step at
-  151.6 ms beside a 0.952 ms Keras step: 159x; three times faster is <= 53x.
+  alike, so this number compares across machines. The authors' TF meta-step measured 151.6 ms
+  beside a 0.952 ms Keras step on one machine: 159x; three times faster is <= 53x.
 
 Every configuration runs with pooled CPU memory, as ``train/meta.py`` does
 (``blur_keras.meta.run.runtime``); ``TF_CPU_ALLOCATOR_USE_BFC=false python benchmarks/meta_step.py ...``
@@ -218,7 +218,7 @@ def species_child(args):
                                   "per_genome_s": _median(per_genome)}), flush=True)
 
 
-ISSUE_AUTHORS_MS, ISSUE_KERAS_MS = 151.6, 0.952  # issue 8's tables, one session
+AUTHORS_MS, AUTHORS_KERAS_MS = 151.6, 0.952  # the authors' TF meta-step and a Keras step beside it
 
 
 def keras_child(args):
@@ -338,9 +338,9 @@ def main():
         print(f"T=10: a meta-step takes {kr.get('ratio')}x the faster Keras SGD train step of "
               f"784-256-10, batch 128 (quartiles {kr.get('q25')}-{kr.get('q75')}; "
               f"{kr.get('meta_ms')} ms vs {kr.get('keras_ms')} ms, median of {args.steps} "
-              f"rounds). Issue 8: the authors' TF meta-step was {ISSUE_AUTHORS_MS} ms = "
-              f"{ISSUE_AUTHORS_MS / ISSUE_KERAS_MS:.0f}x its {ISSUE_KERAS_MS} ms Keras step; 3x "
-              f"faster is <= {ISSUE_AUTHORS_MS / ISSUE_KERAS_MS / 3:.0f}x", flush=True)
+              f"rounds). The authors' TF meta-step was {AUTHORS_MS} ms = "
+              f"{AUTHORS_MS / AUTHORS_KERAS_MS:.0f}x its {AUTHORS_KERAS_MS} ms Keras step; 3x "
+              f"faster is <= {AUTHORS_MS / AUTHORS_KERAS_MS / 3:.0f}x", flush=True)
     if args.no_memory:
         return
     rows = []

@@ -3,8 +3,8 @@
     python benchmarks/state_layout.py
     python benchmarks/state_layout.py --batch 128 --neurons 256 --k 4 --passes 100 --rounds 5
 
-The meta-step of issue 8 spends most of its time outside its GEMMs, in elementwise fusions,
-reductions and transposes over the first hidden layer's ``[B, n, k]`` states (docs/speed.md).
+The meta-step of ``benchmarks/meta_step.py`` spends most of its time outside its GEMMs, in elementwise fusions,
+reductions and transposes over the first hidden layer's ``[B, n, k]`` states (docs/benchmarks.md).
 This measures, in one process and in turns, the same operations in both layouts, each pass
 inside a compiled ``while_loop`` of ``--passes`` iterations (so that it is one XLA fusion or
 dot per iteration, with no dispatch between them):

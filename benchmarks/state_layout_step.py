@@ -8,7 +8,7 @@
 8's setting (100-256-10, k = 4, T = 10, batch 128, activation norm and synapse norm, the
 default activations, target feedback, the additive backward rule) written twice:
 
-* ``Last``: the public layout (the library's internal one until stop 27), neuron states
+* ``Last``: the public layout (the layout at the edges of the core), neuron states
   ``[B, n, k]`` and synapses ``[n_i, n_j, k]``;
 * ``Lead``: the library's internal layout (``blur_keras.core.layout``), states ``[k, B, n]`` and
   synapses ``[k, n_i, n_j]``, so that per-state matmuls need no transposes and elementwise
@@ -41,7 +41,7 @@ from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 
 pool_cpu_memory()
 
-K, SIZES, B, T = 4, (100, 256, 10), 128, 10  # issue 8's setting; --k, --hidden, --T change it
+K, SIZES, B, T = 4, (100, 256, 10), 128, 10  # meta_step.py's setting; --k, --hidden, --T change it
 
 
 class Last:

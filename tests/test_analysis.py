@@ -1,4 +1,4 @@
-"""The "is it a gradient?" analysis (issue 9 item 5)."""
+"""The "is it a gradient?" analysis."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Bad input at the edges of BlurModel, BlurDense, BlurConfig and the pure API (issue 11).
+"""Bad input at the edges of BlurModel, BlurDense, BlurConfig and the pure API.
 
 Every case ends in a clear error naming the argument, the value received and
 what is expected, raised before any synapse changes, or in correct behaviour.

@@ -1,4 +1,4 @@
-"""The evaluation suite (issue 9 item 2): a rule vs tuned SGD / SGD+momentum / Adam."""
+"""The evaluation suite: a rule vs tuned SGD / SGD+momentum / Adam."""
 
 import csv
 import json

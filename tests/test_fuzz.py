@@ -1,4 +1,4 @@
-"""A table of malformed inputs for every public entry point (issue 11).
+"""A table of malformed inputs for every public entry point.
 
 Each must end in a ValueError/TypeError (or the library's own error class)
 raised before any synapse changes, and leave the synapses as they were.

@@ -1,4 +1,4 @@
-"""Hand-derived gradients and the input-layer shortcut against TensorFlow's own math (issue 8).
+"""Hand-derived gradients and the input-layer shortcut against TensorFlow's own math.
 
 Every comparison runs the same function twice: traced normally (the hand-derived gradient of a
 whole inner step, ``blur_keras.core.step_reverse``, and of the primitives in ``blur_keras.core.gradient``)

@@ -1,4 +1,4 @@
-"""Bad configurations of meta-training: clear errors before anything trains (issue 11)."""
+"""Bad configurations of meta-training: clear errors before anything trains."""
 
 import json
 import os

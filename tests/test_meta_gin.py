@@ -85,7 +85,7 @@ def _run_recipe(name, model_dir):
         gin.clear_config()
 
 
-# tpu_*.gin: parsed above (they need TFDS's full MNIST). default.gin is sgd_residual_robust's
+# gin/parts/tpu.gin over a recipe: parsed above (it needs TFDS's full MNIST). default.gin is sgd_residual_robust's
 # recipe: sgd_residual.gin's stages from scratch (its CMA-ES stages on noisy labels), then a
 # schedule written into the final genome. sgd_residual_steady.gin and sgd_residual_annealed.gin,
 # run in sgd_residual_scheduled.gin's directory, reuse its stages (as their shipped files were
@@ -181,9 +181,16 @@ def test_default_is_the_robust_recipe_and_parses_anywhere(tmp_path, monkeypatch)
         gin.clear_config()
 
 
+def _files(name):
+    """``gin/<recipe>.gin`` and, for ``"<recipe>+<part>"``, ``gin/parts/<part>.gin`` over it."""
+    recipe, *parts = name.split("+")
+    return ([os.path.join(REPO, "gin", recipe + ".gin")]
+            + [os.path.join(REPO, "gin", "parts", part + ".gin") for part in parts])
+
+
 def _recipe(name, keys=_RECIPE_KEYS):
-    """The values gin/<name>.gin binds to ``keys``."""
-    CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
+    """The values gin/<name>.gin (``_files``) binds to ``keys``."""
+    CLI.parse_gin(_files(name), [])
     try:
         return {key: gin.query_parameter(key) for key in keys}
     finally:
@@ -197,7 +204,7 @@ def _stage_tasks(name):
         task = gin.query_parameter(binding).scoped_configurable_fn()
         return [t.describe() for t in getattr(task, "tasks", [task])]
 
-    CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
+    CLI.parse_gin(_files(name), [])
     try:
         out = {}
         for stage in ("fast", "long", "longer"):
@@ -211,7 +218,7 @@ def _stage_tasks(name):
 
 
 @pytest.mark.parametrize("name, recipe", [("sgd_residual_robust", "sgd_residual_scheduled"),
-                                          ("tpu_sgd_residual_robust", "tpu_sgd_residual_scheduled")])
+                                          ("sgd_residual_robust+tpu", "sgd_residual_scheduled+tpu")])
 def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, recipe):
     """sgd_residual_robust (and its TPU variant): the scheduled recipe with residual penalty
     0.01; its CMA-ES stages train on 30% noisy labels, its final comparison on clean ones."""
@@ -227,9 +234,7 @@ def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, re
 
 @pytest.mark.parametrize("deep, shallow, sizes", [
     ("sgd_residual_deep", "sgd_residual_scheduled", (32, 32)),
-    ("sgd_residual_deep_annealed", "sgd_residual_annealed", (32, 32)),
-    ("tpu_sgd_residual_deep", "tpu_sgd_residual_scheduled", (256, 256)),
-    ("tpu_sgd_residual_deep_annealed", "tpu_sgd_residual_annealed", (256, 256))])
+    ("sgd_residual_deep_annealed", "sgd_residual_annealed", (32, 32))])
 def test_deep_recipes_are_the_shallow_ones_through_two_hidden_layers(deep, shallow, sizes):
     """gin/*sgd_residual_deep*.gin change only the hidden sizes of the recipe they follow."""
     deep_keys = _recipe(deep, _RECIPE_KEYS + ("meta_train.hidden_sizes",))

@@ -172,7 +172,6 @@ def test_start_genome_from_provenance():
 # ---------------------------------------------------------------------- (c) genomes are shipped
 
 def test_genomes_are_shipped():
-    # the rules of issue 12; README's first Keras example uses sgd_residual
     assert {"general", "sgd_residual", "sgd_residual_steady", "sgd_residual_scheduled",
             "sgd_residual_robust", "sgd_residual_annealed", "sgd_residual_deep",
             "sgd_residual_deep_annealed"} <= set(
@@ -183,7 +182,7 @@ def test_genomes_are_shipped():
     ("sgd_residual_scheduled", "sgd_residual_annealed"),
     ("sgd_residual_deep", "sgd_residual_deep_annealed")])
 def test_annealed_file_is_the_scheduled_file_with_one_more_ramp(name, annealed_name):
-    """docs/RESULTS.md: each annealed rule reuses its scheduled rule's stages, so its file
+    """docs/results.md: each annealed rule reuses its scheduled rule's stages, so its file
     differs only by the eta_syn ramp its recipe appends."""
     scheduled = json.load(open(pretrained.genome_dir() / f"{name}.json"))
     annealed = json.load(open(pretrained.genome_dir() / f"{annealed_name}.json"))
@@ -257,11 +256,10 @@ def test_shipped_genome_synapses_stay_bounded_for_10x_its_horizon(name, digits):
 
 
 def test_the_growth_check_catches_exponential_growth(digits):
-    # the first shipped `general` (docs/results/tried/general_v1.json): f_syn = 1.009, its
-    # synapses grew ~1% per step and overflowed float32 near step 8,600 at 784 inputs
+    # docs/genomes/general_v1.json: f_syn = 1.009, its synapses grow ~1% per step and
+    # overflow float32 near step 8,600 at 784 inputs
     with pytest.raises(AssertionError, match="reaches 1e"):
-        check_bounded_growth(os.path.join(REPO, "docs", "results", "tried", "general_v1.json"),
-                             digits)
+        check_bounded_growth(os.path.join(REPO, "docs", "genomes", "general_v1.json"), digits)
 
 
 def test_steps_to_limit():

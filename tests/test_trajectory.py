@@ -1,4 +1,4 @@
-"""The trajectory meta-loss (online losses over the unroll) and the residual penalty (issue 12)."""
+"""The trajectory meta-loss (online losses over the unroll) and the residual penalty."""
 
 import numpy as np
 import tensorflow as tf

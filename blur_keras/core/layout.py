@@ -1,4 +1,4 @@
-"""The core's internal layout, and the conversions at its edges (docs/speed.md).
+"""The core's internal layout, and the conversions at its edges (docs/benchmarks.md).
 
 Files, Keras layers and the public functions (``inner_step``, ``forward_pass``,
 ``predict``, ``init_synapses``) use the *public* layout, the state axis last:
@@ -58,7 +58,7 @@ def reshape_axes(t, start, stop, sizes):
 
     One ``Reshape`` to a static shape when ``t``'s shape is static: shape arithmetic (or a
     slice with new axes, a ``StridedSlice`` and three constants) costs traced graph, and the
-    core makes hundreds of these per traced meta-step (docs/speed.md, "A smaller traced
+    core makes hundreds of these per traced meta-step (docs/benchmarks.md, "A smaller traced
     graph"). With unknown sizes the shape is computed in the graph.
     """
     if t.shape.is_fully_defined():

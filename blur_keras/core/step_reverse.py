@@ -1,4 +1,4 @@
-"""One inner step with a hand-derived gradient (issue 8; docs/speed.md).
+"""One inner step with a hand-derived gradient (docs/benchmarks.md).
 
 ``inner_step`` computes exactly what ``inner.inner_step`` computes (the same
 ops, bit-identical under XLA), inside one ``tf.custom_gradient``.  Its gradient
@@ -13,7 +13,7 @@ is written out by hand, op by op in reverse, from the tensors the forward kept:
   σ' comes from σ's output where that is exact; the bias neuron's rows are
   handled without building ``[a ; 1]``.
 
-A meta-step is ~1.2× faster than with autodiff (docs/speed.md).
+A meta-step is ~1.2× faster than with autodiff (docs/benchmarks.md).
 
 Every option of ``BlurConfig`` is covered.  ``gradient.plain_autodiff()``
 switches it off (``inner.inner_step`` then traces the plain formulas), which

@@ -1,4 +1,4 @@
-"""Is a learned rule a gradient? (the paper's §3.5 analysis, issue 9 item 5)
+"""Is a learned rule a gradient? (the paper's §3.5 analysis)
 
 One inner step maps the synapses θ to θ + Δ(θ) for a fixed batch. If the
 update is a gradient step, ``Δ = −η ∇L(θ)``, its Jacobian ``J = ∂Δ/∂θ =

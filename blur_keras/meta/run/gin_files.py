@@ -8,12 +8,12 @@ __all__ = ["search_beside"]
 
 
 def search_beside(paths):
-    """Put the folders of ``paths`` first on gin's include search path.
+    """Put the folders of ``paths`` first on gin's include search path (the first file's first).
 
     gin's public ``add_config_file_search_path`` appends, after the working directory, whose
     miss gin's resource reader logs as an error; the folder of the including file goes first.
     """
-    for path in paths or ():
+    for path in reversed(list(paths or ())):
         folder = os.path.dirname(os.path.abspath(path))
         if folder not in gin.config._LOCATION_PREFIXES:
             gin.config._LOCATION_PREFIXES.insert(0, folder)
