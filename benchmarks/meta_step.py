@@ -20,9 +20,9 @@ Setting: MNIST 10x10 -> 256 hidden -> 10, k = 4, batch 128 (query 128), 8 specie
 
 * the cost of recomputation: one process, meta-steps at T = 50 without and with recomputation
   (segment ceil(sqrt(T))), timed in turns, median over rounds of the per-round time ratio;
-* the speed-up of the hand-derived gradients (``blur_keras.core.step_reverse``, ``gradient``) over
-  TensorFlow's autodiff of the same formulas (traced under ``gradient.plain_autodiff()``): one
-  process, T = 10, in turns, median of the per-round time ratio, and both first calls;
+* the speed-up of the hand-derived reverse of a whole step (``blur_keras.core.step_reverse``)
+  over TensorFlow's autodiff of the same formulas (``GradientTrainer(step_gradient="autodiff")``):
+  one process, T = 10, in turns, median of the per-round time ratio, and both first calls;
 * with ``--species-ratio``, the time per genome of ``--species`` species against one species:
   one process, T = 10, in turns, median of the per-round ratio;
 * with ``--keras-ratio``, the meta-step's time over the faster Keras SGD train step of
@@ -39,7 +39,6 @@ The data are random tensors of MNIST 10x10's shapes (speed and memory depend on 
 """
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -84,7 +83,7 @@ def add_setting_arguments(parser, species):
     parser.add_argument("--classes", type=int, default=10)
 
 
-def build(args, T, recompute):
+def build(args, T, recompute, step_gradient="hand"):
     from blur_keras.meta.run.runtime import pool_cpu_memory
 
     pool_cpu_memory()  # as train/meta.py does, before TensorFlow's first op
@@ -97,7 +96,7 @@ def build(args, T, recompute):
     genome = Genome.random(args.k, seed=0, species=args.species, transform_std=0.5,
                            synapse_update=-0.01)
     trainer = GradientTrainer(genome, BlurConfig(activation_norm=True, synapse_norm=True), sizes,
-                              recompute=recompute, jit_compile=True)
+                              recompute=recompute, jit_compile=True, step_gradient=step_gradient)
     batch = make_batch(tf, T, args.species, args.replicas, args.batch, args.features, args.classes)
     return tf, trainer, batch
 
@@ -179,14 +178,11 @@ def recompute_child(args):
 
 def autodiff_child(args):
     """Time ratio autodiff / hand-derived gradients at ``args.T`` in one process."""
-    from blur_keras.core.gradient import plain_autodiff
-
     runs, first = {}, {}
     for name in ("hand", "autodiff"):
-        tf, trainer, batch = build(args, args.T, 0)
+        tf, trainer, batch = build(args, args.T, 0, step_gradient=name)
         t0 = time.time()
-        with plain_autodiff() if name == "autodiff" else contextlib.nullcontext():
-            trainer.train_step(batch)  # traced and compiled on the first call
+        trainer.train_step(batch)  # traced and compiled on the first call
         first[name] = time.time() - t0
         runs[name] = (trainer, batch)
     times = _in_turns(runs, args.steps)

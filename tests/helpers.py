@@ -87,6 +87,7 @@ def rand_genome(seed, lead=(S,), k=K, eta_syn_sign=-1.0, oja_signs=True):
         gamma=uni(0.5, 1.5, (k,)), beta=f32(rng.normal(0.0, 0.3, lead + (k,))),
         oja=f32(oja), alpha=uni(0.8, 2.0), syn_scale=uni(0.5, 2.0),
     )
+    g["syn_mix"] = f32(0.9 * np.eye(k) + rng.normal(0.0, 0.1, lead + (k, k)))  # drawn last
     return g
 
 

@@ -108,3 +108,21 @@ def test_no_branch_on_the_outer_optimiser_outside_outer_py():
         with open(path) as fh:
             compared = _compared_names(ast.parse(fh.read()))
         assert not compared & {"outer", "cma"}, (path, compared & {"outer", "cma"})
+
+
+def test_no_module_level_mutable_state_in_the_core():
+    """The core's modules bind no mutable object (dict, list, set) at module level: a
+    choice such as hand/autodiff is an argument, not a global switch."""
+    found = []
+    for module in PURE_CORE:
+        with open(_path(module)) as fh:
+            tree = ast.parse(fh.read())
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and \
+                    isinstance(node.value, (ast.Dict, ast.List, ast.Set, ast.DictComp,
+                                            ast.ListComp, ast.SetComp)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+                if names != ["__all__"]:
+                    found.append(f"{module}: {names}")
+    assert not found, found

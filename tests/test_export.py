@@ -108,3 +108,51 @@ def test_saved_model_carries_its_metadata_and_loads_as_a_rule(rules):
     rule = load_rule(path)
     assert rule.config == CONFIG and rule.k == 2
     np.testing.assert_array_equal(rule.values["nu"], GENOME.numpy()["nu"])
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("empty", "train_step: x holds no examples (an empty batch)"),
+    ("nan", "train_step: x contains NaN or Inf"),
+    ("inf", "train_step: x contains NaN or Inf"),
+    ("beyond_float32", "train_step: x contains NaN or Inf (or values beyond float32)"),
+    ("one", "train_step: a batch of 1 example: this rule normalises activations over the batch"),
+])
+def test_what_blur_model_step_refuses_train_step_refuses(rules, case, pattern):
+    dyn, _, _ = rules
+    flat = list(dyn.init(tf.constant(1, tf.int64)))
+    x, y = batch(features=3, classes=2)
+    if case == "empty":
+        x, y = x[:0], y[:0]
+    elif case == "nan":
+        x[2, 1] = np.nan
+    elif case == "inf":
+        x[0, 0] = -np.inf
+    elif case == "beyond_float32":
+        x = x.astype(np.float64) * 1e300
+    elif case == "one":
+        x, y = x[:1], y[:1]
+    msg = one_line_error(dyn.train_step, *flat, x, y)
+    assert pattern in msg
+    assert pattern.replace("train_step", "predict") in one_line_error(dyn.predict, *flat, x)
+
+
+def test_batch_of_one_is_fine_without_batch_statistics(tmp_path):
+    path = export_saved_model(str(tmp_path / "plain"), GENOME.numpy(), bk.BlurConfig(), (3, 5, 2))
+    rule = tf.saved_model.load(path)
+    flat = rule.init(tf.constant(1, tf.int64))
+    x, y = batch(features=3, classes=2)
+    assert len(rule.train_step(*flat, x[:1], y[:1])) == 4
+    assert rule.predict(*flat, x[:1]).shape == (1, 2)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 6, 8])
+def test_a_wrong_number_of_synapse_tensors_is_one_line(rules, count):
+    dyn, _, _ = rules
+    flat = list(dyn.init(tf.constant(1, tf.int64)))
+    extra = (flat * 2)[:count]
+    x, y = batch(features=3, classes=2)
+    msg = one_line_error(dyn.train_step, *extra, x, y)
+    assert (f"train_step: expected 4 synapse tensors (W^0, V^0, W^1, V^1) then x, y; got {count} "
+            "tensors before x, y (this rule has 2 layer pairs).") in msg
+    msg = one_line_error(dyn.predict, *extra, x.astype(np.float64))
+    assert f"predict: expected 4 synapse tensors (W^0, V^0, W^1, V^1) then x; got {count}" in msg

@@ -1,4 +1,4 @@
-"""Genome files carry their rule (issue 9 item 1) and load strictly (issue 11 item 5)."""
+"""Genome files carry their rule and load strictly."""
 
 import json
 
@@ -122,3 +122,40 @@ def test_keras_serialisation_round_trip_keeps_metadata():
     again = bk.Genome.from_config(genome.get_config())
     assert again.config == CONFIG and again.logit_scale == 2.0
     assert set(genome.to_dict()["values"]) == set(NAMES)
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (lambda d: d["values"].update(nu=[[True, False], [False, True]]),
+     r"'values.nu' \(forward neuron transform.*\): expected numbers \(not booleans"),
+    (lambda d: d["values"].update(f=True), r"'values.f' .*expected numbers \(not booleans"),
+    (lambda d: d["values"].update(eta=["1.5"]), r"'values.eta' .*expected numbers"),
+    (lambda d: d["values"].update(eta_syn=-1e30),
+     r"'values.eta_syn' \(synapse update\): 1e\+30 exceeds the sane bound 10000"),
+    (lambda d: d["values"].update(pre=[[1.0, 2e5], [0.0, 1.0]]), r"'values.pre' .*200000 exceeds"),
+    (lambda d: d["values"].update(alpha=0.0), r"'values.alpha' \(saturation scale\): must be > 0"),
+    (lambda d: d["values"].update(alpha=-2.0), r"'values.alpha' .*must be > 0, got -2.0"),
+    (lambda d: d.update(init_scale=-1), r"key 'init_scale': expected a positive scale between "
+                                        r"0.001 and 1000, got -1.0"),
+    (lambda d: d.update(init_scale=1e30), r"key 'init_scale': expected a positive scale"),
+    (lambda d: d.update(logit_scale=0), r"key 'logit_scale': expected a positive scale"),
+    (lambda d: d.update(logit_scale=True), r"key 'logit_scale': expected a finite number"),
+])
+def test_absurd_or_mistyped_values_are_one_line_errors(tmp_path, edit, pattern):
+    data = full_genome().to_dict()
+    edit(data)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=pattern) as info:
+        bk.Genome.load_json(str(path))
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_every_shipped_genome_loads_under_the_checks():
+    for name in bk.pretrained_genomes():
+        genome = bk.Genome.pretrained(name)
+        assert genome.init_scale > 0 and genome.logit_scale > 0
+
+
+def test_with_metadata_refuses_a_scale_a_file_could_not_hold():
+    with pytest.raises(ValueError, match=r"'logit_scale': expected a positive scale"):
+        bk.Genome.random(2).with_metadata(logit_scale=-2.0)

@@ -1,10 +1,12 @@
 """Hand-derived gradients and the input-layer shortcut against TensorFlow's own math.
 
-Every comparison runs the same function twice: traced normally (the hand-derived gradient of a
-whole inner step, ``blur_keras.core.step_reverse``, and of the primitives in ``blur_keras.core.gradient``)
-and traced under ``plain_autodiff()`` (TensorFlow's autodiff of the plain formulas).  Gradients of every genome entry and of the initial synapses must
-agree to 1e-5 relative, for every BlurConfig option, with species and replica axes, through
-recomputation, and under XLA.
+Every comparison runs the same function twice: with ``reverse="hand"`` (the hand-derived
+gradient of a whole inner step, ``blur_keras.core.step_reverse``) and ``reverse="autodiff"``
+(TensorFlow's autodiff of the formulas of forward, backward, feedback and synapses; the one
+primitive with its own gradient, ``mix_states``, is checked against autodiff of its formula
+below).  Gradients of every genome entry and of the initial synapses must agree to 1e-5
+relative, for every BlurConfig option, with species and replica axes, through recomputation,
+and under XLA.
 """
 
 import numpy as np
@@ -15,7 +17,7 @@ from blur_keras import BlurConfig, inner_step, predict
 
 from blur_keras.core import step_reverse as step_gradient
 from blur_keras.core.forward import input_states
-from blur_keras.core.gradient import plain_autodiff, sum_to
+from blur_keras.core.gradient import sum_to
 from blur_keras.rules.genome import align_to_population
 from blur_keras.core.layout import reshape_axes, unit_axes
 from blur_keras.meta.objective.unroll import meta_loss
@@ -76,10 +78,10 @@ def _inputs(seed, cfg, dtype=tf.float64):
 def _two_steps_loss(cfg, x, t, weights):
     """A scalar of two inner steps: a weighted sum of the new synapses and of a prediction."""
 
-    def loss(params, synapses):
+    def loss(params, synapses, reverse="hand"):
         p = align_to_population(params, 2)
         for _ in range(2):
-            synapses, _ = inner_step(p, synapses, x, t, cfg)
+            synapses, _ = inner_step(p, synapses, x, t, cfg, reverse=reverse)
         total = tf.reduce_sum(predict(p, synapses, x[..., ::-1, :], cfg) * weights[-1])
         for (w, v), (cw, cv) in zip(synapses, weights[:-1]):
             total += tf.reduce_sum(w * cw) + tf.reduce_sum(v * cv)
@@ -88,11 +90,11 @@ def _two_steps_loss(cfg, x, t, weights):
     return loss
 
 
-def _gradients(loss, params, synapses, jit=False):
+def _gradients(loss, params, synapses, jit=False, reverse="hand"):
     def run(params, synapses):
         with tf.GradientTape() as tape:
             tape.watch([params, synapses])
-            value = loss(params, synapses)
+            value = loss(params, synapses, reverse)
         return value, tape.gradient(value, [params, synapses],
                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
@@ -108,10 +110,8 @@ def _assert_same(hand, plain, what=""):
 
 
 def _hand_and_plain(fn):
-    hand = fn()
-    with plain_autodiff():
-        plain = fn()
-    return hand, plain
+    """``fn(reverse)`` with the hand-derived reverse, and with autodiff."""
+    return fn("hand"), fn("autodiff")
 
 
 def _weights(cfg, synapses, seed):
@@ -127,7 +127,8 @@ def test_inner_step_gradient_equals_autodiff(name):
     params, synapses = _params(700), _synapses(701, cfg)
     x, t = _inputs(702, cfg)
     loss = _two_steps_loss(cfg, x, t, _weights(cfg, synapses, 703))
-    (v_hand, g_hand), (v_plain, g_plain) = _hand_and_plain(lambda: _gradients(loss, params, synapses))
+    (v_hand, g_hand), (v_plain, g_plain) = _hand_and_plain(
+        lambda r: _gradients(loss, params, synapses, reverse=r))
     np.testing.assert_allclose(v_hand, v_plain, rtol=1e-12)
     _assert_same(g_hand, g_plain, name)
     assert sum(float(tf.reduce_max(tf.abs(g))) > 0 for g in g_hand[0].values()) >= 6
@@ -146,11 +147,10 @@ def test_the_comparisons_run_the_hand_derived_step(monkeypatch):
     monkeypatch.setattr(step_gradient._Step, "backward", spy)
     test_inner_step_gradient_equals_autodiff("stability")
     assert len(calls) == 2  # two inner steps
-    with plain_autodiff():
-        _gradients(_two_steps_loss(CONFIGS["stability"], *_inputs(702, CONFIGS["stability"]),
-                                   _weights(None, _synapses(701, None), 703)),
-                   _params(700), _synapses(701, None))
-    assert len(calls) == 2  # plain_autodiff() does not use it
+    _gradients(_two_steps_loss(CONFIGS["stability"], *_inputs(702, CONFIGS["stability"]),
+                               _weights(None, _synapses(701, None), 703)),
+               _params(700), _synapses(701, None), reverse="autodiff")
+    assert len(calls) == 2  # reverse="autodiff" does not use it
     scalar_grad = step_gradient._scalar_grad
     monkeypatch.setattr(step_gradient, "_scalar_grad", lambda d, s: scalar_grad(d, s) * 1.001)
     with pytest.raises(AssertionError):
@@ -169,16 +169,17 @@ def test_hand_step_per_layer_genome_and_shared_data(name):
     rng = np.random.default_rng(753)
     weights = [tf.constant(rng.normal(size=(S, R, B, n, K))) for n in SIZES[1:]]
 
-    def loss(params, synapses):
+    def loss(params, synapses, reverse):
         p = align_to_population(params, 2)
         total = 0.0
         for _ in range(2):
-            synapses, states = inner_step(p, synapses, x, t, cfg, per_layer=True)
+            synapses, states = inner_step(p, synapses, x, t, cfg, per_layer=True, reverse=reverse)
             # the hidden and last states the step returns carry gradients too
             total += sum(tf.reduce_sum(a * c) for a, c in zip(states[1:], weights))
         return total + sum(tf.reduce_sum(w) for w, _ in synapses)
 
-    (_, g_hand), (_, g_plain) = _hand_and_plain(lambda: _gradients(loss, params, synapses))
+    (_, g_hand), (_, g_plain) = _hand_and_plain(
+        lambda r: _gradients(loss, params, synapses, reverse=r))
     _assert_same(g_hand, g_plain, name)
 
 
@@ -188,7 +189,8 @@ def test_inner_step_gradient_equals_autodiff_under_xla_float32(name):
     params, synapses = _params(710, tf.float32), _synapses(711, cfg, tf.float32)
     x, t = _inputs(712, cfg, tf.float32)
     loss = _two_steps_loss(cfg, x, t, _weights(cfg, synapses, 713))
-    (_, g_hand), (_, g_plain) = _hand_and_plain(lambda: _gradients(loss, params, synapses, jit=True))
+    (_, g_hand), (_, g_plain) = _hand_and_plain(
+        lambda r: _gradients(loss, params, synapses, jit=True, reverse=r))
     for h, p in zip(tf.nest.flatten(g_hand), tf.nest.flatten(g_plain)):
         scale = max(float(tf.reduce_max(tf.abs(p))), 1e-30)
         assert float(tf.reduce_max(tf.abs(h - p))) <= 1e-4 * scale  # float32 round-off
@@ -208,10 +210,11 @@ def test_meta_gradient_equals_autodiff(name, recompute):
              "query_y": rng.integers(0, C, (S, R, 2 * B))}
     seed = tf.constant([3, 4], tf.int64)
 
-    def run():
+    def run(reverse):
         with tf.GradientTape() as tape:
             tape.watch(params)
-            loss = tf.reduce_sum(meta_loss(params, seed, batch, cfg, SIZES, recompute=recompute)[0])
+            loss = tf.reduce_sum(meta_loss(params, seed, batch, cfg, SIZES, recompute=recompute,
+                                           reverse=reverse)[0])
         return tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     g_hand, g_plain = _hand_and_plain(run)

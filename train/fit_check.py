@@ -44,6 +44,7 @@ def main(argv):
 
     import blur_keras.data  # noqa: F401  (registers Task, preset_task, ...)
     from blur_keras.evaluation import stability
+    from blur_keras.meta.run.cli import one_line, one_line_errors
     from blur_keras.meta.run.gin_files import search_beside
 
     try:
@@ -53,12 +54,15 @@ def main(argv):
     except Exception as err:  # one clear line; the traceback with --verbosity=1
         if logging.level_debug():
             logging.exception("Configuration error")
-        raise SystemExit(f"Bad configuration: {type(err).__name__}: {err}")
+        raise SystemExit(f"Bad configuration: {type(err).__name__}: {one_line(err)} "
+                         "(run with --verbosity=1 for the traceback)")
     name = "".join(c if c.isalnum() else "_" for c in os.path.basename(FLAGS.rule))
     out_dir = FLAGS.out_dir or os.path.join("/tmp/blur_fit", name)
     logging.info("Fit check of %s -> %s", FLAGS.rule, out_dir)
     start = time.time()
-    report = stability.fit_check(FLAGS.rule, out_dir, log=lambda line: logging.info("%s", line))
+    with one_line_errors("Error"):
+        report = stability.fit_check(FLAGS.rule, out_dir,
+                                     log=lambda line: logging.info("%s", line))
     print(stability.format_table(report, report["tolerance"]), flush=True)
     print(f"Files: {out_dir}/fit.json, table.md, fit_curves.png ({time.time() - start:.0f}s)",
           flush=True)

@@ -4,13 +4,13 @@
     python train/meta.py --gin_file=gin/tpu_fashion.gin --model_dir=/tmp/fashion
     python train/meta.py --gin_file=gin/toy2d.gin --gin_param='meta_train.num_steps=200'
 
-Restarting with the same ``--model_dir`` resumes from its last checkpoint.
+Restarting with the same ``--model_dir`` resumes from its last readable checkpoint; a second
+process on a ``--model_dir`` in use is refused (``run.lock``, blur_keras.meta.run.lock).
 Several hosts (docs/scale.md): the same command on every worker, with ``TF_CONFIG`` and
 ``--strategy=multi_worker``; only the chief writes ``--model_dir``.
 Every gin binding and flag is checked before any training starts.
 """
 
-import contextlib
 import importlib.resources
 import os
 import sys
@@ -130,23 +130,6 @@ def verdict(comp):
     return line
 
 
-# What a user's configuration or data can cause: reported as one line (traceback with --verbosity=1).
-# Anything else is a bug and keeps its traceback.
-_USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError)
-
-
-@contextlib.contextmanager
-def _one_line_errors(prefix):
-    try:
-        yield
-    except _USER_ERRORS as err:
-        if FLAGS.verbosity >= 1:
-            raise
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        raise SystemExit(f"{prefix}: {type(err).__name__}: {message}\n"
-                         "(run with --verbosity=1 for the traceback)") from None
-
-
 def _log_cpu_memory():
     """Say whether TensorFlow pools CPU memory (``blur_keras.meta.run.runtime``); warn when it does not."""
     from blur_keras.meta.run.runtime import POOLED_CPU_ALLOCATOR, cpu_memory_pooled
@@ -155,7 +138,7 @@ def _log_cpu_memory():
         logging.info("CPU memory: pooled (%s=true)", POOLED_CPU_ALLOCATOR)
     else:
         logging.warning("CPU memory: TensorFlow's default allocator (%s=%s); meta-steps on CPU "
-                        "run up to 1.3x slower (docs/speed.md).", POOLED_CPU_ALLOCATOR,
+                        "run up to 1.3x slower (docs/benchmarks.md).", POOLED_CPU_ALLOCATOR,
                         os.environ.get(POOLED_CPU_ALLOCATOR))
 
 
@@ -174,17 +157,18 @@ def main(argv):
             cpu, [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_devices)
     import gin
 
+    from blur_keras.meta.run.cli import one_line_errors
     from blur_keras.meta.run.experiment import meta_train
     from blur_keras.meta.outer.strategy import choose_strategy
 
-    with _one_line_errors("Bad gin configuration"):
+    with one_line_errors("Bad gin configuration", FLAGS.verbosity >= 1):
         parse_gin(FLAGS.gin_file, FLAGS.gin_param)
         check_stage_overrides(FLAGS.gin_param)
         check_config_bindings(FLAGS.gin_param)
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
     model_dir = FLAGS.model_dir or os.path.join("/tmp/blur_meta", name)
     from blur_keras.meta.run import chief
-    with _one_line_errors("Error"):
+    with one_line_errors("Error", FLAGS.verbosity >= 1):
         strategy = early_strategy if FLAGS.strategy == "multi_worker" else choose_strategy(
             FLAGS.strategy, FLAGS.tpu)
         logging.info("model_dir: %s", model_dir)

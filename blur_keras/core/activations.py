@@ -12,6 +12,8 @@ Activations are referred to by name so that layers and models serialise;
 ``get(name)`` returns the function.
 """
 
+import types
+
 import tensorflow as tf
 
 __all__ = ["get", "names", "derivative", "derivative_from_output", "canonical"]
@@ -26,14 +28,14 @@ def _identity(u):
 
 
 # name -> (σ, σ')
-_ELEMENTWISE = {
+_ELEMENTWISE = types.MappingProxyType({
     "relu_tanh": (_relu_tanh, lambda u: tf.cast(u > 0, u.dtype) * (1.0 - tf.square(tf.tanh(u)))),
     "tanh": (tf.tanh, lambda u: 1.0 - tf.square(tf.tanh(u))),
     "relu": (tf.nn.relu, lambda u: tf.cast(u > 0, u.dtype)),
     "sigmoid": (tf.sigmoid, lambda u: tf.sigmoid(u) * (1.0 - tf.sigmoid(u))),
     "linear": (_identity, tf.ones_like),
-}
-_ALIASES = {"identity": "linear", None: "linear"}
+})
+_ALIASES = types.MappingProxyType({"identity": "linear", None: "linear"})
 _BACKPROP_PREFIX = "backprop_"
 
 
@@ -63,13 +65,13 @@ def derivative(name):
 
 
 # σ' written with σ's output y, where that is exact (no σ to recompute in a backward pass)
-_FROM_OUTPUT = {
+_FROM_OUTPUT = types.MappingProxyType({
     "relu_tanh": lambda y: tf.cast(y > 0, y.dtype) * (1.0 - tf.square(y)),
     "tanh": lambda y: 1.0 - tf.square(y),
     "relu": lambda y: tf.cast(y > 0, y.dtype),
     "sigmoid": lambda y: y * (1.0 - y),
     "linear": tf.ones_like,
-}
+})
 
 
 def derivative_from_output(name):

@@ -8,7 +8,23 @@ expected.  A dimension unknown at trace time is not checked.
 
 import tensorflow as tf
 
-__all__ = ["check_k", "check_synapses", "check_inputs"]
+__all__ = ["check_k", "check_layer_sizes", "check_synapses", "check_inputs"]
+
+
+def check_layer_sizes(sizes, what="hidden_sizes"):
+    """``sizes`` as a tuple of ints, each a whole number >= 1 (``ValueError`` naming ``what``
+    otherwise: ``0``, ``-3``, ``16.5``, ``True`` or a string is not a layer width)."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise ValueError(f"{what} must be a tuple of layer widths (whole numbers >= 1); got "
+                         f"{sizes!r}.")
+    sizes = tuple(sizes)
+    for size in sizes:
+        is_int = isinstance(size, int) or (hasattr(size, "dtype") and
+                                           getattr(size.dtype, "kind", "") in "iu")
+        if isinstance(size, bool) or not is_int or int(size) < 1:
+            raise ValueError(f"{what}={sizes!r}: every layer width must be a whole number >= 1; "
+                             f"got {size!r}.")
+    return tuple(int(size) for size in sizes)
 
 
 def check_k(k, what="k"):

@@ -42,6 +42,11 @@ class BlurConfig:
         ``syn_scale``) when computing activations.
       oja: add the Oja decay term (multiplier from the genome) to ΔW, ΔV.
       saturation: ``W ← α tanh(W / α)`` after each update (α from the genome).
+      synapse_mix: the synapse channels mix before the Hebbian update is added,
+        ``W[c] ← f̃ Σ_d T[c, d] W[d] + η̃ ΔW[c]`` (``T``: the genome's ``syn_mix``), so a
+        channel can carry a running average (docs/spec.md §8).
+      velocity_channel: the last synapse channel is a velocity: it starts at 0, and the
+        single-state tie leaves it out (channels 1…k−2 := channel 0).
       norm_epsilon: ε of the activation normalisation.
       synapse_norm_epsilon: ε of the synapse normalisation.
     """
@@ -58,6 +63,8 @@ class BlurConfig:
     synapse_norm: bool = False
     oja: bool = False
     saturation: bool = False
+    synapse_mix: bool = False
+    velocity_channel: bool = False
     norm_epsilon: float = 1e-3
     synapse_norm_epsilon: float = 1e-8
 
@@ -91,6 +98,13 @@ class BlurConfig:
             single_state=True,
             batch_reduction=batch_reduction,
         )
+
+    @classmethod
+    def momentum(cls, hidden_activation="tanh", last_activation="linear", batch_reduction="sum"):
+        """The switches that make ``Genome.momentum`` (k=3) an exact step of SGD with momentum
+        (docs/spec.md §8): the backprop switches, the synapse-channel mix, a velocity channel."""
+        return cls.backprop(hidden_activation, last_activation, batch_reduction).replace(
+            synapse_mix=True, velocity_channel=True)
 
     def replace(self, **changes):
         _check_fields(changes)

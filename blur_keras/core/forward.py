@@ -7,11 +7,12 @@ neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.
 import tensorflow as tf
 
 from blur_keras.core import activations
-from blur_keras.core.neurons import neuron_update, scalar
-from blur_keras.core.normalization import synapse_view
+from blur_keras.core.neurons import neuron_update, preactivation, scalar
+from blur_keras.core.normalization import batch_moments, synapse_view
 from blur_keras.core.states import input_matmul, mix_states, per_state_matmul, with_bias_neuron
 
-__all__ = ["input_states", "forward_layer", "input_forward_layer", "neuron_update", "scalar"]
+__all__ = ["input_states", "forward_layer", "input_forward_layer", "layer_drive",
+           "layer_moments", "neuron_update", "scalar"]
 
 
 def input_states(x, k):
@@ -21,24 +22,40 @@ def input_states(x, k):
     return tf.concat([x[..., None, :, :], zeros], axis=-3)
 
 
-def forward_layer(a_below, w, params, config, activation, current=None):
+def forward_layer(a_below, w, params, config, activation, current=None, moments=None):
     """New states of layer l+1 from layer l through forward synapses ``w``.
 
     ``a_below``: ``[*P, k, B, n_l]``; ``w``: ``[*P, k, n_l + 1, n_{l+1}]`` (the internal
     layout, ``blur_keras.core.layout``);
-    ``params``: this layer pair's genome entries, aligned to the population.
+    ``params``: this layer pair's genome entries, aligned to the population;
+    ``moments``: tracked normalisation statistics (inference), or None (the batch's).
     """
-    w = synapse_view(w, params, config)
-    z = per_state_matmul(mix_states(with_bias_neuron(a_below), params["nu"]), w)
-    return activations.get(activation)(neuron_update(current, z, params, config))
+    z = layer_drive(a_below, w, params, config)
+    return activations.get(activation)(neuron_update(current, z, params, config, moments))
 
 
-def input_forward_layer(x, w, params, config, activation):
+def input_forward_layer(x, w, params, config, activation, moments=None):
     """``forward_layer(input_states(x, k), w, …)`` for layer 1, computed from ``x`` alone.
 
     The input layer's states 1…k−1 are 0, so the contraction is one plain
     matmul of ``x`` (``states.input_matmul``); same result, fewer operations.
     """
+    z = layer_drive(x, w, params, config, input_layer=True)
+    return activations.get(activation)(neuron_update(None, z, params, config, moments))
+
+
+def layer_drive(below, w, params, config, input_layer=False):
+    """``z^{l+1} = Σ_i Σ_d ā^l[d, b, i] ν[d, c] W^l[c, i, j]``; ``below`` is ``x`` itself for
+    the input layer (``input_layer=True``), else the states ``a^l``."""
     w = synapse_view(w, params, config)
-    z = input_matmul(x, w, params["nu"])
-    return activations.get(activation)(neuron_update(None, z, params, config))
+    if input_layer:
+        return input_matmul(below, w, params["nu"])
+    return per_state_matmul(mix_states(with_bias_neuron(below), params["nu"]), w)
+
+
+def layer_moments(below, w, params, config, input_layer=False):
+    """The batch's mean and variance of layer l+1's forward pre-activation ``η z``
+    (``[*P, k, 1, n]`` each): what the activation normalisation of that layer uses in
+    training, and what inference tracks (``normalization.track_moments``)."""
+    z = layer_drive(below, w, params, config, input_layer)
+    return batch_moments(preactivation(None, z, params))

@@ -12,28 +12,32 @@ Shapes: a k×k transform is ``[*species, (layers,) k, k]``, a per-state vector
 ``layers`` axis exists only for a per-layer genome.
 """
 
+import types
+
 import numpy as np
 import tensorflow as tf
 
 from blur_keras.core.layout import reshape_axes
 
 __all__ = [
-    "CORE_NAMES", "OPTIONAL_NAMES", "NAMES", "DESCRIPTIONS", "core_rank", "core_shape",
+    "CORE_NAMES", "OPTIONAL_NAMES", "FILE_OPTIONAL_NAMES", "NAMES", "DESCRIPTIONS", "core_rank", "core_shape",
     "used_entries", "num_core_numbers", "default_values", "full_values", "member", "select_layer",
     "align_to_population", "trainable_entries",
 ]
 
 # name -> number of trailing "core" axes (2: k×k, 1: k, 0: scalar)
-_CORE_RANK = {
+_CORE_RANK = types.MappingProxyType({
     "nu": 2, "mu": 2, "pre": 2, "post": 2,
     "f": 0, "eta": 0, "f_syn": 0, "eta_syn": 0,
-    "gamma": 1, "beta": 1, "oja": 0, "alpha": 0, "syn_scale": 0,
-}
+    "gamma": 1, "beta": 1, "oja": 0, "alpha": 0, "syn_scale": 0, "syn_mix": 2,
+})
 CORE_NAMES = ("nu", "mu", "pre", "post", "f", "eta", "f_syn", "eta_syn")
-OPTIONAL_NAMES = ("gamma", "beta", "oja", "alpha", "syn_scale")
+OPTIONAL_NAMES = ("gamma", "beta", "oja", "alpha", "syn_scale", "syn_mix")
+# entries a genome file may leave out (files written before they existed): neutral values
+FILE_OPTIONAL_NAMES = ("syn_mix",)
 NAMES = CORE_NAMES + OPTIONAL_NAMES
 
-DESCRIPTIONS = {
+DESCRIPTIONS = types.MappingProxyType({
     "nu": "forward neuron transform nu[d, c]",
     "mu": "backward neuron transform mu[d, c]",
     "pre": "Hebbian pre-synaptic transform pre[e, c]",
@@ -43,7 +47,8 @@ DESCRIPTIONS = {
     "gamma": "activation-norm scale", "beta": "activation-norm shift",
     "oja": "Oja multiplier", "alpha": "saturation scale",
     "syn_scale": "synapse-norm rescale",
-}
+    "syn_mix": "synapse channel transition syn_mix[c, d]",
+})
 
 
 def core_rank(name):
@@ -66,7 +71,7 @@ def default_values(k):
         "nu": eye, "mu": eye, "pre": eye, "post": eye,
         "f": 1.0, "eta": 1.0, "f_syn": 1.0, "eta_syn": -1e-3,
         "gamma": np.ones(k), "beta": np.zeros(k),
-        "oja": 1.0, "alpha": 1.0, "syn_scale": 1.0,
+        "oja": 1.0, "alpha": 1.0, "syn_scale": 1.0, "syn_mix": eye,
     }
 
 
@@ -101,8 +106,8 @@ def full_values(values, k, num_layers=None, species=None, dtype="float32"):
 
 
 # the optional entries and the BlurConfig switch that makes the rule read them
-_USED_WHEN = {"gamma": "activation_norm", "beta": "activation_norm", "oja": "oja",
-              "alpha": "saturation", "syn_scale": "synapse_norm"}
+_USED_WHEN = types.MappingProxyType({"gamma": "activation_norm", "beta": "activation_norm", "oja": "oja",
+              "alpha": "saturation", "syn_scale": "synapse_norm", "syn_mix": "synapse_mix"})
 
 
 def used_entries(config):

@@ -8,17 +8,42 @@ import tensorflow as tf
 
 from blur_keras.core.states import state_vector
 
-__all__ = ["normalize_activations", "standardize", "normalize_synapses", "synapse_view"]
+__all__ = ["normalize_activations", "standardize", "batch_moments", "track_moments",
+           "normalize_synapses", "synapse_view"]
 
 
-def normalize_activations(u, gamma, beta, epsilon=1e-3):
-    """Batch-normalise a pre-activation per neuron and state, then scale and shift.
+def normalize_activations(u, gamma, beta, epsilon=1e-3, moments=None):
+    """Normalise a pre-activation per neuron and state, then scale and shift.
 
     ``u``: ``[*P, k, B, n]``; ``gamma``, ``beta``: ``[*P', k]`` (per-state).
-    ``out = γ (u − mean_b u) / sqrt(var_b u + ε) + β``.
+    ``out = γ (u − m) / sqrt(v + ε) + β`` with ``(m, v)`` the batch's mean and variance
+    over ``B`` (training), or ``moments``, tracked statistics ``[*P, k, 1, n]`` each
+    (inference: the output of one example then does not depend on the rest of its batch).
     """
-    u_hat, _ = standardize(u, epsilon)
+    if moments is None:
+        u_hat, _ = standardize(u, epsilon)
+    else:
+        mean, var = moments
+        u_hat = (u - mean) * tf.math.rsqrt(var + epsilon)
     return state_vector(gamma) * u_hat + state_vector(beta)
+
+
+def batch_moments(u):
+    """``(mean_b u, var_b u)`` over the batch axis of ``[*P, k, B, n]``, each ``[*P, k, 1, n]``."""
+    return tf.nn.moments(u, axes=[-2], keepdims=True)
+
+
+def track_moments(moving, batch, count, momentum):
+    """One update of tracked statistics: ``m ← (1 − a) m + a b`` with
+    ``a = max(1 − momentum, 1 / (count + 1))``.
+
+    The first ``1 / (1 − momentum)`` updates average every batch seen so far equally (no
+    bias towards the initial value); later ones are an exponential moving average.
+    ``moving``, ``batch``: matching structures of tensors; ``count``: updates so far.
+    """
+    count = tf.cast(count, tf.nest.flatten(batch)[0].dtype)
+    a = tf.maximum(1.0 - momentum, 1.0 / (count + 1.0))
+    return tf.nest.map_structure(lambda m, b: m + a * (b - m), moving, batch)
 
 
 def standardize(u, epsilon=1e-3):

@@ -32,12 +32,9 @@ def mix_states(a, m):
     Written as k scaled copies of the states summed, not a matmul: with k ≤ 8
     states a dot with a k-long contraction runs far below peak on CPU, while
     XLA fuses this form into one elementwise loop along the neurons.  Its
-    gradient is hand-derived (``mix_states_vjp``) unless traced under
-    ``gradient.plain_autodiff()``.
+    gradient is hand-derived (``mix_states_vjp``; tested against autodiff of the formula).
     """
-    if gradient.hand_gradients():
-        return _mix_states_hand(a, m)
-    return _mix(a, m)
+    return _mix_states_hand(a, m)
 
 
 def _mix(a, m):

@@ -18,18 +18,19 @@ only); ``x`` and ``targets`` broadcast against them.
 
 import tensorflow as tf
 
-from blur_keras.core import gradient, step_reverse as step_gradient
+from blur_keras.core import step_reverse
 from blur_keras.core.backward import backward_layer
 from blur_keras.core.checks import check_inputs
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.feedback import apply_feedback
-from blur_keras.core.forward import forward_layer, input_forward_layer, input_states
+from blur_keras.core.forward import forward_layer, input_forward_layer, input_states, layer_moments
 from blur_keras.core.genome_spec import align_to_population, select_layer
-from blur_keras.core.layout import pairs_in, pairs_out, states_out
+from blur_keras.core.layout import pairs_in, pairs_out, states_in, states_out
 from blur_keras.core.synapses import update_pair
 
-__all__ = ["layer_activations", "forward_pass", "inner_step", "predict", "layer_params",
-           "forward_states", "backward_states", "update_synapses", "step"]
+__all__ = ["REVERSES", "layer_activations", "forward_pass", "inner_step", "predict", "layer_params",
+           "forward_states", "forward_moments", "backward_states", "update_synapses", "step",
+           "moments_in", "moments_out"]
 
 
 def layer_activations(config, num_layers, forward=None, backward=None):
@@ -58,29 +59,69 @@ def _num_population_axes(synapses):
 
 
 def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
-                 forward_activations=None):
+                 forward_activations=None, moments=None):
     """Reset and forward (docs/spec.md §2 steps 1–2). Returns the states ``[a^0, …, a^L]``,
-    each ``[*P, B, n_l, k]`` (the public layout, like ``synapses``)."""
+    each ``[*P, B, n_l, k]`` (the public layout, like ``synapses``).
+
+    ``moments``: under ``config.activation_norm``, the tracked statistics of each layer's
+    forward pre-activation (``forward_moments``, public layout ``[*P, n_l, k]`` each) that
+    inference normalises with; None normalises over the batch, as training does.
+    """
     x = tf.convert_to_tensor(x)
     check_inputs(params, synapses, x)
     states = forward_states(params, pairs_in(synapses), x, config, per_layer,
-                            forward_activations)
+                            forward_activations, moments_in(moments))
     return [states_out(a) for a in states]
 
 
 def forward_states(params, synapses, x, config=BlurConfig(), per_layer=False,
-                   forward_activations=None):
+                   forward_activations=None, moments=None):
     """``forward_pass`` in the internal layout (``blur_keras.core.layout``), without its checks."""
     num_pop = _num_population_axes(synapses)
     fwd = forward_activations or layer_activations(config, len(synapses))[0]
     states = [input_states(x, _k(synapses))]
     for l, (w, _) in enumerate(synapses):
         p = layer_params(params, l, per_layer, num_pop)
+        m = None if moments is None else moments[l]
         if l == 0:  # from x directly: the input layer's other states are 0
-            states.append(input_forward_layer(x, w, p, config, fwd[l]))
+            states.append(input_forward_layer(x, w, p, config, fwd[l], m))
         else:
-            states.append(forward_layer(states[-1], w, p, config, fwd[l]))
+            states.append(forward_layer(states[-1], w, p, config, fwd[l], moments=m))
     return states
+
+
+def forward_moments(params, synapses, x, config=BlurConfig(), per_layer=False,
+                    forward_activations=None):
+    """The batch statistics of every layer's forward pre-activation in the forward pass on
+    ``x`` (normalised over the batch, as in training): ``[(mean, var) of layer 1, …]``, each
+    ``[*P, k, 1, n_l]`` (internal layout; ``moments_out`` gives the public one).
+
+    What inference tracks across training steps (``normalization.track_moments``) and
+    normalises with (``predict(..., moments=...)``).
+    """
+    num_pop = _num_population_axes(synapses)
+    fwd = forward_activations or layer_activations(config, len(synapses))[0]
+    below, out = x, []
+    for l, (w, _) in enumerate(synapses):
+        p = layer_params(params, l, per_layer, num_pop)
+        out.append(layer_moments(below, w, p, config, input_layer=l == 0))
+        if l + 1 < len(synapses):
+            below = (input_forward_layer(x, w, p, config, fwd[l]) if l == 0
+                     else forward_layer(below, w, p, config, fwd[l]))
+    return out
+
+
+def moments_in(moments):
+    """Public ``[(mean, var) [*P, n, k], …]`` -> internal ``[*P, k, 1, n]`` (None stays None)."""
+    if moments is None:
+        return None
+    return [tuple(states_in(tf.convert_to_tensor(t)[..., None, :, :]) for t in m)
+            for m in moments]
+
+
+def moments_out(moments):
+    """Internal ``[(mean, var) [*P, k, 1, n], …]`` -> public ``[*P, n, k]``."""
+    return [tuple(states_out(t)[..., 0, :, :] for t in m) for m in moments]
 
 
 def _k(synapses):
@@ -118,8 +159,13 @@ def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=Fal
     return tuple(new)
 
 
+# how a step's gradient is taken: its hand-derived reverse (``step_reverse``), or TensorFlow's
+# autodiff of the formulas of ``forward``, ``backward``, ``feedback`` and ``synapses``
+REVERSES = ("hand", "autodiff")
+
+
 def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
-               forward_activations=None, backward_activations=None):
+               forward_activations=None, backward_activations=None, reverse="hand"):
     """One inner step on a batch: reset, forward, feedback, backward, synapse update.
 
     Args:
@@ -128,6 +174,8 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
       x: inputs ``[*P', B, n_0]``.
       targets: ``[*P', B, n_L]`` (±1 one-hot for target feedback, the
         regression target for error feedback).
+      reverse: how a gradient through the step is taken (``REVERSES``); the values are
+        the same either way.
     Returns:
       ``(new_synapses, states)``, public layout; ``states[-1][..., 0]`` is the
       prediction the network made on ``x`` before this update.
@@ -135,16 +183,18 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
     x, targets = tf.convert_to_tensor(x), tf.convert_to_tensor(targets)
     check_inputs(params, synapses, x, targets)
     new, states = step(params, pairs_in(synapses), x, targets, config, per_layer,
-                       forward_activations, backward_activations)
+                       forward_activations, backward_activations, reverse)
     return pairs_out(new), [states_out(a) for a in states]
 
 
 def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
-         forward_activations=None, backward_activations=None):
+         forward_activations=None, backward_activations=None, reverse="hand"):
     """``inner_step`` in the internal layout, without its checks: synapses in and out, and
     the states, are ``[*P, k, ·, ·]``.  What a meta-training unroll runs (``meta.unroll``)."""
     targets = tf.convert_to_tensor(targets)
-    if gradient.hand_step_gradient():
+    if reverse not in REVERSES:
+        raise ValueError(f"reverse={reverse!r}; expected one of {REVERSES}.")
+    if reverse == "hand":
         return _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
                           backward_activations)
     states = forward_states(params, synapses, x, config, per_layer, forward_activations)
@@ -155,21 +205,22 @@ def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
 
 def _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
                backward_activations):
-    """``step`` with the hand-derived gradient of the whole step (``step_gradient``)."""
+    """``step`` with the hand-derived gradient of the whole step (``step_reverse``)."""
     fwd, bwd = layer_activations(config, len(synapses), forward_activations, backward_activations)
     num_pop = _num_population_axes(synapses)
     layer_p = [layer_params(params, l, per_layer, num_pop) for l in range(len(synapses))]
     dtype = synapses[0][0].dtype
-    new, states = step_gradient.inner_step(layer_p, synapses, x, tf.cast(targets, dtype), config,
+    new, states = step_reverse.inner_step(layer_p, synapses, x, tf.cast(targets, dtype), config,
                                            fwd, bwd)
     return new, [input_states(x, _k(synapses))] + states
 
 
-def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None):
+def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None,
+            moments=None):
     """A forward pass on new inputs; the output is state 0 of the last layer
-    (docs/spec.md §2 step 6), ``[*P, B, n_L]``."""
+    (docs/spec.md §2 step 6), ``[*P, B, n_L]``.  ``moments``: as in ``forward_pass``."""
     x = tf.convert_to_tensor(x)
     check_inputs(params, synapses, x)
     states = forward_states(params, pairs_in(synapses), x, config, per_layer,
-                            forward_activations)
+                            forward_activations, moments_in(moments))
     return states[-1][..., 0, :, :]

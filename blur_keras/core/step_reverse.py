@@ -15,9 +15,9 @@ is written out by hand, op by op in reverse, from the tensors the forward kept:
 
 A meta-step is ~1.2× faster than with autodiff (docs/benchmarks.md).
 
-Every option of ``BlurConfig`` is covered.  ``gradient.plain_autodiff()``
-switches it off (``inner.inner_step`` then traces the plain formulas), which
-is how ``tests/test_gradient.py`` checks it against TensorFlow's autodiff.
+Every option of ``BlurConfig`` is covered.  ``step.step(..., reverse="autodiff")``
+traces the formulas instead, which is how ``tests/test_gradient.py`` checks it
+against TensorFlow's autodiff.
 
 Notation: pair ``l`` connects layer ``l`` (below) to ``l + 1``; ``p[l]`` its
 genome entries aligned to the population axes; ``d_*`` a gradient.  Tensors are
@@ -36,7 +36,7 @@ from blur_keras.core.normalization import standardize, synapse_view
 from blur_keras.core.states import (_mix, input_drive, input_outer_product, input_product,
                                input_row_scale, mix_states_vjp, per_state_matmul, per_state_outer,
                                state_vector, with_bias_neuron)
-from blur_keras.core.synapses import saturate, swap_src_dst, sync, tie_channels
+from blur_keras.core.synapses import kept_synapses, saturate, swap_src_dst, sync, tie_channels
 
 __all__ = ["inner_step"]
 
@@ -267,8 +267,8 @@ class _Step:
             v_new = v
         cache["upd"].append(entry)
         if l == 0:  # V⁰ is never read: passed through, as synapses.update_pair does
-            return [tie_channels(w_new) if cfg.single_state else w_new, v]
-        return list(sync(w_new, v_new, cfg.symmetric, cfg.single_state))
+            return [tie_channels(w_new, cfg.velocity_channel) if cfg.single_state else w_new, v]
+        return list(sync(w_new, v_new, cfg.symmetric, cfg.single_state, cfg.velocity_channel))
 
     def _post_w(self, l, states, p):
         """The post-synaptic mix of ΔW^l."""
@@ -307,7 +307,8 @@ class _Step:
         return dw + scalar(coeff) * w * energy[..., :, None, :]
 
     def _unsaturated(self, w, dw, energy, p):
-        return scalar(p["f_syn"]) * w + scalar(p["eta_syn"]) * self._with_oja(w, dw, energy, p)
+        kept = kept_synapses(w, p, self.config)
+        return scalar(p["f_syn"]) * kept + scalar(p["eta_syn"]) * self._with_oja(w, dw, energy, p)
 
     # -- reverse ----------------------------------------------------------------------------
     def backward(self, cache, d_new, d_states):
@@ -360,9 +361,9 @@ class _Step:
             d_w_new = d_w_new + tf.concat([swap_src_dst(d_v_new), bias_row], axis=-2)
             d_v, d_v_new = tf.zeros_like(v), None
         if cfg.single_state:
-            d_w_new = _untie(d_w_new)
+            d_w_new = _untie(d_w_new, cfg.velocity_channel)
             if d_v_new is not None:
-                d_v_new = _untie(d_v_new)
+                d_v_new = _untie(d_v_new, cfg.velocity_channel)
         post_w = self._post_w(l, states, p)
         kept, energy = entry["w"]
         dw = self._input_hebbian(kept, post_w, p, cache["x"]) if l == 0 else kept
@@ -416,9 +417,12 @@ class _Step:
             _add(grads, "alpha", _scalar_grad(d * (th - pre_sat / alpha * (1.0 - tf.square(th))),
                                               p["alpha"]))
             d = d_pre
-        _add(grads, "f_syn", _scalar_grad(d * w, p["f_syn"]))
+        _add(grads, "f_syn", _scalar_grad(d * kept_synapses(w, p, cfg), p["f_syn"]))
         _add(grads, "eta_syn", _scalar_grad(d * dw, p["eta_syn"]))
         d_w = scalar(p["f_syn"]) * d
+        if cfg.synapse_mix:  # kept = _mix(w, Tᵀ)
+            d_w, d_mix = _mix_t_vjp(w, p["syn_mix"], d_w)
+            _add(grads, "syn_mix", d_mix)
         d_dw = scalar(p["eta_syn"]) * d
         d_post = 0.0
         if cfg.oja:
@@ -522,7 +526,10 @@ def _first_row_and_sums_vjp(d_row0, d_colsum, m):
     return sum_to(d_colsum[..., None, :] + first * d_row0[..., None, :], m)
 
 
-def _untie(d):
-    """Gradient of ``tie_channels``: every channel's gradient summed into channel 0."""
+def _untie(d, velocity=False):
+    """Gradient of ``tie_channels``: every tied channel's gradient summed into channel 0 (a
+    ``velocity`` channel, the last, keeps its own)."""
+    if velocity:
+        return tf.concat([_untie(d[..., :-1, :, :]), d[..., -1:, :, :]], axis=-3)
     total = tf.reduce_sum(d, axis=-3, keepdims=True)
     return tf.concat([total, tf.zeros_like(d[..., 1:, :, :])], axis=-3)

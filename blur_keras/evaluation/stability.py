@@ -1,4 +1,4 @@
-"""Does a rule keep learning when left running?  The ``model.fit`` stability check (issue 12).
+"""Does a rule keep learning when left running?  The ``model.fit`` stability check.
 
 For every task × architecture × seed a fresh ``BlurModel`` (the genome's own synapse
 initialisation) trains with ``model.fit`` for many epochs, batch 32, on a shuffled subset of
@@ -14,7 +14,6 @@ Pure functions summarise, format and plot; ``run_check`` trains; ``fit_check`` (
 the rule and the tasks and writes ``fit.json``, ``table.md`` and ``fit_curves.png``.
 """
 
-import json
 import math
 import os
 import re
@@ -26,8 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.core import activations
+from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.errors import NonFiniteError
+from blur_keras.files import write_atomic, write_json
 from blur_keras.evaluation.suite import (METHOD_NAMES, TaskData, baseline_activations,
                                    check_baseline, task_data)
 from blur_keras.rules.genome import Genome, resolve_config
@@ -137,7 +138,7 @@ class _Recorder(keras.callbacks.Callback):
     of the compiled call that reaches one, keyed by that call's last step: the early step
     itself when calls of ``steps_per_execution`` steps end there), the largest |synapse| after
     every epoch (``peak_synapse``: a rule whose synapses grow exponentially overflows float32
-    at last, docs/RESULTS.md); notes the first non-finite log value and stops training there."""
+    at last, docs/results.md); notes the first non-finite log value and stops training there."""
 
     def __init__(self, val_x, val_y, early_steps, val_batch_size=32, steps_per_epoch=1):
         super().__init__()
@@ -275,10 +276,14 @@ def run_check(genome, datas, hidden_sizes=((32,), (64,)), seeds=3, epochs=20, ba
 
 def _progress_line(progress, what, curve):
     fail = curve["nonfinite"]
+    elapsed = time.time() - progress["start"]
+    left = progress["total"] - progress["done"]
+    eta = f", ETA {elapsed / progress['done'] * left / 60:.1f} min" \
+        if left and progress["done"] else ""
     return (f"[{progress['done']}/{progress['total']}] {what}: "
             + (f"non-finite at epoch {fail['epoch']} step {fail['step']}" if fail else
                f"final val acc {curve['val_accuracy'][-1]:.3f}")
-            + f" ({curve['seconds']:.0f}s, total {time.time() - progress['start']:.0f}s)")
+            + f" ({curve['seconds']:.0f}s, total {elapsed:.0f}s{eta})")
 
 
 def _baseline_entry(label, task, sizes, method, sweep):
@@ -423,10 +428,8 @@ def write_report(report, out_dir, tolerance=TOLERANCE, plot=True):
     """``fit.json``, ``table.md`` and (``plot``) ``fit_curves.png`` in ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     report["summary"] = [summarise(e, tolerance) for e in report["results"]]
-    with open(os.path.join(out_dir, "fit.json"), "w") as fh:
-        json.dump(report, fh, indent=1, default=float)
-    with open(os.path.join(out_dir, "table.md"), "w") as fh:
-        fh.write(format_table(report, tolerance))
+    write_json(os.path.join(out_dir, "fit.json"), report, indent=1, default=float)
+    write_atomic(os.path.join(out_dir, "table.md"), format_table(report, tolerance))
     if plot:
         plot_curves(report, os.path.join(out_dir, "fit_curves.png"))
     return report
@@ -442,6 +445,7 @@ def fit_check(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,), (64,)),
     (``blur_keras.data.Task`` or ``TaskData``; validation: ``val_examples`` held out of the
     training split), and of the ``baselines`` (``run_check``) beside it; writes the files to
     ``out_dir`` and returns the report."""
+    hidden_sizes = [check_layer_sizes(h, "fit_check.hidden_sizes entry") for h in hidden_sizes]
     genome = load_genome(rule)
     datas = [t if isinstance(t, TaskData) else task_data(t, val_examples, 1) for t in tasks]
     if not datas:

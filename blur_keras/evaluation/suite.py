@@ -1,4 +1,4 @@
-"""Judging a learned rule against tuned SGD, SGD with momentum and Adam (issue 9).
+"""Judging a learned rule against tuned SGD, SGD with momentum and Adam.
 
 A *rule* (a genome with its ``BlurConfig``: a genome file, an exported
 SavedModel or the built-in backprop genome) trains fresh networks on a task
@@ -19,6 +19,7 @@ writes the files (``points.csv``, ``summary.json``, ``summary.csv``,
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -30,10 +31,14 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.core import activations
+from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.feedback import pm1_targets
+from blur_keras.files import write_atomic, write_json
 from blur_keras.rules.genome import Genome, resolve_config
-from blur_keras.core.step import inner_step, predict
+from blur_keras.core.layout import pairs_in
+from blur_keras.core.normalization import track_moments
+from blur_keras.core.step import forward_moments, inner_step, moments_out, predict
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.synapses import init_synapses
 
@@ -65,6 +70,10 @@ class Rule:
     init_scale: float = 1.0
     provenance: Optional[dict] = None
     schedule: tuple = ()  # ``schedule.Ramp``s of synapse-update entries
+    # how the rule's network predicts under activation_norm (``blur_keras.keras.inference``):
+    # "batch" statistics of the evaluated set, or "moving" ones tracked while it trains
+    inference: str = "batch"
+    inference_momentum: float = 0.9
 
     @property
     def k(self):
@@ -267,27 +276,43 @@ def _eval_both(forward, val_x, val_y, test_x, test_y):
 
 @tf.function(jit_compile=True)
 def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
-              config, per_layer, num_records, schedule=()):
+              config, per_layer, num_records, schedule=(), momentum=None):
+    """The rule's curves; ``momentum`` not None: inference with tracked statistics."""
     num_classes = synapses[-1][0].shape[-2]
+    tracks = momentum is not None and config.activation_norm
 
-    def step(state, x, y):  # state: (synapses, steps taken)
-        syn, t = state
-        new = inner_step(at_step(params, schedule, t), syn, x, pm1_targets(y, num_classes),
-                         config, per_layer)[0]
-        return new, t + 1
+    def step(state, x, y):  # state: (synapses, steps taken, tracked statistics)
+        syn, t, moments = state
+        p = at_step(params, schedule, t)
+        if tracks:
+            batch = forward_moments(p, pairs_in(syn), x, config, per_layer)
+            moments = track_moments(moments, batch, t, momentum)
+        new = inner_step(p, syn, x, pm1_targets(y, num_classes), config, per_layer)[0]
+        return new, t + 1, moments
 
-    forward = lambda state, x: predict(params, state[0], x, config, per_layer)  # noqa: E731
+    def forward(state, x):
+        moments = moments_out(state[2]) if tracks else None
+        return predict(params, state[0], x, config, per_layer, moments=moments)
+
+    start = _start_moments(pairs_in(synapses)) if tracks else ()
     return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
-                 (synapses, tf.constant(0)), pool_x, pool_y, idx, slots, num_records)
+                 (synapses, tf.constant(0), start), pool_x, pool_y, idx, slots, num_records)
+
+
+def _start_moments(synapses):
+    """Zeros and ones shaped like each layer's tracked statistics (the first step replaces
+    them)."""
+    return [(tf.zeros_like(w[..., :1, :]), tf.ones_like(w[..., :1, :])) for w, _ in synapses]
 
 
 def blur_curves(rule, synapses, data, idx, steps_to_record):
     """Accuracy ``[2 (val, test), records, seeds]`` of the rule, one compiled loop."""
     rule.check_depth(len(synapses))
     params = {n: tf.constant(v, tf.float32) for n, v in rule.values.items()}
+    momentum = rule.inference_momentum if rule.inference == "moving" else None
     out = _blur_run(params, tuple(synapses), *_arrays(data), tf.constant(idx),
                     *_eval_arrays(data), _slots(steps_to_record, idx.shape[0]), rule.config,
-                    rule.per_layer, len(steps_to_record), rule.schedule)
+                    rule.per_layer, len(steps_to_record), rule.schedule, momentum)
     return np.transpose(out.numpy(), (1, 0, 2))
 
 
@@ -454,11 +479,14 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
             t0 = time.time()
             idx = batch_indices(len(data.pool_y), max(horizons), seeds, batch_size, seed)
             synapses = initial_synapses(rule, sizes, seeds, seed)
-            curves = {"blur": blur_curves(rule, synapses, data, idx, steps)}
+            progress = _MethodProgress(log, f"[{done}/{total} {label}]",
+                                       {m: len(learning_rates[m]) for m in baselines})
+            curves = {"blur": progress.run("blur", lambda: blur_curves(
+                rule, synapses, data, idx, steps))}
             for method in baselines:
-                curves[method] = baseline_curves(method, learning_rates[method],
-                                                 baseline_weights(synapses), data, idx, steps,
-                                                 hidden, last, loss, reduction)
+                curves[method] = progress.run(method, lambda: baseline_curves(
+                    method, learning_rates[method], baseline_weights(synapses), data, idx,
+                    steps, hidden, last, loss, reduction))
             entry = _summarise(label, data.name, sizes, steps, curves, learning_rates)
             summary["results"].append(entry)
             points += _points(label, steps, curves, learning_rates)
@@ -467,6 +495,31 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
                                           for m in entry["methods"]) for h in horizons))
     _write(out_dir, summary, points, plot)
     return summary
+
+
+class _MethodProgress:
+    """Log lines around each method of one task × architecture: what runs, then how long it
+    took, how many methods are done and an ETA for the rest (from the mean time so far)."""
+
+    def __init__(self, log, prefix, sweeps):
+        self.log, self.prefix, self.sweeps = log, prefix, sweeps
+        self.methods = ["blur", *sweeps]
+        self.seconds = []
+
+    def run(self, method, fn):
+        i = len(self.seconds) + 1
+        sweep = self.sweeps.get(method)
+        what = "the rule" if sweep is None else \
+            f"a sweep of {sweep} learning rate{'s' if sweep != 1 else ''}"
+        self.log(f"{self.prefix} {METHOD_NAMES[method]} ({i}/{len(self.methods)}): {what}...")
+        t0 = time.time()
+        out = fn()
+        self.seconds.append(time.time() - t0)
+        left = len(self.methods) - i
+        eta = f", ETA {np.mean(self.seconds) * left / 60:.1f} min" if left else ""
+        self.log(f"{self.prefix} {METHOD_NAMES[method]} done in {self.seconds[-1]:.1f}s "
+                 f"({i}/{len(self.methods)} methods{eta})")
+        return out
 
 
 def steps_to_reach(val_curves, targets, steps):
@@ -598,25 +651,26 @@ def plot_suite(summary, out_dir):
     return paths
 
 
+def _csv_text(header, rows):
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 def _write(out_dir, summary, points, plot):
-    with open(os.path.join(out_dir, "points.csv"), "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["config", "method", "learning_rate", "step", "seed", "split", "accuracy"])
-        writer.writerows(points)
-    with open(os.path.join(out_dir, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
-    with open(os.path.join(out_dir, "summary.csv"), "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["config", "method", "step", "test_mean", "test_ci95", "val_mean",
-                         "best_learning_rate"])
-        for entry in summary["results"]:
-            for method, res in entry["methods"].items():
-                for i, step in enumerate(entry["steps"]):
-                    writer.writerow([entry["label"], method, step, res["test_mean"][i],
-                                     res["test_ci95"][i], res["val_mean"][i],
-                                     res["best_learning_rate"][i]])
-    with open(os.path.join(out_dir, "table.md"), "w") as fh:
-        fh.write(format_table(summary))
+    write_atomic(os.path.join(out_dir, "points.csv"), _csv_text(
+        ["config", "method", "learning_rate", "step", "seed", "split", "accuracy"], points))
+    write_json(os.path.join(out_dir, "summary.json"), summary, indent=1)
+    rows = [[entry["label"], method, step, res["test_mean"][i], res["test_ci95"][i],
+             res["val_mean"][i], res["best_learning_rate"][i]]
+            for entry in summary["results"] for method, res in entry["methods"].items()
+            for i, step in enumerate(entry["steps"])]
+    write_atomic(os.path.join(out_dir, "summary.csv"), _csv_text(
+        ["config", "method", "step", "test_mean", "test_ci95", "val_mean", "best_learning_rate"],
+        rows))
+    write_atomic(os.path.join(out_dir, "table.md"), format_table(summary))
     if plot:
         summary["plots"] = plot_suite(summary, out_dir)
 
@@ -625,15 +679,23 @@ def _write(out_dir, summary, points, plot):
 def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,),),
                    horizons=(10, 20, 50, 100, 500), seeds=8, batch_size=32, learning_rates=None,
                    baselines=BASELINES, loss="xent", record_every=10, dense_until=20,
-                   val_examples=500, test_examples=2000, seed=0, log=print):
+                   val_examples=500, test_examples=2000, seed=0, inference=None, log=print):
     """``run_suite`` on ``blur_keras.data.Task`` objects (gin: ``evaluate_suite.<name>``).
 
     ``rule``: a ``Rule`` or a ``load_rule`` spec. ``tasks``: ``Task`` objects (test split
     capped at ``test_examples``; validation: ``val_examples`` carved from the training split)
-    or ``TaskData``.
+    or ``TaskData``. ``inference``: ``"batch"`` or ``"moving"`` overrides the rule's
+    (``Rule.inference``).
     """
+    hidden_sizes = [check_layer_sizes(h, "evaluate_suite.hidden_sizes entry")
+                    for h in hidden_sizes]
     if isinstance(rule, str):
         rule = load_rule(rule)
+    if inference is not None:
+        if inference not in ("batch", "moving"):
+            raise ValueError(f"evaluate_suite.inference={inference!r}; expected 'batch' or "
+                             "'moving'.")
+        rule = dataclasses.replace(rule, inference=inference)
     datas = [t if isinstance(t, TaskData) else task_data(t, val_examples, test_examples)
              for t in tasks]
     if not datas:

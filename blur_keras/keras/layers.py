@@ -23,8 +23,9 @@ __all__ = ["BlurDense"]
 class _Context:
     """What a BlurDense needs from its model to run alone (not Keras-tracked)."""
 
-    def __init__(self, genome, config, index, activation):
+    def __init__(self, genome, config, index, activation, inference="moving"):
         self.genome, self.config, self.index, self.activation = genome, config, index, activation
+        self.inference = inference
 
 
 def _checked_int(name, value, low, expected):
@@ -52,6 +53,11 @@ class BlurDense(keras.layers.Layer):
 
     Input: ``[batch, n_in]`` (features enter state 0) or ``[batch, n_in, k]``
     (the states of a preceding BlurDense).  Output: ``[batch, units, k]``.
+
+    Under ``BlurConfig.activation_norm`` the layer also keeps ``moving_mean`` and
+    ``moving_variance`` (``[units, k]``, non-trainable): the statistics of its forward
+    pre-activation tracked while the rule trains (``BlurModel``), which inference
+    (``training=False``) normalises with, like Keras's ``BatchNormalization``.
     """
 
     def __init__(self, units, k=2, activation=None, backward_activation=None,
@@ -107,18 +113,31 @@ class BlurDense(keras.layers.Layer):
         self.backward_synapses = self.add_weight(
             name="backward_synapses", shape=(self.units, n, self.k),
             initializer=backward_init, trainable=False)
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(self.units, self.k),
+                                           initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(self.units, self.k),
+                                               initializer="ones", trainable=False)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units, self.k)
 
-    def attach(self, genome, config, index, activation):
-        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with."""
-        self._context = _Context(genome, config, index, activation)
+    def attach(self, genome, config, index, activation, inference="moving"):
+        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with,
+        and its inference mode (``"moving"``: tracked statistics, ``"batch"``: the batch's)."""
+        self._context = _Context(genome, config, index, activation, inference)
 
-    def call(self, inputs, genome=None):
+    @property
+    def moments(self):
+        """``(moving_mean, moving_variance)`` in the core's internal layout ``[k, 1, units]``."""
+        return tuple(states_in(tf.convert_to_tensor(t)[None]) for t in
+                     (self.moving_mean, self.moving_variance))
+
+    def call(self, inputs, genome=None, training=False):
         """Forward states of this layer from its input (docs/spec.md §2 step 2), after a reset.
 
-        Needs a genome: the one ``BlurModel`` attached, or ``genome=``.
+        Needs a genome: the one ``BlurModel`` attached, or ``genome=``.  With activation
+        normalisation, ``training=False`` normalises with the tracked statistics when the
+        model's inference mode is ``"moving"`` (the default), else over the batch.
         """
         ctx = self._context
         if genome is None and ctx is None:
@@ -134,7 +153,10 @@ class BlurDense(keras.layers.Layer):
         inputs = tf.cast(inputs, self.forward_synapses.dtype)  # integer features (raw pixels)
         states = states_in(inputs) if len(inputs.shape) == 3 else input_states(inputs, self.k)
         w = synapses_in(tf.convert_to_tensor(self.forward_synapses))
-        return states_out(forward_layer(states, w, params, config, activation))
+        moving = (not training and config.activation_norm and ctx is not None
+                  and ctx.inference == "moving")
+        return states_out(forward_layer(states, w, params, config, activation,
+                                        moments=self.moments if moving else None))
 
     def get_config(self):
         config = super().get_config()

@@ -15,7 +15,9 @@ axes):
 
 The layer sizes are given at export time; with ``dynamic=True`` (default) the
 functions accept any widths with the export depth. Wrong shapes, widths and
-labels stop with a one-line ``InvalidArgumentError`` before any computation.
+labels stop with a one-line ``InvalidArgumentError`` before any computation, as do
+what ``BlurModel.step`` refuses: an empty batch, NaN or Inf in ``x``, a batch of one
+under ``activation_norm`` (batch statistics), and a wrong number of synapse tensors.
 Load with ``tf.saved_model.load(path)``; nothing of blur_keras is imported.
 """
 
@@ -25,7 +27,7 @@ import os
 import tensorflow as tf
 
 from blur_keras.core.step import inner_step, predict
-from blur_keras.meta.objective.unroll import pm1_targets
+from blur_keras.core.feedback import pm1_targets
 from blur_keras.core.synapses import flatten_pairs, init_synapses, pair_up, sync
 
 __all__ = ["LearnedRule", "export_saved_model"]
@@ -85,13 +87,34 @@ class LearnedRule(tf.Module):
         self.predict = tf.function(self._predict, autograph=False)
         # one concrete function per accepted dtype pair; shapes (even ranks) are checked
         # inside, so the caller gets a sentence rather than a dump of the arguments
+        for count in [num_syn] + self._wrong_counts():
+            self._trace(count)
+        self.genome = tf.function(self._genome, input_signature=[], autograph=False)
+
+    def _wrong_counts(self):
+        """Synapse counts that get a function saying the count is wrong (one line), rather
+        than TensorFlow's "Could not find matching concrete function" listing."""
+        num_syn = 2 * (len(self.sizes) - 1)
+        return [c for c in range(0, num_syn + 5) if c != num_syn]
+
+    def _trace(self, count):
+        """``train_step`` and ``predict`` for ``count`` synapse tensors, every accepted dtype."""
+        any_float = [tf.TensorSpec(None, tf.float32)] * count
         for x_dtype in (tf.float32, tf.float64):
             x_spec = tf.TensorSpec(None, x_dtype, name="x")
             for y_dtype in (tf.int32, tf.int64):
                 self.train_step.get_concrete_function(*any_float, x_spec,
                                                       tf.TensorSpec(None, y_dtype, name="y"))
             self.predict.get_concrete_function(*any_float, x_spec)
-        self.genome = tf.function(self._genome, input_signature=[], autograph=False)
+
+    def _count_error(self, name, flat, x):
+        """A check that always fails: ``flat`` holds the wrong number of synapse tensors."""
+        depth = len(self.sizes) - 1
+        expected = ", ".join(f"W^{l}, V^{l}" for l in range(depth))
+        after = "x, y" if name == "train_step" else "x"
+        return _check(tf.equal(tf.rank(x), -1), f"{name}: expected {2 * depth} synapse "
+                      f"tensors ({expected}) then {after}; got {len(flat)} tensors before "
+                      f"{after} (this rule has {depth} layer pairs).")
 
     def signature_functions(self):
         num_syn = 2 * (len(self.sizes) - 1)
@@ -129,7 +152,8 @@ class LearnedRule(tf.Module):
             w = tf.concat([w, tf.zeros(tf.stack([1, m, self.k]))], axis=0)
             v = tf.random.stateless_normal(tf.stack([m, n, self.k]), seeds[2 * l + 1]) * (
                 self._init_scale / tf.sqrt(mf))
-            w, v = sync(w, v, self._config.symmetric, self._config.single_state)
+            w, v = sync(w, v, self._config.symmetric, self._config.single_state,
+                        self._config.velocity_channel)
             flat += [w, v]
         return flat
 
@@ -166,6 +190,7 @@ class LearnedRule(tf.Module):
         xs = _dims(x, 2)
         checks.append(_check(tf.equal(xs[-1], widths[0]), f"{name}: x has ", xs[-1], " features per example "
                "but the synapses expect ", widths[0], "."))
+        checks += self._batch_checks(name, x, xs[0])
         x = tf.cast(x, tf.float32)
         if y is None:
             return self._after(checks, flat, x)
@@ -179,6 +204,22 @@ class LearnedRule(tf.Module):
                              "); got values from ", tf.reduce_min(y), " to ", tf.reduce_max(y),
                              "."))
         return self._after(checks, flat, x, tf.cast(y, tf.int32))
+
+    def _batch_checks(self, name, x, batch):
+        """What ``BlurModel.step`` refuses: an empty batch, NaN / Inf in ``x`` (also values
+        that overflow float32), and a batch of one under batch statistics."""
+        other_rank = tf.not_equal(tf.rank(x), 2)  # the rank check speaks instead
+        checks = [_check(other_rank | (batch > 0), f"{name}: x holds no examples (an empty batch); "
+                         "every call needs at least one example.")]
+        finite = tf.reduce_all(tf.math.is_finite(tf.cast(x, tf.float32)))
+        checks.append(_check(finite, f"{name}: x contains NaN or Inf (or values beyond "
+                             "float32); the step would poison the synapses."))
+        if self._config.activation_norm:
+            checks.append(_check(other_rank | tf.not_equal(batch, 1), f"{name}: a batch of 1 example: "
+                                 "this rule normalises activations over the batch "
+                                 "(activation_norm), which erases a single example; use "
+                                 "batches of 2 or more."))
+        return checks
 
     @staticmethod
     def _after(checks, *tensors):
@@ -212,6 +253,8 @@ class LearnedRule(tf.Module):
 
     def _train_step(self, *args):
         *flat, x, y = args
+        if len(flat) != 2 * (len(self.sizes) - 1):
+            return self._after([self._count_error("train_step", flat, x)], list(flat))[0]
         flat, x, y = self._checked("train_step", flat, x, y)
         # a cond keeps the caller's static shapes away from the math (see above)
         return tf.cond(tf.size(y) >= 0, lambda: self._train_math_fn(*flat, x, y),
@@ -219,6 +262,8 @@ class LearnedRule(tf.Module):
 
     def _predict(self, *args):
         *flat, x = args
+        if len(flat) != 2 * (len(self.sizes) - 1):
+            return self._after([self._count_error("predict", flat, x)], x)[0]
         flat, x = self._checked("predict", flat, x)
         return tf.cond(tf.size(x) >= 0, lambda: self._predict_math_fn(*flat, x),
                        lambda: tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(flat[-2])[1]])))

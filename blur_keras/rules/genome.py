@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from blur_keras.rules.genome_file import (FILE_FORMAT, as_config, as_float, check_genome_dict,
+from blur_keras.files import write_atomic
+from blur_keras.rules.genome_file import (FILE_FORMAT, as_config, as_scale, check_genome_dict,
                                     resolve_config)
 from blur_keras.core.genome_spec import (CORE_NAMES, DESCRIPTIONS, NAMES, OPTIONAL_NAMES,
                                     align_to_population, core_rank, core_shape, full_values,
@@ -40,9 +41,14 @@ class Genome(keras.layers.Layer):
       values: optional dict name -> array; missing entries take neutral
         defaults (identity transforms, keeps 1, neuron update 1, synapse
         update −1e-3), broadcast to the full shape.
+      trainable: the Keras flag of the entries' variables. Default ``False``: the
+        rule trains the synapses and nothing is differentiated, so in a ``BlurModel``
+        ``model.summary()`` counts every genome entry (the core 4k² + 4 and the optional
+        ``OPTIONAL_NAMES``, used or not by the config) as a non-trainable param.
+        Meta-training keeps its own variables and does not read this flag.
     """
 
-    def __init__(self, k, num_layers=None, species=None, values=None, trainable=True, **kwargs):
+    def __init__(self, k, num_layers=None, species=None, values=None, trainable=False, **kwargs):
         super().__init__(trainable=trainable, **kwargs)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 2:
             raise ValueError(f"Genome needs k (number of states) to be an int >= 2, got {k!r}.")
@@ -59,6 +65,7 @@ class Genome(keras.layers.Layer):
                 name=name, shape=full[name].shape,
                 initializer=keras.initializers.Zeros(), trainable=True)
             self._vars[name].assign(full[name])
+        self.trainable = trainable
         self.built = True
 
     # -- shapes and values -------------------------------------------------
@@ -122,9 +129,9 @@ class Genome(keras.layers.Layer):
         if config is not None:
             self.config = as_config(config, "config")
         if init_scale is not None:
-            self.init_scale = as_float(init_scale, "init_scale")
+            self.init_scale = as_scale(init_scale, "init_scale")
         if logit_scale is not None:
-            self.logit_scale = as_float(logit_scale, "logit_scale")
+            self.logit_scale = as_scale(logit_scale, "logit_scale")
         if provenance is not None:
             if not isinstance(provenance, dict):
                 raise ValueError(f"Genome provenance must be a dict, got {provenance!r}.")
@@ -177,8 +184,8 @@ class Genome(keras.layers.Layer):
         return cls.from_dict(data, **kwargs)
 
     def save_json(self, path):
-        with open(path, "w") as fh:
-            fh.write(self.to_json())
+        """Write ``to_json()`` to ``path`` atomically (``blur_keras.files.write_atomic``)."""
+        write_atomic(path, self.to_json())
 
     @classmethod
     def load_json(cls, path, **kwargs):
@@ -190,9 +197,11 @@ class Genome(keras.layers.Layer):
             raise ValueError(f"{path}: {err}") from None
 
     @classmethod
-    def pretrained(cls, name, **kwargs):
-        """A genome shipped with the package (``blur_keras/rules/genomes/<name>.json``), with its
-        config, scales and provenance; an unknown name is a ``ValueError`` listing the known."""
+    def pretrained(cls, name=None, **kwargs):
+        """A genome shipped with the package (``blur_keras/rules/genomes/<name>.json``, or a
+        variant of one with more schedule ramps), with its config, scales and provenance; no
+        name: the default rule (``pretrained.DEFAULT``). An unknown name is a ``ValueError``
+        listing the known."""
         return cls._pretrained_from(name, None, **kwargs)
 
     @staticmethod
@@ -243,6 +252,26 @@ class Genome(keras.layers.Layer):
             "eta_syn": -float(learning_rate),
         }
         return cls(k, num_layers=num_layers, species=species, values=values, **kwargs)
+
+    @classmethod
+    def momentum(cls, learning_rate, momentum, num_layers=None, species=None, **kwargs):
+        """The k=3 genome that makes a BLUR step a step of SGD with momentum β
+        (``keras.optimizers.SGD(lr, momentum=β)``; docs/spec.md §8).
+
+        Use it with ``BlurConfig.momentum()``. States 0 and 1 are the backprop genome's
+        (activation and δ); synapse channels 0 and 1 hold the weight, channel 2 the velocity
+        ``m ← β m − lr g``, and ``syn_mix`` adds ``β m`` to the weight before the update.
+        """
+        beta = float(momentum)
+        values = {
+            "nu": [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+            "mu": np.diag([1.0, 1.0, 0.0]),
+            "pre": [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+            "post": [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]],
+            "f": 1.0, "eta": 1.0, "f_syn": 1.0, "eta_syn": -float(learning_rate),
+            "syn_mix": [[1.0, 0.0, beta], [0.0, 1.0, beta], [0.0, 0.0, beta]],
+        }
+        return cls(3, num_layers=num_layers, species=species, values=values, **kwargs)
 
     @classmethod
     def random(cls, k, seed=0, num_layers=None, species=None, transform_std=1.0,

@@ -18,7 +18,8 @@ gradient is taken (gradient checkpointing), so activation memory grows with
 import tensorflow as tf
 
 from blur_keras.core.feedback import pm1_targets
-from blur_keras.core.step import predict, step
+from blur_keras.core.normalization import track_moments
+from blur_keras.core.step import forward_moments, moments_out, predict, step
 from blur_keras.core.layout import pairs_in, pairs_out, synapses_in, synapses_out
 from blur_keras.core.synapses import flatten_pairs, init_synapses, pair_up
 
@@ -68,7 +69,8 @@ def _accuracy(logits, labels):
     return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
 
 
-def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_scale=1.0):
+def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_scale=1.0,
+                momentum=None, reverse="hand"):
     """``c`` inner steps as a function of flat tensors (for recomputation).
 
     Returns the flat synapses after the ``c`` steps, then ``[c, S]`` online
@@ -77,25 +79,49 @@ def _segment_fn(names, num_flat, config, per_layer, num_steps, v0_spec, logit_sc
     examples; differentiable) and ``[c, S]`` online accuracies (not).
     The synapses are in the internal layout (``blur_keras.core.layout``).
     ``v0_spec``: shape and dtype of V⁰, which the step never reads; a zero
-    placeholder stands in for it.
+    placeholder stands in for it.  ``momentum``: when not None, the flat tensors end with
+    the tracked normalisation statistics (``_tracked``), updated from each step's batch
+    (``t0``, the last argument, counts the steps before the segment).
     """
+
+    num_tracked = _num_tracked(num_flat, momentum)
 
     def run(*args):
         params = dict(zip(names, args[:len(names)]))
         flat = list(args[len(names):len(names) + num_flat])
-        xs, ts, ys = args[len(names) + num_flat:]
+        moments = _pair_moments(args[len(names) + num_flat:len(names) + num_flat + num_tracked])
+        xs, ts, ys, t0 = args[len(names) + num_flat + num_tracked:]
         synapses = _pack(flat, tf.zeros(*v0_spec))
         losses, accs = [], []
         for i in range(num_steps):
-            synapses, states = step(params, synapses, xs[i], ts[i], config, per_layer)
+            if momentum is not None:
+                batch = forward_moments(params, synapses, xs[i], config, per_layer)
+                moments = track_moments(moments, batch, t0 + i, momentum)
+            synapses, states = step(params, synapses, xs[i], ts[i], config, per_layer,
+                                    reverse=reverse)
             guess = states[-1][..., 0, :, :]
             labels = tf.broadcast_to(tf.cast(ys[i], tf.int32), tf.shape(guess)[:-1])
             xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logit_scale * guess)
             losses.append(tf.reduce_mean(tf.reshape(xent, [tf.shape(xent)[0], -1]), axis=-1))
             accs.append(tf.reduce_mean(_accuracy(guess, ys[i]), axis=-1))
-        return (*_flatten(synapses), tf.stack(losses), tf.stack(accs))
+        return (*_flatten(synapses), *_flat_moments(moments), tf.stack(losses), tf.stack(accs))
 
     return run
+
+
+def _num_tracked(num_flat, momentum):
+    """How many tensors of tracked statistics follow the ``num_flat`` flat synapses
+    ``[W⁰, W¹, V¹, …]`` (2L − 1 of them): a mean and a variance per layer, or none."""
+    return 0 if momentum is None else num_flat + 1
+
+
+def _pair_moments(flat):
+    """``[m¹, v¹, m², v², …]`` -> ``[(m¹, v¹), …]``; None when empty."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)] or None
+
+
+def _flat_moments(moments):
+    return [] if moments is None else [t for m in moments for t in m]
 
 
 def _recomputed(fn, num_params, num_flat):
@@ -121,7 +147,7 @@ def _recomputed(fn, num_params, num_flat):
 
 
 def unroll(params, synapses, train_x, train_y, config, per_layer=False, recompute=0,
-           logit_scale=1.0):
+           logit_scale=1.0, inference_momentum=None, reverse="hand"):
     """T inner steps, one per training batch.
 
     Args:
@@ -131,6 +157,10 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
       recompute: 0 stores every step's intermediates for the gradient; c > 0
         recomputes them, c inner steps at a time.
       logit_scale: scale of the prediction in the online loss.
+      inference_momentum: when not None (and ``config.activation_norm``), also track the
+        normalisation statistics inference uses (``normalization.track_moments``) and
+        return them as a fourth output, ``[(mean, var) [S, R, n_l, k] per layer]``.
+      reverse: how the gradient through each inner step is taken (``step.REVERSES``).
     Returns:
       ``(synapses, inner_accuracy, online_loss)``: the synapses after T steps
       (V⁰, never read, is returned as given); ``[T, S]`` the accuracy of the
@@ -150,9 +180,12 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     p_list = [params[n] for n in names]
     seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
     num_segments, rest = divmod(num_steps, seg)
+    num_syn = len(flat)
+    flat = flat + _flat_moments(_start_moments(flat, inference_momentum))
 
     def segment(length):
-        fn = _segment_fn(names, len(flat), config, per_layer, length, v0_spec, logit_scale)
+        fn = _segment_fn(names, num_syn, config, per_layer, length, v0_spec, logit_scale,
+                         inference_momentum, reverse)
         return _recomputed(fn, len(names), len(flat)) if recompute else fn
 
     fn = segment(seg)
@@ -160,7 +193,7 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     def body(i, flat, loss_sum, accs):
         idx = i * seg + tf.range(seg)
         xs, ts, ys = (tf.gather(a, idx) for a in (train_x, train_t, train_y))
-        out = fn(*p_list, *flat, xs, ts, ys)
+        out = fn(*p_list, *flat, xs, ts, ys, i * seg)
         return (i + 1, list(out[:-2]), loss_sum + tf.reduce_sum(out[-2], axis=0),
                 accs.write(i, out[-1]))
 
@@ -175,17 +208,30 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
             maximum_iterations=num_segments)
     inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
     if rest:
-        out = segment(rest)(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:])
+        out = segment(rest)(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:],
+                            num_segments * seg)
         flat = list(out[:-2])
         loss_sum += tf.reduce_sum(out[-2], axis=0)
         inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
+    flat, tracked = flat[:num_syn], _pair_moments(flat[num_syn:])
     rest_pairs = pairs_out(pair_up(flat[1:]))
-    return ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, loss_sum / num_steps
+    out = ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, loss_sum / num_steps
+    return out if tracked is None else out + (moments_out(tracked),)
+
+
+def _start_moments(flat, momentum):
+    """Tracked statistics before the first step (``[*P, k, 1, n_l]`` zeros and ones; the
+    first step replaces them), or None when ``momentum`` is None."""
+    if momentum is None:
+        return None
+    forward = [flat[0]] + flat[1::2]  # W⁰, W¹, …: internal [*P, k, n_src + 1, n_dst]
+    return [(tf.zeros_like(w[..., :1, :]), tf.ones_like(w[..., :1, :])) for w in forward]
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
               init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None,
-              trajectory_weight=0.0):
+              trajectory_weight=0.0, inference="batch", inference_momentum=0.9,
+              reverse="hand"):
     """Meta-loss of a population of genomes on one batch of tasks (docs/spec.md §5).
 
     Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
@@ -209,6 +255,12 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
         its last step. 0 (default): the paper's last-step query loss.
       shared_synapses: every species starts from the same synapses (common
         random numbers, e.g. for comparing CMA-ES candidates).
+      inference: how the query is normalised under ``config.activation_norm``: ``"batch"``
+        over the query batch, or ``"moving"`` with statistics tracked over the T steps
+        (momentum ``inference_momentum``), which is how ``BlurModel`` predicts by default:
+        the rule is then judged as users run it (``blur_keras.keras.inference``).
+      reverse: ``"hand"`` (``step_reverse``) or ``"autodiff"``: how the meta-gradient
+        goes through each inner step (the same values to round-off).
       population_species: when ``params`` hold a shard of a larger population
         (species sharded over devices): its size. The synapses are drawn for
         all of it and the shard's species, from ``batch["species_first"]`` on,
@@ -223,41 +275,58 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
     """
     if loss not in LOSSES:
         raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
-    train_x = tf.convert_to_tensor(batch["train_x"])
-    species, replicas = int(params["nu"].shape[0]), int(train_x.shape[2])
-    k = int(params["nu"].shape[-1])
-    dtype = params["nu"].dtype
-    train_x = tf.cast(train_x, dtype)
-    if shared_synapses:
-        synapses = init_population_synapses(seed, sizes, k, 1, replicas, config, init_scale,
-                                            dtype)
-        synapses = tuple(tuple(tf.broadcast_to(t, [species] + t.shape[1:].as_list()) for t in pair)
-                         for pair in synapses)
-    else:
-        synapses = init_population_synapses(seed, sizes, k, population_species or species,
-                                            replicas, config, init_scale, dtype)
-        if population_species and population_species != species:  # a shard of the population
-            keep = tf.cast(batch["species_first"], tf.int32) + tf.range(species)
-            synapses = tuple(tuple(tf.gather(t, keep, axis=0) for t in pair) for pair in synapses)
-    synapses, inner_acc, online = unroll(params, synapses, train_x, batch["train_y"], config,
-                                         per_layer, recompute, logit_scale)
+    if inference not in ("batch", "moving"):
+        raise ValueError(f"meta_loss: inference={inference!r}; expected 'batch' or 'moving'.")
+    train_x = tf.cast(tf.convert_to_tensor(batch["train_x"]), params["nu"].dtype)
+    synapses = _fresh_synapses(params, seed, batch, config, sizes, int(train_x.shape[2]),
+                               init_scale, shared_synapses, population_species)
+    tracks = inference == "moving" and config.activation_norm
+    unrolled = unroll(params, synapses, train_x, batch["train_y"], config, per_layer, recompute,
+                      logit_scale, inference_momentum if tracks else None, reverse)
+    synapses, inner_acc, online = unrolled[:3]
     query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
     query_y = tf.cast(batch["query_y"], tf.int32)
-    out = predict(params, synapses, query_x, config, per_layer)  # [S, R, Bq, C]
+    moments = unrolled[3] if tracks else None
+    out = predict(params, synapses, query_x, config, per_layer, moments=moments)  # [S, R, Bq, C]
     query_y = tf.broadcast_to(query_y, tf.shape(out)[:-1])
-    num_classes = sizes[-1]
+    per_species = _query_loss(out, query_y, loss, logit_scale, sizes[-1])
+    if trajectory_weight:
+        per_species = (1.0 - trajectory_weight) * per_species + trajectory_weight * online
+    acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
+    acc = tf.cast(acc, tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [int(params["nu"].shape[0]), -1])),
+                           axis=-1)
+    finite = tf.logical_and(finite, tf.math.is_finite(per_species))
+    return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "online_loss": online,
+                         "finite": finite}
+
+
+def _fresh_synapses(params, seed, batch, config, sizes, replicas, init_scale, shared,
+                    population_species):
+    """The population's fresh synapses ``[S, R, ...]`` (``meta_loss``'s ``shared_synapses``
+    and ``population_species``)."""
+    species, k = int(params["nu"].shape[0]), int(params["nu"].shape[-1])
+    dtype = params["nu"].dtype
+    if shared:
+        synapses = init_population_synapses(seed, sizes, k, 1, replicas, config, init_scale,
+                                            dtype)
+        return tuple(tuple(tf.broadcast_to(t, [species] + t.shape[1:].as_list()) for t in pair)
+                     for pair in synapses)
+    synapses = init_population_synapses(seed, sizes, k, population_species or species,
+                                        replicas, config, init_scale, dtype)
+    if population_species and population_species != species:  # a shard of the population
+        keep = tf.cast(batch["species_first"], tf.int32) + tf.range(species)
+        synapses = tuple(tuple(tf.gather(t, keep, axis=0) for t in pair) for pair in synapses)
+    return synapses
+
+
+def _query_loss(out, query_y, loss, logit_scale, num_classes):
+    """``[S]``: the query's softmax cross-entropy of ``logit_scale × out`` or squared error to
+    the ±1 targets, mean over replicas and examples."""
     if loss == "xent":
         per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=query_y, logits=logit_scale * out)
     else:
         per_example = tf.reduce_mean(
             tf.square(out - pm1_targets(query_y, num_classes, out.dtype)), axis=-1)
-    per_species = tf.reduce_mean(per_example, axis=[1, 2])
-    if trajectory_weight:
-        per_species = (1.0 - trajectory_weight) * per_species + trajectory_weight * online
-    acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
-    acc = tf.cast(acc, tf.float32)
-    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [species, -1])), axis=-1)
-    finite = tf.logical_and(finite, tf.math.is_finite(per_species))
-    return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "online_loss": online,
-                         "finite": finite}
+    return tf.reduce_mean(per_example, axis=[1, 2])

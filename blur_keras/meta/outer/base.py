@@ -29,7 +29,7 @@ import numpy as np
 from blur_keras.core.genome_spec import member
 
 __all__ = ["OuterTrainer", "TRAINERS", "register_trainer", "trainer_factory", "build_trainer",
-           "finite_stat"]
+           "inference_options", "inference_setting", "finite_stat"]
 
 GIN_MODULE = "blur_keras.meta"
 TRAINERS = {}  # name -> gin-configurable trainer class
@@ -99,6 +99,19 @@ class OuterTrainer:
 
     def settings(self):
         raise NotImplementedError
+
+
+def inference_options(inference, owner):
+    """``meta_loss`` keywords for a trainer's ``inference`` (``"batch"``: none, the default)."""
+    if inference not in ("batch", "moving"):
+        raise ValueError(f"{owner}.inference={inference!r}; expected 'batch' or 'moving'.")
+    return {} if inference == "batch" else {"inference": inference}
+
+
+def inference_setting(loss_kwargs):
+    """The run setting of a trainer's inference mode (nothing for the default, ``"batch"``,
+    so that runs without it keep their settings)."""
+    return {"inference": loss_kwargs["inference"]} if "inference" in loss_kwargs else {}
 
 
 def finite_stat(fn, values):

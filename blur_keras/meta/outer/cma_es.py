@@ -22,7 +22,8 @@ import tensorflow as tf
 from blur_keras.core.genome_spec import NAMES, member, trainable_entries
 from blur_keras.meta.objective.batch import meta_batch
 from blur_keras.meta.outer.distribute import sharded_population_eval
-from blur_keras.meta.outer.base import OuterTrainer, register_trainer
+from blur_keras.meta.outer.base import (OuterTrainer, inference_options, inference_setting,
+                                        register_trainer)
 from blur_keras.meta.objective.seeds import step_seeds
 from blur_keras.meta.objective.unroll import meta_loss
 
@@ -49,6 +50,7 @@ class CMAESTrainer(OuterTrainer, tf.Module):
       trajectory_weight: ``w``: the fitness is ``(1 − w) ·`` query accuracy ``+ w ·`` the mean
         over the T inner steps of the accuracy on each training batch before learning from it
         (a fitness spread over the whole trajectory; 0: the paper's query accuracy).
+      inference: ``"batch"`` or ``"moving"``: how the query is normalised (``meta_loss``).
       strategy: a ``tf.distribute.Strategy``; with several devices the candidates are split
         over them (``blur_keras.meta.outer.distribute.sharded_population_eval``); every worker runs
         the same pycma (same seed, same fitness), so all propose the same candidates.
@@ -56,7 +58,7 @@ class CMAESTrainer(OuterTrainer, tf.Module):
 
     def __init__(self, genome, config, sizes, *, population_size=80, sigma0=0.1, trainable=None,
                  seed=0, init_scale=1.0, logit_scale=1.0, recompute=0, jit_compile=True,
-                 strategy=None, trajectory_weight=0.0, name="cma_es_trainer"):
+                 strategy=None, trajectory_weight=0.0, inference="batch", name="cma_es_trainer"):
         super().__init__(name=name)
         self.k, self.per_layer, self.num_layers = genome.k, genome.per_layer, genome.num_layers
         values = genome.numpy()
@@ -80,7 +82,8 @@ class CMAESTrainer(OuterTrainer, tf.Module):
         self.seed = int(seed)
         self.loss_kwargs = dict(loss="xent", recompute=int(recompute), per_layer=self.per_layer,
                                 init_scale=float(init_scale), logit_scale=float(logit_scale),
-                                shared_synapses=True)
+                                shared_synapses=True,
+                                **inference_options(inference, "CMAESTrainer"))
         x0 = self.flatten(values)
         saved = np.random.get_state()
         # pycma samples with opts["randn"]; a private RandomState pickles with the strategy
@@ -237,4 +240,5 @@ class CMAESTrainer(OuterTrainer, tf.Module):
 
     def settings(self):
         return {"population_size": self.population_size, "sigma0": self.sigma0,
-                "trainable": list(self.trainable), "trajectory_weight": self.trajectory_weight}
+                "trainable": list(self.trainable), "trajectory_weight": self.trajectory_weight,
+                **inference_setting(self.loss_kwargs)}

@@ -14,17 +14,16 @@ result does not depend on the number of devices, and a resumed run repeats an
 uninterrupted one exactly.
 """
 
-import contextlib
-
 import numpy as np
 import tensorflow as tf
 
 from blur_keras.core.genome_spec import NAMES, trainable_entries
-from blur_keras.core.gradient import autodiff_step
 from blur_keras.meta.outer import distribute as dist
 from blur_keras.meta.objective.batch import BATCH_AXES, meta_batch
 from blur_keras.meta.outer.adam import adam_update, species_norm
-from blur_keras.meta.outer.base import OuterTrainer, finite_stat, register_trainer
+from blur_keras.meta.outer.base import (OuterTrainer, finite_stat, inference_options,
+                                        inference_setting,
+                                        register_trainer)
 from blur_keras.meta.objective.seeds import step_seeds
 from blur_keras.meta.objective.unroll import meta_loss
 
@@ -67,6 +66,8 @@ class GradientTrainer(OuterTrainer, tf.Module):
       residual_penalty: ``λ``: adds ``λ Σ (θ − θ₀)²`` (θ₀: the start genome) to every
         species' meta-loss, so that the rule learns a regularised residual on its start
         (e.g. the backprop genome) rather than drifting far from it.
+      inference: how the query is normalised under activation norm, ``"batch"`` or
+        ``"moving"`` (tracked statistics, as ``BlurModel`` predicts; see ``meta_loss``).
       step_gradient: ``"hand"`` (default: the hand-derived gradient of a whole inner step,
         ``blur_keras.core.step_reverse``, ~1.2× faster) or ``"autodiff"`` (TensorFlow's). They
         agree to float32 round-off (~1e-6 relative), but a thousand Adam steps amplify
@@ -77,7 +78,7 @@ class GradientTrainer(OuterTrainer, tf.Module):
                  beta2=0.999, epsilon=1e-8, loss="xent", recompute=0, init_scale=1.0,
                  logit_scale=1.0, trainable=None, seed=0, strategy=None, jit_compile=True,
                  shard_axis="replicas", trajectory_weight=0.0, residual_penalty=0.0,
-                 step_gradient="hand", name="gradient_trainer"):
+                 step_gradient="hand", inference="batch", name="gradient_trainer"):
         super().__init__(name=name)
         if genome.species is None:
             raise ValueError("GradientTrainer needs a genome with a species axis "
@@ -98,10 +99,12 @@ class GradientTrainer(OuterTrainer, tf.Module):
                                 init_scale=float(init_scale), logit_scale=float(logit_scale),
                                 trajectory_weight=float(trajectory_weight))
         self.residual_penalty = float(residual_penalty)
+        self.loss_kwargs.update(inference_options(inference, "GradientTrainer"))
         if step_gradient not in STEP_GRADIENTS:
             raise ValueError(f"GradientTrainer.step_gradient={step_gradient!r}; expected one of "
                              f"{STEP_GRADIENTS}.")
         self.step_gradient = step_gradient
+        self.loss_kwargs["reverse"] = step_gradient
         self.trainable = trainable_entries(trainable, config)
         self.shard_axis = shard_axis
         self.seed = int(seed)
@@ -130,10 +133,6 @@ class GradientTrainer(OuterTrainer, tf.Module):
 
     # -- pure pieces --------------------------------------------------------
     def _grad(self, params, seeds, batch):
-        with (autodiff_step() if self.step_gradient == "autodiff" else contextlib.nullcontext()):
-            return self._grad_traced(params, seeds, batch)
-
-    def _grad_traced(self, params, seeds, batch):
         with tf.GradientTape() as tape:
             tape.watch(params)
             losses, aux = meta_loss(params, seeds, batch, self.config, self.sizes,
@@ -307,4 +306,5 @@ class GradientTrainer(OuterTrainer, tf.Module):
         return {**self.hparams, "loss": self.loss_kwargs["loss"], "shard_axis": self.shard_axis,
                 "trainable": list(self.trainable),
                 "trajectory_weight": self.loss_kwargs["trajectory_weight"],
-                "residual_penalty": self.residual_penalty, "step_gradient": self.step_gradient}
+                "residual_penalty": self.residual_penalty, "step_gradient": self.step_gradient,
+                **inference_setting(self.loss_kwargs)}

@@ -20,8 +20,52 @@ import tensorflow as tf
 from absl import logging
 
 from blur_keras.core.config import BlurConfig
+from blur_keras.files import write_json
 
-__all__ = ["RunCheckpoint", "run_settings", "check_resumed_settings", "open_run"]
+__all__ = ["RunCheckpoint", "UnreadableCheckpoint", "checkpoint_candidates", "unreadable",
+           "run_settings", "check_resumed_settings", "open_run"]
+
+
+class UnreadableCheckpoint(ValueError):
+    """A run directory holds checkpoints but none of them can be read."""
+
+
+def _step_of(prefix):
+    try:
+        return int(prefix.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def checkpoint_candidates(directory):
+    """Checkpoint prefixes in ``directory``, newest first: those the ``checkpoint`` file lists
+    (when it can be read) and those whose ``.index`` file is present."""
+    found = set()
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except Exception:  # a cut "checkpoint" file: the index files still name the checkpoints
+        state = None
+    if state is not None:
+        found.update(os.path.join(directory, os.path.basename(p))
+                     for p in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]
+                     if p)
+    if os.path.isdir(directory):
+        found.update(os.path.join(directory, name[:-len(".index")])
+                     for name in os.listdir(directory) if name.endswith(".index"))
+    return sorted(found, key=lambda p: (_step_of(p), p), reverse=True)
+
+
+def unreadable(prefix):
+    """Why the checkpoint ``prefix`` cannot be read (one line), or None when every value in it
+    reads back in full."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as err:  # noqa: BLE001  any failure to read means: do not resume from it
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return f"{type(err).__name__}: {lines[0][:200] if lines else 'no message'}"
+    return None
 
 
 class RunCheckpoint:
@@ -47,12 +91,28 @@ class RunCheckpoint:
         return self.manager.latest_checkpoint
 
     def restore(self):
-        """Restore the latest checkpoint; returns its path or None when there is none."""
-        path = tf.train.latest_checkpoint(self.restore_from)
-        if path is None:
-            return None
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-        return path
+        """Restore the newest readable checkpoint; returns its path or None when there is none.
+
+        An unreadable checkpoint (a data or index file cut or missing) is reported in one line
+        and the next older one is tried; when none is readable, ``UnreadableCheckpoint``.
+        """
+        candidates = checkpoint_candidates(self.restore_from)
+        problems = []
+        for path in candidates:
+            problem = unreadable(path)
+            if problem is None:
+                if problems:
+                    logging.warning("Resuming from the older checkpoint %s instead.", path)
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+                return path
+            logging.warning("Checkpoint %s is unreadable: %s", path, problem)
+            problems.append(f"{os.path.basename(path)}: {problem}")
+        if candidates:
+            raise UnreadableCheckpoint(
+                f"No checkpoint in {self.restore_from} is readable ({'; '.join(problems)}); "
+                "the run cannot be resumed. Move that folder away to start the run over, or "
+                "use another --model_dir.")
+        return None
 
     def save(self, step):
         os.makedirs(self.directory, exist_ok=True)
@@ -84,8 +144,12 @@ def check_resumed_settings(model_dir, settings):
         logging.warning("%s has no run_settings.json (an older run): cannot check that it is "
                         "resumed with the same configuration.", model_dir)
         return
-    with open(path) as fh:
-        saved = json.load(fh)
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)
+    except ValueError as err:
+        raise ValueError(f"{path} is unreadable ({err}); cannot check that the run is resumed "
+                         "with the same configuration. Move it away to skip that check.") from None
     diffs = [f"{name}: {saved.get(name, '<unset>')!r} in the checkpointed run, now "
              f"{settings.get(name, '<unset>')!r}"
              for name in sorted(set(saved) | set(settings)) if saved.get(name) != settings.get(name)]
@@ -120,8 +184,7 @@ def open_run(run_dir, write_dir, trainer, *, seed, unroll, settings, keep):
     trainer.after_restore()
     start = int(trainer.step.numpy())
     if not restored:
-        with open(os.path.join(write_dir, "run_settings.json"), "w") as fh:
-            json.dump(settings, fh, indent=1)
+        write_json(os.path.join(write_dir, "run_settings.json"), settings, indent=1)
         return ckpt, run_state, start
     if int(run_state["seed"].numpy()) != int(seed):
         raise ValueError(f"{write_dir} holds a run with seed {int(run_state['seed'].numpy())}, "

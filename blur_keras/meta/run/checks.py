@@ -5,7 +5,9 @@ import os
 import gin
 import numpy as np
 
+from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
+from blur_keras.rules.genome_file import as_scale
 
 __all__ = ["check_final_eval_task", "check_model_dir", "check_run", "first_task"]
 
@@ -15,8 +17,10 @@ def first_task(task):
     return task.tasks[0] if hasattr(task, "tasks") else task
 
 
-def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints, final_eval_task=None):
-    """Check what the run is given before anything is built; returns the layer sizes."""
+def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints, final_eval_task=None,
+              scales=None):
+    """Check what the run is given before anything is built; returns the layer sizes.
+    ``scales``: ``{"init_scale": ..., "logit_scale": ...}`` (``as_scale``)."""
     from blur_keras.data import Mixture, Task
 
     if task is gin.REQUIRED or not isinstance(task, (Task, Mixture)):
@@ -30,6 +34,13 @@ def check_run(model_dir, task, blur_config, curriculum, hidden_sizes, ints, fina
     if ints["batch_size"] == 1 and blur_config.activation_norm:
         raise ValueError("meta_train.batch_size = 1 with BlurConfig.activation_norm: normalising "
                          "over a batch of one example erases the input. Use batch_size >= 2.")
+    hidden_sizes = check_layer_sizes(hidden_sizes, "meta_train.hidden_sizes")
+    for name, value in (scales or {}).items():
+        try:
+            as_scale(value, name)
+        except ValueError as err:
+            raise ValueError(f"meta_train.{name}={value!r}: "
+                             f"{str(err).split(': ', 1)[-1]}") from None
     check_model_dir(model_dir)
     phases = curriculum.phases(task)
     features = {t.num_features for t in phases}

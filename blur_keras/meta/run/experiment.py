@@ -12,10 +12,11 @@ evaluation suite, ``blur_keras.evaluation.suite``, on the transfer tasks bound t
 Files under ``model_dir``: ``checkpoints/`` (resumable), ``metrics.jsonl``
 (one line per meta-step), ``eval.jsonl`` (validation), ``tensorboard/``,
 ``genome.json``, ``genome_population.json``, ``saved_model/``,
-``results.json``, ``operative_config.gin``, ``run_settings.json``.
+``results.json``, ``operative_config.gin``, ``run_settings.json`` (each written whole,
+``blur_keras.files``), and ``run.lock`` while a process runs it (``lock``).
 """
 
-import json
+import contextlib
 import os
 import types
 
@@ -28,15 +29,18 @@ import blur_keras.evaluation.suite  # noqa: F401  (registers evaluate_suite: the
 import blur_keras.meta.outer.cma_es  # noqa: F401  (registers CMAESTrainer, outer = "cma")
 import blur_keras.meta.outer.gradient  # noqa: F401  (registers GradientTrainer, outer = "adam")
 from blur_keras.core.config import BlurConfig, backprop_config
+from blur_keras.files import write_atomic, write_json
 from blur_keras.meta.run import chief
 from blur_keras.meta.objective.baselines import DEFAULT_SGD_LEARNING_RATES
-from blur_keras.meta.run.checkpoint import check_resumed_settings, open_run, run_settings
+from blur_keras.meta.run.checkpoint import (check_resumed_settings, checkpoint_candidates,
+                                            open_run, run_settings)
 from blur_keras.meta.run.checks import check_run, first_task
 from blur_keras.meta.run.curriculum import Curriculum
 from blur_keras.meta.run.loop import MetaTrainingDiverged, train
 from blur_keras.meta.outer.base import build_trainer, trainer_factory
 from blur_keras.meta.run.report import judge_file, run_comparison
 from blur_keras.meta.run.result import finished_results, jsonable, provenance, write_result
+from blur_keras.meta.run.lock import RunDirLock
 from blur_keras.meta.run.log import RunLog
 from blur_keras.meta.run.stages import run_stages
 from blur_keras.meta.run.start import make_start_genome, start_values
@@ -108,34 +112,42 @@ def meta_train(model_dir, *, task=gin.REQUIRED, hidden_sizes=(32,), k=2, blur_co
     run.sizes = check_run(model_dir, task, run.blur_config, run.curriculum, hidden_sizes, dict(
         species=species, replicas=replicas, batch_size=batch_size, num_steps=num_steps,
         checkpoint_every=checkpoint_every, k=k, log_every=log_every, eval_every=eval_every,
-        population_size=1 if population_size is None else population_size), final_eval_task)
+        population_size=1 if population_size is None else population_size), final_eval_task,
+        dict(init_scale=init_scale, logit_scale=logit_scale))
     run.strategy = strategy or tf.distribute.get_strategy()
     run.num_layers = len(run.sizes) - 1 if per_layer else None
     start_genome, trainer = _start(run)
     if dry_run or judge:
         return start_genome if dry_run else judge_file(run, judge, start_values(start_genome))
+    lock = RunDirLock(model_dir) if chief.is_chief(run.strategy) else contextlib.nullcontext()
+    with lock:
+        return _run(run, trainer, start_genome)
+
+
+def _run(run, trainer, start_genome):
+    """Train from the last checkpoint on; at the end write the result files (``_finish``)."""
     model_dir, ckpt, run_state, start = _open(run, trainer)
-    finished = finished_results(model_dir, start, num_steps)
+    finished = finished_results(model_dir, start, run.num_steps)
     if finished is not None:  # a finished run returns the results it wrote
         return finished
     train_stream, validation = _streams(run, trainer)
-    end = num_steps if stop_after is None else min(num_steps, start + int(stop_after))
-    every = {"log": log_every, "eval": eval_every, "checkpoint": checkpoint_every}
-    with RunLog(model_dir, start, num_steps) as log:
+    end = run.num_steps if run.stop_after is None else min(run.num_steps,
+                                                           start + int(run.stop_after))
+    every = {"log": run.log_every, "eval": run.eval_every, "checkpoint": run.checkpoint_every}
+    with RunLog(model_dir, start, run.num_steps) as log:
         last_val = train(trainer, run.curriculum, train_stream, validation, run_state, ckpt, log,
-                         start=start, end=end, num_steps=num_steps, every=every,
-                         max_nonfinite=max_nonfinite_in_a_row)
+                         start=start, end=end, num_steps=run.num_steps, every=every,
+                         max_nonfinite=run.max_nonfinite_in_a_row)
     results = {"model_dir": model_dir, "steps_done": int(trainer.step.numpy()),
-               "num_steps": num_steps}
-    if results["steps_done"] < num_steps:
+               "num_steps": run.num_steps}
+    if results["steps_done"] < run.num_steps:
         logging.info("Stopped after %d of %d meta-steps (checkpointed).", results["steps_done"],
-                     num_steps)
+                     run.num_steps)
         return results
     if last_val is None:
-        last_val, _ = validation(trainer, num_steps - 1)
+        last_val, _ = validation(trainer, run.num_steps - 1)
     results.update(_finish(run, model_dir, trainer, last_val, start_values(start_genome)))
-    with open(os.path.join(model_dir, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=2)
+    write_json(os.path.join(model_dir, "results.json"), results, indent=2)
     logging.info("pictures: %s", ", ".join(plot_run(model_dir)))
     return results
 
@@ -166,15 +178,14 @@ def _open(run, trainer):
     config; returns ``(write dir, checkpoint, run state, start step)``."""
     run_dir, model_dir = run.model_dir, chief.write_dir(run.model_dir, run.strategy)
     settings = _settings(run, trainer)
-    if tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")):
+    if checkpoint_candidates(os.path.join(run_dir, "checkpoints")):
         check_resumed_settings(run_dir, settings)
     os.makedirs(model_dir, exist_ok=True)
     ckpt, run_state, start = open_run(run_dir, model_dir, trainer, seed=run.seed,
                                       settings=settings, unroll=run.curriculum.unroll_at(0),
                                       keep=run.keep_checkpoints)
     if start < run.num_steps:
-        with open(os.path.join(model_dir, "operative_config.gin"), "w") as fh:
-            fh.write(gin.operative_config_str())
+        write_atomic(os.path.join(model_dir, "operative_config.gin"), gin.operative_config_str())
     return model_dir, ckpt, run_state, start
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from blur_keras.files import write_atomic
+
 __all__ = ["RunLog", "Progress", "truncate_jsonl", "fmt_time"]
 
 
@@ -55,10 +57,7 @@ def truncate_jsonl(path, keep_below):
                 kept.append(line)
         except (ValueError, KeyError):
             break  # a line cut by a kill: drop it and what follows
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.writelines(kept)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(kept))
 
 
 def fmt_time(seconds):

@@ -60,20 +60,20 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
     at = max(i for i, s_ in enumerate(steps) if s_ <= unroll)  # T, or the last horizon before
     data = ev.task_data(task, test_examples=own["test_examples"])
     start_rule = dataclasses.replace(rule, name=start_name, values=start, schedule=())
+    logging.info("The start genome (%s) at %d steps on %s:", start_name, steps[at],
+                 entry["label"])
     start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "start"),
                                  hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(steps[at]),),
                                  seeds=summary["seeds"], batch_size=summary["batch_size"],
-                                 baselines=(), plot=False, log=lambda *_: None)
+                                 baselines=(), plot=False,
+                                 log=lambda line: logging.info("%s", line))
     res = entry["methods"]
     out = {"rule": name, "unroll": int(steps[at]), "task": entry["label"],
            "seeds": summary["seeds"],
            "learned": res["blur"]["test_mean"][at],
            "start": start_summary["results"][0]["methods"]["blur"]["test_mean"][-1],
            "start_name": start_name, "suite": out_dir, "table": os.path.join(out_dir, "table.md")}
-    for method in ("sgd", "adam"):
-        if method in res:
-            out[f"{method}_best"] = res[method]["test_mean"][at]
-            out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
+    out.update(_baselines_at(res, at, steps))
     horizons = summary["horizons"]
     out["horizons"] = list(horizons)
     out["beats"] = {m: [h for h in horizons if res["blur"]["test_mean"][steps.index(h)]
@@ -83,6 +83,17 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
     print(f"Test accuracy (baselines at the learning rate chosen on validation; "
           f"{summary['seeds']} seeds); {start_name} at {out['unroll']} steps: {out['start']:.4f}\n"
           + ev.format_table(summary), flush=True)
+    return out
+
+
+def _baselines_at(res, at, steps):
+    """The tuned baselines' test accuracy at record ``at`` and every method's test curve."""
+    out = {}
+    for method in ("sgd", "momentum", "adam"):
+        if method in res:
+            out[f"{method}_best"] = res[method]["test_mean"][at]
+            out[f"{method}_best_learning_rate"] = res[method]["best_learning_rate"][at]
+    out["curves"] = {"steps": list(steps), **{m: list(r["test_mean"]) for m, r in res.items()}}
     return out
 
 

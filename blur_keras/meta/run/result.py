@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+from absl import logging
 
 from blur_keras.rules.genome import Genome
 from blur_keras.rules.export import export_saved_model
@@ -58,9 +59,14 @@ def finished_results(model_dir, start, num_steps):
     path = os.path.join(model_dir, "results.json")
     if start < num_steps or not os.path.exists(path):
         return None
-    with open(path) as fh:
-        results = json.load(fh)
-    return results if results.get("steps_done") == num_steps else None
+    try:
+        with open(path) as fh:
+            results = json.load(fh)
+    except ValueError as err:
+        logging.warning("%s is unreadable (%s); writing the run's results again.", path, err)
+        return None
+    return results if isinstance(results, dict) and results.get("steps_done") == num_steps \
+        else None
 
 
 def jsonable(values):

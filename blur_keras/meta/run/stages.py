@@ -15,6 +15,7 @@ With either edit the last stage's final comparison (``final_eval``) judges the e
 schedule included (``meta_train(judge=...)``: ``<model_dir>/suite/``), not the stage's genome.
 """
 
+import contextlib
 import json
 import os
 
@@ -22,6 +23,9 @@ import gin
 import numpy as np
 from absl import logging
 
+from blur_keras.files import write_json
+from blur_keras.meta.run import chief
+from blur_keras.meta.run.lock import RunDirLock
 from blur_keras.rules.genome import Genome
 from blur_keras.meta.run.checks import check_model_dir
 from blur_keras.evaluation.plots import plot_run
@@ -90,10 +94,7 @@ def _write_final_genome(model_dir, stages, genome_path, final_values=None, final
                                 model_dir=os.path.abspath(model_dir),
                                 **({"final_values": _recorded(final_values)}
                                    if final_values else {}))
-    path = os.path.join(model_dir, "genome.json")
-    with open(path, "w") as fh:
-        json.dump(genome, fh, indent=1)
-    return path
+    return write_json(os.path.join(model_dir, "genome.json"), genome, indent=1)
 
 
 def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=None, **kwargs):
@@ -122,7 +123,14 @@ def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=
                                **({} if i == 0 else {"genome_init": "random"}), **kwargs)
         if i == 0:
             _check_final_edits(start, final_values, final_schedule)
-    os.makedirs(model_dir, exist_ok=True)
+    lock = RunDirLock(model_dir) if chief.is_chief(kwargs.get("strategy")) else \
+        contextlib.nullcontext()
+    with lock:
+        return _run_stages(meta_train, model_dir, names, final_values, final_schedule, kwargs)
+
+
+def _run_stages(meta_train, model_dir, names, final_values, final_schedule, kwargs):
+    """The stages in turn, then the final genome file and ``results.json``."""
     edited = bool(final_values or final_schedule)
     genome_path, done, summaries = None, [], []
     for name in names:
@@ -144,8 +152,7 @@ def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=
             comparison = meta_train(stage_dir, stages=(), judge=final["genome"], **start, **kwargs)
         if comparison is not None:
             final["comparison"] = comparison
-    with open(os.path.join(model_dir, "results.json"), "w") as fh:
-        json.dump(final, fh, indent=2)
+    write_json(os.path.join(model_dir, "results.json"), final, indent=2)
     logging.info("pictures of the final genome: %s", ", ".join(plot_run(model_dir)))
     return final
 

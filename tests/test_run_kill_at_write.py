@@ -1,0 +1,112 @@
+"""A staged run killed while it writes each of its result files (at the write, not by time)
+resumes and ends with valid files and the genome of an uninterrupted run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "train", "meta.py")
+KILLED = 57  # the exit code of a process killed at the write
+
+# train/meta.py with os.replace (the rename that ends every write_atomic) ending the process
+# when it would put the file named by $KILL_AT in place: the file is written to its temporary
+# name, the process dies, the rename never happens.
+CHILD = f"""
+import os, runpy, sys
+target, real = os.environ["KILL_AT"], os.replace
+def replace(src, dst, *args, **kwargs):
+    if os.path.abspath(dst) == target:
+        os._exit({KILLED})
+    return real(src, dst, *args, **kwargs)
+os.replace = replace
+sys.argv = [{SCRIPT!r}] + sys.argv[1:]
+runpy.run_path({SCRIPT!r}, run_name="__main__")
+"""
+
+TINY_STAGED_GIN = """
+import blur_keras.data
+import blur_keras.meta.run.experiment
+
+meta_train.stages = ['a', 'b']
+meta_train.task = @preset_task()
+preset_task.name = 'and'
+meta_train.hidden_sizes = (4,)
+meta_train.species = 2
+meta_train.replicas = 1
+meta_train.batch_size = 8
+meta_train.num_steps = 3
+b/meta_train.num_steps = 2
+meta_train.checkpoint_every = 1
+meta_train.eval_every = 1000
+meta_train.log_every = 1000
+meta_train.seed = 3
+meta_train.jit_compile = False
+meta_train.final_eval = False
+meta_train.export = False
+"""
+
+# in the order the run writes them; each kill is resumed by the next process
+KILL_POINTS = ("a/run_settings.json", "a/operative_config.gin", "a/genome_population.json",
+               "a/genome.json", "a/results.json", "b/run_settings.json", "b/genome.json",
+               "b/results.json", "genome.json", "results.json")
+
+
+def _run(gin_file, model_dir, kill_at=None):
+    env = helpers.subprocess_env()
+    cmd = [sys.executable, SCRIPT]
+    if kill_at is not None:
+        env["KILL_AT"] = os.path.join(os.path.abspath(model_dir), kill_at)
+        cmd = [sys.executable, "-c", CHILD]
+    return subprocess.run(cmd + [f"--gin_file={gin_file}", f"--model_dir={model_dir}",
+                                 "--strategy=default"], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _json_files_are_valid(model_dir):
+    for folder, _, names in os.walk(model_dir):
+        for name in names:
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name)) as fh:
+                    json.load(fh)  # raises on an empty or cut file
+
+
+def _values(path):
+    with open(path) as fh:
+        return json.load(fh)["values"]
+
+
+@pytest.mark.slow
+@pytest.mark.process
+def test_kills_at_every_result_write_resume_to_the_uninterrupted_genome(tmp_path):
+    gin_file = tmp_path / "tiny_staged.gin"
+    gin_file.write_text(TINY_STAGED_GIN)
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    straight = _run(gin_file, straight_dir)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    for target in KILL_POINTS:
+        path = killed_dir / target
+        before = path.read_bytes() if path.exists() else None
+        proc = _run(gin_file, killed_dir, kill_at=target)
+        assert proc.returncode == KILLED, (target, proc.stderr[-3000:])
+        assert (path.read_bytes() if path.exists() else None) == before, target  # untouched
+        _json_files_are_valid(killed_dir)
+    resumed = _run(gin_file, killed_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Taking over the stale lock" in resumed.stderr
+    _json_files_are_valid(killed_dir)
+    assert not [n for _, _, names in os.walk(killed_dir) for n in names
+                if n.endswith(".partial")]
+    for name in ("a/genome.json", "b/genome.json", "genome.json"):
+        assert _values(killed_dir / name) == _values(straight_dir / name), name
+    with open(killed_dir / "results.json") as fh:
+        results = json.load(fh)
+    assert results["steps_done"] == 2 and [s["steps_done"] for s in results["stages"]] == [3, 2]
+    with open(killed_dir / "a" / "metrics.jsonl") as fa, \
+            open(straight_dir / "a" / "metrics.jsonl") as fb:
+        assert fa.read() == fb.read()
