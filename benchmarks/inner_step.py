@@ -9,6 +9,11 @@ Keras step (median over rounds of the per-round ratio; goals k=4 ≤ 4.5,
 k=2 ≤ 2.5), the analytic FLOP ratio, and time ratio / FLOP ratio.
 
     python benchmarks/inner_step.py [--steps 200] [--repeats 5] [--sizes 784,256,10]
+                                    [--case dense|conv|all]
+
+The conv case (``--case conv``): 28×28×1 → 32 3×3 → max pool 2 → 64 3×3 → max pool 2 →
+10, batch 128; the BLUR step (``blur_keras.core.network``, with and without XLA) at k = 2
+and 4 against the faster Keras ``Conv2D`` SGD step (goals k=2 ≤ 2.5, k=4 ≤ 4.5).
 """
 
 import argparse
@@ -16,6 +21,10 @@ import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from blur_keras.meta.run.runtime import pool_cpu_memory  # noqa: E402
+
+pool_cpu_memory()  # as train/meta.py does, before TensorFlow's first op (both sides alike)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -119,12 +128,98 @@ def blur_step(x, y, k):
     return step
 
 
+IMAGE = (28, 28, 1)
+
+
+def conv_specs():
+    from blur_keras.core import layer_specs as ls
+    return (ls.Conv2D(32, 3), ls.Pool2D("max"), ls.Conv2D(64, 3), ls.Pool2D("max"),
+            ls.Flatten(), ls.Dense(10))
+
+
+def conv_inputs():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(BATCH,) + IMAGE).astype("f4"))
+    return x, tf.one_hot(rng.integers(0, 10, BATCH), 10)
+
+
+def keras_conv_step(x, y, jit_compile):
+    """A Keras SGD train step of the conv network (tanh convolutions, cross-entropy)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(IMAGE), keras.layers.Conv2D(32, 3, activation="tanh"),
+        keras.layers.MaxPooling2D(2), keras.layers.Conv2D(64, 3, activation="tanh"),
+        keras.layers.MaxPooling2D(2), keras.layers.Flatten(), keras.layers.Dense(10)])
+    return _sgd_step(model, x, y, jit_compile)
+
+
+def _sgd_step(model, x, y, jit_compile):
+    opt = keras.optimizers.SGD(0.01)
+    opt.build(model.trainable_variables)
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def blur_conv_step(x, y, k, jit_compile):
+    """The BLUR inner step of the conv network (random genome, default switches)."""
+    from blur_keras.core import network
+    config, specs = bk.BlurConfig(), conv_specs()
+    params = bk.Genome.random(k, seed=0).params()
+    synapses = [[tf.Variable(t) for t in pair]
+                for pair in network.init_synapses(0, IMAGE, specs, k, config)]
+    targets = 2.0 * y - 1.0
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        current = tuple((w.read_value(), v.read_value()) for w, v in synapses)
+        new, states = network.inner_step(params, current, x, targets, specs, config)
+        for (w, v), (nw, nv) in zip(synapses, new):
+            w.assign(nw)
+            v.assign(nv)
+        return states[-1][..., 0]
+
+    return step
+
+
+def conv_main(steps, repeats):
+    x, y = conv_inputs()
+    print(f"conv network 28x28x1 -> 32 3x3 -> pool 2 -> 64 3x3 -> pool 2 -> 10, batch {BATCH}, "
+          f"{steps} steps x {repeats} rounds (median)")
+    fns = {"sgd": keras_conv_step(x, y, False), "sgd_xla": keras_conv_step(x, y, True)}
+    for k in (2, 4):
+        fns[k], fns[(k, "no XLA")] = blur_conv_step(x, y, k, True), blur_conv_step(x, y, k, False)
+    times = time_interleaved(fns, steps, repeats)
+    best = np.minimum(times["sgd"], times["sgd_xla"])
+    for name, label in (("sgd", "no XLA"), ("sgd_xla", "XLA")):
+        print(f"Keras Conv2D SGD train step ({label}): median {np.median(times[name]) * 1e3:.3f} ms")
+    for k in (2, 4):
+        fastest = np.minimum(times[k], times[(k, "no XLA")])
+        ratios = fastest / best
+        print(f"BLUR conv inner step k={k}: XLA median {np.median(times[k]) * 1e3:.3f} ms, "
+              f"no XLA {np.median(times[(k, 'no XLA')]) * 1e3:.3f} ms; time ratio (faster BLUR "
+              f"vs faster Keras) {np.median(ratios):.2f} (rounds {np.round(ratios, 2).tolist()})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sizes", default="784,256,10")
+    parser.add_argument("--case", choices=("dense", "conv", "all"), default="all")
     args = parser.parse_args()
+    if args.case != "dense":
+        conv_main(args.steps, args.repeats)
+    if args.case == "conv":
+        return
     global SIZES
     SIZES = tuple(int(s) for s in args.sizes.split(","))
     x, y = make_inputs()

@@ -22,10 +22,12 @@ from blur_keras.core.errors import NonFiniteError
 from blur_keras.core.feedback import pm1_from_one_hot, pm1_targets
 from blur_keras.rules.genome import Genome, resolve_config
 from blur_keras.core.step import inner_step, layer_activations
+from blur_keras.keras.inference import check_inference, record_moments, step_moments
 from blur_keras.keras.layers import BlurDense
+from blur_keras.keras import chain as blur_chain
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.layout import synapses_in, synapses_out
-from blur_keras.core.synapses import sync
+from blur_keras.core.synapses import initial_ties, sync
 
 __all__ = ["BlurModel", "TARGET_ENCODINGS"]
 
@@ -47,12 +49,12 @@ def _split_network(network):
         raise TypeError(f"BlurModel needs a keras Sequential/functional model or a list of layers, "
                         f"got {type(network).__name__}.")
     layers = network.layers
-    blur_idx = [i for i, l in enumerate(layers) if isinstance(l, BlurDense)]
+    blur_idx = [i for i, l in enumerate(layers) if blur_chain.is_blur_layer(l)]
     if not blur_idx:
         raise ValueError(f"Network {network.name!r} has no BlurDense layer.")
     first = blur_idx[0]
     blur_layers = layers[first:]
-    others = [l.name for l in blur_layers if not isinstance(l, BlurDense)]
+    others = [l.name for l in blur_layers if not blur_chain.is_blur_layer(l)]
     if others:
         raise ValueError(
             f"The BlurDense layers of {network.name!r} must form a chain at the end of the network; "
@@ -98,6 +100,13 @@ class BlurModel(keras.Model):
       check_finite: in ``fit``, stop with ``NonFiniteError`` naming the layer
         when synapses or activations become NaN/Inf (the last finite synapses
         are kept).
+      inference: under ``BlurConfig.activation_norm``, how ``predict``, ``evaluate`` and
+        ``model(x)`` normalise: ``"moving"`` (default) with the statistics tracked while
+        the rule trains (``blur_keras.keras.inference``), so a prediction does not depend
+        on the rest of its batch; ``"batch"`` over the batch, as the training step does
+        (a batch of one is then refused).
+      inference_momentum: the tracked statistics' exponential-average momentum; the first
+        ``1 / (1 − momentum)`` steps are averaged equally.
 
     A genome with a schedule (``blur_keras.rules.schedule``: synapse-update entries that ramp over
     the inner steps) gets a counter ``rule_step``, the steps the rule has taken on these
@@ -106,8 +115,10 @@ class BlurModel(keras.Model):
     ``rule_step`` is ``None``.
     """
 
-    def __init__(self, network, genome, config=None, targets="pm1", check_finite=True, **kwargs):
+    def __init__(self, network, genome, config=None, targets="pm1", check_finite=True,
+                 inference="moving", inference_momentum=0.9, **kwargs):
         super().__init__(**kwargs)
+        check_inference(inference, inference_momentum)
         if isinstance(genome, str):  # a genome file: it carries its config
             genome = Genome.load_json(genome)
         if isinstance(genome, Genome):
@@ -125,7 +136,14 @@ class BlurModel(keras.Model):
             raise ValueError(f"BlurModel trains one network: pick one species of the genome "
                              f"(genome.species_member(i)); it has species={genome.species}.")
         genome.check_finite()
-        network, features, blur_layers = _split_network(network)
+        network, features, chain_layers = _split_network(network)
+        blur_layers = [l for l in chain_layers if blur_chain.has_synapses(l)]
+        if not blur_chain.is_dense_chain(chain_layers) and config.activation_norm \
+                and inference == "moving":
+            raise ValueError("A network with BlurConv2D/pooling/BlurFlatten layers normalises "
+                             "activations over the batch at inference too: pass "
+                             "inference='batch' (tracked statistics exist for BlurDense "
+                             "chains only).")
         for layer in blur_layers:
             if layer.k != genome.k:
                 raise ValueError(f"Genome has k={genome.k} states but BlurDense {layer.name!r} has "
@@ -138,9 +156,13 @@ class BlurModel(keras.Model):
         self.config = config
         self.targets = targets
         self.check_finite = check_finite
+        self.inference, self.inference_momentum = inference, float(inference_momentum)
         self.rule_step = None if not genome.schedule else self.add_weight(
             name="rule_step", shape=(), dtype="int64", initializer="zeros", trainable=False)
+        self.moments_count = None if not config.activation_norm else self.add_weight(
+            name="moments_count", shape=(), dtype="int64", initializer="zeros", trainable=False)
         self._stack = _Stack(features, blur_layers)
+        self._stack.chain = chain_layers
         self._guards = None
         self.optimizer = None  # the genome trains; Keras utilities look for this attribute
         # not a loss (nothing is differentiated): how far predictions are from the feedback targets
@@ -152,6 +174,11 @@ class BlurModel(keras.Model):
     @property
     def blur_layers(self):
         return list(self._stack.layers)
+
+    @property
+    def _conv_chain(self):
+        """Whether the BLUR layers are more than BlurDense layers (``blur_keras.keras.chain``)."""
+        return not blur_chain.is_dense_chain(self._stack.chain)
 
     @property
     def num_classes(self):
@@ -172,14 +199,17 @@ class BlurModel(keras.Model):
     def _on_network_built(self):
         fwd, _ = self.activations
         for i, layer in enumerate(self._stack.layers):
-            layer.attach(self.genome, self.config, i, fwd[i])
-        prev = self._stack.layers[0].input_width
-        for layer in self._stack.layers:
+            layer.attach(self.genome, self.config, i, fwd[i], self.inference)
+        if self._conv_chain:
+            chain = self._stack.chain
+            blur_chain.check_chain(chain, blur_chain.chain_input_shape(chain))
+        prev = None if self._conv_chain else self._stack.layers[0].input_width
+        for layer in () if self._conv_chain else self._stack.layers:
             if layer.input_width != prev:
                 raise ValueError(f"BlurDense {layer.name!r} has input width {layer.input_width}, "
                                  f"expected {prev}.")
             prev = layer.units
-        self.sync_synapses()
+        self.sync_synapses(initial=True)
         if self._guards is None:
             self._guards = {"train": _Guard("train"), "test": _Guard("test")}
         self.built = True
@@ -201,11 +231,17 @@ class BlurModel(keras.Model):
                 "model.build((None, *feature_shape)) first.")
         self.build(shape)
 
-    def sync_synapses(self):
-        """Apply the symmetric / single-state ties of the config to the stored synapses."""
+    def sync_synapses(self, initial=False):
+        """Apply the symmetric / single-state ties of the config to the stored synapses
+        (``initial``: also start a velocity channel at 0, ``BlurConfig.velocity_channel``)."""
+        cfg = self.config
         for layer in self._stack.layers:
-            w, v = sync(synapses_in(layer.forward_synapses), synapses_in(layer.backward_synapses),
-                        self.config.symmetric, self.config.single_state)
+            if self._conv_chain:
+                blur_chain.sync_layer(layer, self.config)
+                continue
+            w, v = synapses_in(layer.forward_synapses), synapses_in(layer.backward_synapses)
+            w, v = (initial_ties(w, v, cfg) if initial else
+                    sync(w, v, cfg.symmetric, cfg.single_state, cfg.velocity_channel))
             layer.forward_synapses.assign(synapses_out(w))
             layer.backward_synapses.assign(synapses_out(v))
 
@@ -226,6 +262,8 @@ class BlurModel(keras.Model):
     def _features(self, x, training=False):
         _check_numeric_dtype("x", tf.convert_to_tensor(x).dtype)
         feats = self._stack.features(x, training=training)
+        if self._conv_chain:
+            return blur_chain.check_features(feats, self._stack.chain, self.synapse_dtype)
         width = self._stack.layers[0].input_width
         if len(feats.shape) != 2 or feats.shape[-1] != width:
             raise ValueError(f"The first BlurDense layer expects features of shape [batch, {width}]; "
@@ -238,10 +276,17 @@ class BlurModel(keras.Model):
 
         Each ``BlurDense.call`` is ``forward.forward_layer`` on its synapses with the genome
         entries of its position, the same function ``inner_step`` runs for every layer, so
-        ``model(x)`` equals ``inner.predict`` on the same synapses (tested).
+        ``model(x)`` equals ``core.step.predict`` on the same synapses (and, in the
+        ``"moving"`` inference mode, the tracked statistics; tested).
         """
         _check_numeric_dtype("x", tf.convert_to_tensor(x).dtype)
+        if self._batch_statistics(training) and tf.convert_to_tensor(x).shape[:1] == (1,):
+            raise ValueError(_BATCH_OF_ONE.format("a batch of 1"))
         return self.network(x, training=training)[..., 0]
+
+    def _batch_statistics(self, training):
+        """Whether a forward pass normalises over its batch (so needs 2 or more examples)."""
+        return self.config.activation_norm and (training or self.inference == "batch")
 
     def _class_labels(self, y):
         """Integer-label view of ``y`` (``[B]``), or None for one-hot / raw targets."""
@@ -283,12 +328,31 @@ class BlurModel(keras.Model):
         return ~tf.reduce_any(bad), first
 
     def _inner(self, x, y, training=True):
+        """One inner step on a batch: ``(new synapses, states, the batch's moments or None)``."""
         fwd, bwd = self.activations
         feats = self._features(x, training=training)
         if self.config.activation_norm and feats.shape[0] == 1:
             raise ValueError(_BATCH_OF_ONE.format("a batch of 1"))
-        return inner_step(self._rule_params(), self.synapses(), feats,
-                          self.encode_targets(y), self.config, self.genome.per_layer, fwd, bwd)
+        params, synapses = self._rule_params(), self.synapses()
+        if self._conv_chain:
+            return blur_chain.inner_step(params, synapses, feats, self.encode_targets(y),
+                                         self._stack.chain, self.config, self.genome.per_layer,
+                                         fwd, bwd) + (None,)
+        new, states = inner_step(params, synapses, feats, self.encode_targets(y), self.config,
+                                 self.genome.per_layer, fwd, bwd)
+        moments = None
+        if self.moments_count is not None:
+            moments = step_moments(params, synapses, feats, self.config, self.genome.per_layer,
+                                   fwd)
+        return new, states, moments
+
+    def _record_moments(self, moments, apply=True):
+        """Fold a step's batch statistics into the layers' tracked ones (``inference``)."""
+        if moments is None:
+            return
+        record_moments(self._stack.layers, moments, self.moments_count, self.inference_momentum,
+                       apply)
+        self.moments_count.assign_add(tf.cast(apply, tf.int64))
 
     def _rule_params(self):
         """The genome's entries for the next step (its schedule at ``rule_step``)."""
@@ -310,13 +374,14 @@ class BlurModel(keras.Model):
         _check_step_batch(self, x, y)
         self._ensure_built(x)
         _check_arrays(self, x, y)
-        new, states = self._inner(x, y, training=True)
+        new, states, moments = self._inner(x, y, training=True)
         if self.check_finite:
             index = int(_first_nonfinite_layer(new, states))
             if index:
                 raise NonFiniteError(self._nonfinite_message(index, "this step") +
                                      " The synapses were left unchanged.")
         self.assign_synapses(new)
+        self._record_moments(moments)
         if self.rule_step is not None:
             self.rule_step.assign_add(1)
         return states[-1][..., 0]
@@ -359,14 +424,17 @@ class BlurModel(keras.Model):
         if sample_weight is not None:
             raise ValueError(_NO_WEIGHTS.format("sample_weight"))
         labels_ok, bad_label = self._label_problem(y)
-        new, states = self._inner(x, y, training=True)
+        new, states, moments = self._inner(x, y, training=True)
         prediction = states[-1][..., 0]
         failure = tf.where(labels_ok, 0, -1)
         if self.check_finite:
             failure = tf.where(labels_ok, _first_nonfinite_layer(new, states), failure)
+        if self.config.activation_norm:  # a batch of one (e.g. a remainder) is refused
+            failure = tf.where(tf.shape(prediction)[0] == 1, -2, failure)
         apply = self._guards["train"].record(failure, bad_label)
         new = tf.nest.map_structure(lambda n, o: tf.where(apply, n, o), new, self.synapses())
         self.assign_synapses(new)
+        self._record_moments(moments, apply)
         if self.rule_step is not None:
             self.rule_step.assign_add(tf.cast(apply, tf.int64))
         return self._metrics_for(x, y, prediction, sample_weight)
@@ -386,8 +454,7 @@ class BlurModel(keras.Model):
         for arg in ("sample_weight", "class_weight"):
             if kwargs.get(arg) is not None:
                 raise ValueError(_NO_WEIGHTS.format(arg))
-        if self.config.activation_norm and kwargs.get("batch_size") == 1:
-            raise ValueError(_BATCH_OF_ONE.format("batch_size=1"))
+        _check_no_batch_of_one(self, x, kwargs.get("batch_size"), training=True)
         if not self.compiled:
             self.compile()
         self.genome.check_finite()
@@ -403,6 +470,7 @@ class BlurModel(keras.Model):
             self.compile()
         self._ensure_built(x)
         _check_arrays(self, x, y)
+        _check_no_batch_of_one(self, x, kwargs.get("batch_size"), training=False)
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's validation passes one
             callbacks = list(callbacks or []) + [_Guardian()]
         return super().evaluate(x, y, callbacks=callbacks, **kwargs)
@@ -410,6 +478,7 @@ class BlurModel(keras.Model):
     def predict(self, x, **kwargs):
         self._ensure_built(x)
         _check_arrays(self, x, None)
+        _check_no_batch_of_one(self, x, kwargs.get("batch_size"), training=False)
         return super().predict(x, **kwargs)
 
     # -- serialisation --------------------------------------------------------
@@ -421,6 +490,8 @@ class BlurModel(keras.Model):
             "config": self.config.to_dict(),
             "targets": self.targets,
             "check_finite": self.check_finite,
+            "inference": self.inference,
+            "inference_momentum": self.inference_momentum,
         }
 
     @classmethod
@@ -498,6 +569,8 @@ class _Guardian(keras.callbacks.Callback):
         where = f"{'training' if mode == 'train' else 'evaluation'} batch {int(guard.batch.numpy())}"
         label = float(guard.label.numpy())
         guard.reset()
+        if failure == -2:
+            raise ValueError(_BATCH_OF_ONE.format(f"a batch of 1 at {where}") + f" ({consequence}.)")
         if failure > 0:
             raise NonFiniteError(self.model._nonfinite_message(failure, where) +
                                  f" ({consequence}; the last finite synapses were kept.)")
@@ -516,7 +589,23 @@ _NO_WEIGHTS = ("BlurModel.fit does not support {}: the genome's rule has no per-
 
 _BATCH_OF_ONE = ("BlurConfig.activation_norm normalises pre-activations over the batch, so with "
                  "{} every hidden state becomes sigma(beta) whatever the input: use batches of "
-                 "2 or more examples, or activation_norm=False.")
+                 "2 or more examples (a batch_size that leaves no remainder of 1), or "
+                 "activation_norm=False; inference with BlurModel(inference='moving') takes "
+                 "any batch.")
+
+
+def _check_no_batch_of_one(model, x, batch_size, training):
+    """Refuse, before a loop starts, array inputs that would make a batch of one where the
+    pass normalises over its batch (training, or inference in the ``"batch"`` mode)."""
+    if not (_is_array(x) and model._batch_statistics(training)):
+        return
+    n = int(np.shape(x)[0])
+    size = batch_size or 32
+    if size == 1 and n > 1:
+        raise ValueError(_BATCH_OF_ONE.format("batch_size=1"))
+    if n == 1 or (n > size and n % size == 1):
+        raise ValueError(_BATCH_OF_ONE.format(
+            "a batch of 1" if n == 1 else f"{n} examples in batches of {size} (a last batch of 1)"))
 
 
 def _check_numeric_dtype(name, dtype):

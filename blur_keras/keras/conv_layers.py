@@ -1,0 +1,243 @@
+"""Keras layers of convolutional BLUR networks (docs/conv.md): ``BlurConv2D`` and the
+parameter-free ``BlurMaxPooling2D``, ``BlurAveragePooling2D`` and ``BlurFlatten`` that pass
+all k states between BLUR layers.  Thin wrappers: the math is ``blur_keras.core.conv`` and
+``blur_keras.core.pooling``; ``BlurModel`` trains them by the genome's rule.
+
+Multistate tensors put the state axis last: feature maps ``[batch, H, W, C, k]``, flat
+layers ``[batch, n, k]``.  A plain ``[batch, H, W, C]`` input enters state 0.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from blur_keras.core import activations as activations_lib
+from blur_keras.core import conv, layer_specs, pooling
+from blur_keras.core.config import BlurConfig
+from blur_keras.core.layout import synapses_in
+from blur_keras.core.step import layer_params
+
+__all__ = ["BlurConv2D", "BlurMaxPooling2D", "BlurAveragePooling2D", "BlurFlatten"]
+
+
+def _to_internal(states):
+    """``[B, …, k] -> [k, B, …]``."""
+    rank = states.shape.rank
+    return tf.transpose(states, [rank - 1] + list(range(rank - 1)))
+
+
+def _to_public(states):
+    """``[k, B, …] -> [B, …, k]``."""
+    return tf.transpose(states, list(range(1, states.shape.rank)) + [0])
+
+
+class _Context:
+    """What a BLUR layer needs from its model to run alone (kept out of Keras tracking)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+
+def _checked(owner, name, make):
+    try:
+        return make()
+    except ValueError as err:
+        raise ValueError(f"{owner} {name!r}: {err}") from None
+
+
+@keras.saving.register_keras_serializable(package="blur_keras")
+class BlurConv2D(keras.layers.Layer):
+    """Convolutional BLUR layer: every position of the output map holds k states.
+
+    Args:
+      filters, kernel_size, strides, padding: as ``keras.layers.Conv2D`` (``"valid"`` or
+        ``"same"``).
+      k: states per neuron and channels per synapse (≥ 2).
+      activation, backward_activation: σ names; ``None`` takes the model's.
+      kernel_initializer, bias_initializer, backward_initializer: Keras initialisers of each
+        channel of the kernel ``[kh, kw, c_in, c_out]``, the bias and of V
+        ``[kh, kw, c_out, c_in]``.
+
+    Weights: ``forward_synapses`` ``[kh·kw·c_in + 1, c_out, k]`` (the kernel's rows
+    ``(dy, dx, i)``, then the bias row), ``backward_synapses`` ``[kh·kw·c_out, c_in, k]``.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", k=2, activation=None,
+                 backward_activation=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", backward_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.spec = _checked("BlurConv2D", self.name, lambda: layer_specs.Conv2D(
+            filters, kernel_size, strides, padding, activation, backward_activation))
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+            raise ValueError(f"BlurConv2D {self.name!r} k={k!r}; expected an int >= 2.")
+        for name, value in (("activation", activation), ("backward_activation",
+                                                         backward_activation)):
+            if value is not None and value not in activations_lib.names():
+                raise ValueError(f"BlurConv2D {self.name!r} {name}={value!r} is not a known "
+                                 f"activation; expected one of {activations_lib.names()}.")
+        self.k = int(k)
+        self.initializers = [keras.initializers.get(i) for i in
+                             (kernel_initializer, bias_initializer, backward_initializer)]
+        self._context = None
+
+    filters = property(lambda self: self.spec.filters)
+    activation = property(lambda self: self.spec.activation)
+    backward_activation = property(lambda self: self.spec.backward_activation)
+
+    def _map_shape(self, input_shape):
+        if len(input_shape) == 5 and input_shape[-1] != self.k:
+            raise ValueError(f"BlurConv2D {self.name!r} has k={self.k} states but its "
+                             f"multistate input has {input_shape[-1]} (shape "
+                             f"{tuple(input_shape)}).")
+        if len(input_shape) not in (4, 5) or None in tuple(input_shape[1:4]):
+            raise ValueError(f"BlurConv2D {self.name!r} expects [batch, height, width, channels]"
+                             f" (or with a last state axis of {self.k}) of known size; got "
+                             f"{tuple(input_shape)}.")
+        return tuple(int(s) for s in input_shape[1:4])
+
+    def build(self, input_shape):
+        self.input_map = self._map_shape(input_shape)
+        self.output_map = layer_specs.output_shape(self.spec, self.input_map, repr(self.name))
+        (kh, kw), c_in, c_out, k = self.spec.kernel_size, self.input_map[-1], self.filters, self.k
+        kernel, bias, backward = self.initializers
+
+        def forward_init(shape, dtype=None):
+            rows = [tf.reshape(kernel((kh, kw, c_in, c_out), dtype=dtype), [-1, c_out])
+                    for _ in range(k)]
+            biases = [tf.reshape(bias((c_out,), dtype=dtype), [1, c_out]) for _ in range(k)]
+            return tf.concat([tf.stack(rows, -1), tf.stack(biases, -1)], axis=0)
+
+        def backward_init(shape, dtype=None):
+            return tf.stack([tf.reshape(backward((kh, kw, c_out, c_in), dtype=dtype), [-1, c_in])
+                             for _ in range(k)], -1)
+
+        self.forward_synapses = self.add_weight(
+            name="forward_synapses", shape=(kh * kw * c_in + 1, c_out, k),
+            initializer=forward_init, trainable=False)
+        self.backward_synapses = self.add_weight(
+            name="backward_synapses", shape=(kh * kw * c_out, c_in, k),
+            initializer=backward_init, trainable=False)
+
+    def compute_output_shape(self, input_shape):
+        shape = layer_specs.output_shape(self.spec, self._map_shape(input_shape), repr(self.name))
+        return (input_shape[0],) + shape + (self.k,)
+
+    def attach(self, genome, config, index, activation, *_, **__):
+        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with."""
+        self._context = _Context(genome, config, index, activation)
+
+    @property
+    def kernel(self):
+        """Channel c of the forward kernel as ``[kh, kw, c_in, c_out, k]`` (a copy)."""
+        return tf.reshape(self.forward_synapses[:-1], [*self.spec.kernel_size, -1, self.filters,
+                                                       self.k])
+
+    @property
+    def bias(self):
+        """``[c_out, k]`` (a copy)."""
+        return tf.convert_to_tensor(self.forward_synapses[-1])
+
+    def call(self, inputs, genome=None):
+        """Forward states of this layer after a reset (docs/conv.md): ``[B, H', W', c_out, k]``."""
+        if genome is None and self._context is None:
+            raise ValueError(f"BlurConv2D {self.name!r} has no genome: wrap the network in "
+                             "blur_keras.BlurModel(network, genome=...) or call it with genome=.")
+        context = self._context.values if self._context else (None, BlurConfig(), 0, None)
+        ctx_genome, config, index, activation = context
+        genome = genome if genome is not None else ctx_genome
+        activation = self.activation or activation or config.hidden_activation
+        dtype = self.forward_synapses.dtype
+        params = layer_params(genome.params(dtype), index if genome.per_layer else 0,
+                              genome.per_layer, 0)
+        w = synapses_in(tf.convert_to_tensor(self.forward_synapses))
+        inputs = tf.cast(inputs, dtype)
+        if inputs.shape.rank == 4:
+            out = conv.input_conv_forward_layer(inputs, w, params, config, activation, self.spec)
+        else:
+            out = conv.conv_forward_layer(_to_internal(inputs), w, params, config, activation,
+                                          self.spec)
+        return _to_public(out)
+
+    def get_config(self):
+        config = super().get_config()
+        spec = self.spec
+        config.update(filters=spec.filters, kernel_size=spec.kernel_size, strides=spec.strides,
+                      padding=spec.padding, k=self.k, activation=spec.activation,
+                      backward_activation=spec.backward_activation)
+        for key, init in zip(("kernel_initializer", "bias_initializer", "backward_initializer"),
+                             self.initializers):
+            config[key] = keras.initializers.serialize(init)
+        return config
+
+
+class _BlurPooling2D(keras.layers.Layer):
+    """Pooling of all k states (``pooling.pool_routes``); a plain map pools as itself."""
+
+    kind = None
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        self.spec = _checked(type(self).__name__, self.name, lambda: layer_specs.Pool2D(
+            self.kind, pool_size, strides, padding))
+
+    def _map_shape(self, input_shape):
+        if len(input_shape) not in (4, 5) or None in tuple(input_shape[1:4]):
+            raise ValueError(f"{type(self).__name__} {self.name!r} expects a feature map "
+                             f"[batch, height, width, channels(, k)] of known size; got "
+                             f"{tuple(input_shape)}.")
+        return tuple(int(s) for s in input_shape[1:4])
+
+    def compute_output_shape(self, input_shape):
+        shape = layer_specs.output_shape(self.spec, self._map_shape(input_shape), repr(self.name))
+        return (input_shape[0],) + shape + tuple(input_shape[4:])
+
+    def build(self, input_shape):
+        self.input_map = self._map_shape(input_shape)
+        self.output_map = layer_specs.output_shape(self.spec, self.input_map, repr(self.name))
+
+    def call(self, inputs):
+        states = inputs[None] if inputs.shape.rank == 4 else _to_internal(inputs)
+        out, _ = pooling.transform_forward(states, self.spec, self.input_map)
+        return out[0] if inputs.shape.rank == 4 else _to_public(out)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.spec.pool_size, strides=self.spec.strides,
+                      padding=self.spec.padding)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="blur_keras")
+class BlurMaxPooling2D(_BlurPooling2D):
+    """Max pooling in BLUR form: every state is read at, and every backward state routed to,
+    the position where state 0 is largest in the window (as backprop routes a max)."""
+
+    kind = "max"
+
+
+@keras.saving.register_keras_serializable(package="blur_keras")
+class BlurAveragePooling2D(_BlurPooling2D):
+    """Average pooling of every state; the backward states spread evenly over the window."""
+
+    kind = "avg"
+
+
+@keras.saving.register_keras_serializable(package="blur_keras")
+class BlurFlatten(keras.layers.Layer):
+    """``[batch, H, W, C, k] -> [batch, H·W·C, k]``: every state of every position and channel
+    as one neuron axis, forward and backward."""
+
+    spec = layer_specs.Flatten()
+
+    def build(self, input_shape):
+        if len(input_shape) < 3 or None in tuple(input_shape[1:]):
+            raise ValueError(f"BlurFlatten {self.name!r} expects multistate input [batch, …, k] "
+                             f"of known size (the output of a BLUR layer); got "
+                             f"{tuple(input_shape)}.")
+        self.input_map = tuple(int(s) for s in input_shape[1:-1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], int(np.prod(input_shape[1:-1])), input_shape[-1])
+
+    def call(self, inputs):
+        return tf.reshape(inputs, [-1, int(np.prod(inputs.shape[1:-1])), inputs.shape[-1]])
