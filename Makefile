@@ -2,7 +2,7 @@
 PYTHON ?= python3
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data run test bench
+.PHONY: install data run test test-fast bench
 
 install:
 	$(PYTHON) -m pip install -q -e ".[test]"
@@ -18,8 +18,13 @@ data:
 run: install
 	$(PYTHON) train/meta.py
 
+# the whole suite (what CI runs)
 test: install data
 	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q tests
+
+# the edit loop: no test marked slow (long runs, several processes)
+test-fast: install data
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -m "not slow" tests
 
 bench: install data
 	$(PYTHON) benchmarks/inner_step.py

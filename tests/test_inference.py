@@ -297,3 +297,18 @@ def test_outer_trainers_meta_train_in_the_moving_mode(outer):
     assert "inference" not in plain.settings()
     with pytest.raises(ValueError, match="inference="):
         GradientTrainer(genome, NORM, sizes, inference="population")
+
+
+def test_runaway_synapses_are_reported_like_non_finite_ones():
+    """A finite but absurd synapse step (eta_syn = -1e30) is caught at the step that makes the
+    synapses run away, and the synapses are left as they were."""
+    genome = bk.Genome.random(k=2, seed=1)
+    genome.assign({"eta_syn": -1e30})
+    model = bk.BlurModel(_net(), genome, config=bk.BlurConfig())
+    x, y = _data()
+    model.build((None, 12))
+    before = [t.numpy() for pair in model.synapses() for t in pair]
+    with pytest.raises(bk.NonFiniteError, match="beyond"):
+        model.step(x[:32], y[:32])
+    after = [t.numpy() for pair in model.synapses() for t in pair]
+    assert all(np.array_equal(a, b) for a, b in zip(after, before))

@@ -44,7 +44,8 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
                               "long/meta_train.final_eval_replicas = 2",
                               "long/meta_train.final_eval_task = @judge/Task()",
                               "judge/Task.dataset = 'two_moons'",
-                              "evaluate_suite.baselines = []"])
+                              "evaluate_suite.baselines = []",
+                              "long/meta_train.export = True"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
     assert long["outer"] == "cma" and long["population_size"] == 4
@@ -72,6 +73,11 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     assert "schedule" not in long_genome
     from blur_keras import Genome
     assert Genome.load_json(str(tmp_path / "genome.json")).schedule[1].entry == "f_syn"
+    # the run's top level holds the final rule's SavedModel, with the edited values
+    import tensorflow as tf
+    assert results["saved_model"] == str(tmp_path / "saved_model")
+    rule = tf.saved_model.load(str(tmp_path / "saved_model"))
+    assert float(rule.genome()["f"].numpy()) == 1.5
     _check_the_comparison_judges_the_edited_genome(tmp_path, results)
 
 

@@ -389,9 +389,9 @@ class BlurModel(keras.Model):
     def _nonfinite_message(self, index, where):
         layer = self.blur_layers[index - 1]
         return (f"BLUR layer {layer.name!r} (layer {index} of {len(self.blur_layers)}) got "
-                f"non-finite synapses or activations (NaN/Inf) at {where}. Lower the genome's "
-                "synapse update (eta_syn), enable oja/saturation/synapse_norm in BlurConfig, or "
-                "scale the inputs.")
+                f"non-finite synapses or activations (NaN/Inf, or synapses beyond "
+                f"±{SYNAPSE_LIMIT:g}) at {where}. Lower the genome's synapse update (eta_syn), "
+                "enable oja/saturation/synapse_norm in BlurConfig, or scale the inputs.")
 
     # -- Keras training -------------------------------------------------------
     def compile(self, metrics=("accuracy",), **kwargs):
@@ -506,12 +506,21 @@ def _all_finite(t):
     return tf.reduce_all(tf.math.is_finite(t))
 
 
+# synapses beyond this magnitude are runaway: reported like non-finite ones, before they overflow
+SYNAPSE_LIMIT = 1e8
+
+
+def _sane(t):
+    return _all_finite(t) & (tf.reduce_max(tf.abs(t)) <= SYNAPSE_LIMIT)
+
+
 def _first_nonfinite_layer(synapses, states):
-    """1-based index of the first BLUR layer with non-finite synapses or states; 0 if none."""
+    """1-based index of the first BLUR layer with non-finite or runaway (``SYNAPSE_LIMIT``)
+    synapses or non-finite states; 0 if none."""
     first = tf.constant(0, tf.int32)
     for i in range(len(synapses), 0, -1):
         w, v = synapses[i - 1]
-        ok = _all_finite(w) & _all_finite(v) & _all_finite(states[i])
+        ok = _sane(w) & _sane(v) & _all_finite(states[i])
         first = tf.where(ok, first, tf.constant(i, tf.int32))
     return first
 

@@ -26,6 +26,7 @@ from absl import logging
 from blur_keras.files import write_json
 from blur_keras.meta.run import chief
 from blur_keras.meta.run.lock import RunDirLock
+from blur_keras.rules.export import export_saved_model
 from blur_keras.rules.genome import Genome
 from blur_keras.meta.run.checks import check_model_dir
 from blur_keras.evaluation.plots import plot_run
@@ -146,6 +147,8 @@ def _run_stages(meta_train, model_dir, names, final_values, final_schedule, kwar
         summaries.append(_stage_summary(name, genome_path))
     final = dict(done[-1], stages=done, model_dir=model_dir, genome=_write_final_genome(
         model_dir, summaries, genome_path, final_values, final_schedule))
+    if "saved_model" in done[-1]:  # the run's rule, at its top level like any run's
+        final["saved_model"] = _export_final(model_dir, final["genome"])
     if edited:  # the last stage's final comparison, of the edited genome the run writes
         final.pop("comparison", None)
         with gin.config_scope(names[-1]):
@@ -155,6 +158,16 @@ def _run_stages(meta_train, model_dir, names, final_values, final_schedule, kwar
     write_json(os.path.join(model_dir, "results.json"), final, indent=2)
     logging.info("pictures of the final genome: %s", ", ".join(plot_run(model_dir)))
     return final
+
+
+def _export_final(model_dir, genome_path):
+    """``model_dir/saved_model``: the SavedModel of the final genome file (its values; the
+    schedule stays in the file), sized as the last stage's network."""
+    genome = Genome.load_json(genome_path)
+    return export_saved_model(
+        os.path.join(model_dir, "saved_model"), genome.numpy(), genome.config,
+        genome.provenance["sizes"], genome.init_scale or 1.0, genome.per_layer,
+        metadata={"logit_scale": genome.logit_scale, "provenance": genome.provenance})
 
 
 def _check_final_edits(start, final_values, final_schedule):
