@@ -18,13 +18,13 @@ data:
 run: install
 	$(PYTHON) train/meta.py
 
-# the whole suite (what CI runs)
+# the whole suite (what CI runs), on two worker processes
 test: install data
-	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n 2 tests
 
-# the edit loop: no test marked slow (long runs, several processes)
+# the edit loop: no test marked slow or starting other processes
 test-fast: install data
-	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -m "not slow" tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n 2 -m "not slow and not process" tests
 
 bench: install data
 	$(PYTHON) benchmarks/inner_step.py

@@ -1,5 +1,4 @@
-"""The exported SavedModel: sizes at export time or dynamic, one-line errors (issue 9 item 4,
-issue 11 items 3 and 12, SavedModel parts)."""
+"""The exported SavedModel: sizes at export time or dynamic, one-line errors."""
 
 import numpy as np
 import pytest

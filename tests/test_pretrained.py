@@ -61,7 +61,7 @@ def test_package_listing_is_the_package_directory():
     names = Genome.pretrained_names()
     assert names == bk.pretrained_genomes() == pretrained.pretrained_names()
     assert names == sorted(names)
-    assert str(pretrained.genome_dir()).endswith(os.path.join("blur_keras", "genomes"))
+    assert str(pretrained.genome_dir()).endswith(os.path.join("blur_keras", "rules", "genomes"))
 
 
 # ---------------------------------------------------------------------- (b) each genome learns

@@ -53,7 +53,8 @@ def test_peak_synapse_is_the_largest_weight_after_each_epoch(toy):
     model = st.build_model(_backprop(), (8, 4, 3), jit_compile=False)
     curve = st.fit_curve(model, (toy.pool_x, toy.pool_y), (toy.val_x, toy.val_y), EPOCHS,
                          early_steps=())
-    weights = [w for layer in model.blur_layers for w in layer.get_weights()]
+    weights = [w.numpy() for layer in model.blur_layers
+               for w in (layer.forward_synapses, layer.backward_synapses)]
     assert len(weights) == 4  # W and V of each layer
     assert curve["peak_synapse"][-1] == max(float(np.abs(w).max()) for w in weights)
     table = st.format_table({"epochs": EPOCHS, "batch_size": 32, "seeds": 1, "results": [
@@ -188,7 +189,8 @@ def test_baseline_models_and_their_peak_weight():
 
 
 def test_validation_batch_size_is_used_for_every_validation(toy, tmp_path):
-    # activation_norm: a prediction uses its batch's statistics, so the batch size shows
+    # activation_norm: training normalises over each batch; validation uses the statistics
+    # tracked while the rule trains (BlurModel's inference), so no batch size shows
     genome = st.load_genome(Genome.backprop(0.1).with_metadata(
         config=BlurConfig.backprop().replace(activation_norm=True)))
     report = st.run_check(genome, [toy], hidden_sizes=((4,),), seeds=1, epochs=1,
@@ -202,8 +204,8 @@ def test_validation_batch_size_is_used_for_every_validation(toy, tmp_path):
     assert curve["early"]["3"] == pytest.approx(curve["val_accuracy"][0])
     assert curve["val_accuracy"][0] == pytest.approx(
         st.val_accuracy(model, toy.val_x, toy.val_y, 64))
-    assert st.val_accuracy(model, toy.val_x, toy.val_y, 64) != st.val_accuracy(
-        model, toy.val_x, toy.val_y, 8)
+    assert st.val_accuracy(model, toy.val_x, toy.val_y, 64) == pytest.approx(st.val_accuracy(
+        model, toy.val_x, toy.val_y, 8))
     assert report["val_batch_size"] == 64
     st.write_report(report, str(tmp_path), plot=False)
     assert "Validation in batches of 64." in (tmp_path / "table.md").read_text()

@@ -14,10 +14,11 @@ lower map zero-padded as TensorFlow pads it (``layer_specs.same_padding``).
 import tensorflow as tf
 
 from blur_keras.core import activations
+from blur_keras.core.backward import backward_preactivation
 from blur_keras.core.feedback import apply_feedback
 from blur_keras.core.layer_specs import conv_output_size, same_padding
-from blur_keras.core.neurons import neuron_update, scalar
-from blur_keras.core.normalization import normalize_activations, synapse_view
+from blur_keras.core.neurons import neuron_update
+from blur_keras.core.normalization import synapse_view
 from blur_keras.core.states import mix_states, state_vector
 from blur_keras.core.synapses import saturate, tie_channels
 
@@ -152,20 +153,7 @@ def backward_update(a_current, g, params, config, activation):
     """The backward rule (docs/spec.md §2 step 4) on any states and their drive ``g``:
     additive ``σ(f a + η g)``, multiplicative ``σ(f (a ⊙ g))``, multiplicative_second
     ``σ(f [a₀ ; a₁… ⊙ g₁…])``, normalised over batch and positions when configured."""
-    a, g = flat_view(a_current), flat_view(g)
-    rule = config.backward_rule
-    if rule == "additive":
-        u = neuron_update(a, g, params, config)
-    else:
-        if rule == "multiplicative":
-            u = a * g
-        elif rule == "multiplicative_second":
-            u = tf.concat([a[:1], a[1:] * g[1:]], axis=0)
-        else:
-            raise ValueError(f"Unknown backward rule {rule!r}.")
-        u = scalar(params["f"]) * u
-        if config.activation_norm:
-            u = normalize_activations(u, params["gamma"], params["beta"], config.norm_epsilon)
+    u = backward_preactivation(flat_view(a_current), flat_view(g), params, config)
     return _unflat(activations.get(activation)(u), a_current)
 
 

@@ -112,6 +112,8 @@ def reset_synapses(model, seed):
                                         model.genome.init_scale or 1.0, model.synapse_dtype))
     if model.rule_step is not None:
         model.rule_step.assign(0)
+    if model.moments_count is not None:  # the next step's statistics replace the tracked ones
+        model.moments_count.assign(0)
     return model
 
 

@@ -23,7 +23,6 @@ from blur_keras.core.feedback import pm1_from_one_hot, pm1_targets
 from blur_keras.rules.genome import Genome, resolve_config
 from blur_keras.core.step import inner_step, layer_activations
 from blur_keras.keras.inference import check_inference, record_moments, step_moments
-from blur_keras.keras.layers import BlurDense
 from blur_keras.keras import chain as blur_chain
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.layout import synapses_in, synapses_out

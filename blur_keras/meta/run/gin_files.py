@@ -15,5 +15,6 @@ def search_beside(paths):
     """
     for path in reversed(list(paths or ())):
         folder = os.path.dirname(os.path.abspath(path))
-        if folder not in gin.config._LOCATION_PREFIXES:
-            gin.config._LOCATION_PREFIXES.insert(0, folder)
+        if folder in gin.config._LOCATION_PREFIXES:  # to the front, ahead of earlier files'
+            gin.config._LOCATION_PREFIXES.remove(folder)
+        gin.config._LOCATION_PREFIXES.insert(0, folder)
