@@ -95,19 +95,7 @@ def keras_sgd_step(x, y, jit_compile):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((SIZES[0],)), keras.layers.Dense(SIZES[1], activation="tanh"),
                               keras.layers.Dense(SIZES[2])])
-    opt = keras.optimizers.SGD(0.01)
-    opt.build(model.trainable_variables)
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
-
-    @tf.function(jit_compile=jit_compile)
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    return step
+    return _sgd_step(model, x, y, jit_compile)
 
 
 def blur_step(x, y, k):

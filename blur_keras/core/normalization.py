@@ -9,7 +9,7 @@ import tensorflow as tf
 from blur_keras.core.states import state_vector
 
 __all__ = ["normalize_activations", "standardize", "batch_moments", "track_moments",
-           "normalize_synapses", "synapse_view"]
+           "start_moments", "normalize_synapses", "synapse_view"]
 
 
 def normalize_activations(u, gamma, beta, epsilon=1e-3, moments=None):
@@ -51,6 +51,13 @@ def standardize(u, epsilon=1e-3):
     mean, var = tf.nn.moments(u, axes=[-2], keepdims=True)
     rstd = tf.math.rsqrt(var + epsilon)
     return (u - mean) * rstd, rstd
+
+
+def start_moments(forward_synapses):
+    """Tracked statistics before the first step: zeros and ones ``[*P, k, 1, n]`` shaped from
+    each layer's forward synapses ``[*P, k, n_src, n]`` (the first update replaces them,
+    ``track_moments``)."""
+    return [(tf.zeros_like(w[..., :1, :]), tf.ones_like(w[..., :1, :])) for w in forward_synapses]
 
 
 def normalize_synapses(w, scale=None, epsilon=1e-8):

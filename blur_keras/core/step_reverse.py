@@ -314,7 +314,7 @@ class _Step:
     def backward(self, cache, d_new, d_states):
         """Gradients of every input of ``run`` from those of its outputs."""
         L = self.num_layers
-        p, syn = cache["p"], cache["syn"]
+        p = cache["p"]
         grads = [dict() for _ in range(L)]
         d_syn = [[None, None] for _ in range(L)]
         d_st = [None] + list(d_states)  # d_st[l]: gradient of layer l's final state (or None)

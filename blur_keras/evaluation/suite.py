@@ -37,7 +37,7 @@ from blur_keras.core.feedback import pm1_targets
 from blur_keras.files import write_atomic, write_json
 from blur_keras.rules.genome import Genome, resolve_config
 from blur_keras.core.layout import pairs_in
-from blur_keras.core.normalization import track_moments
+from blur_keras.core.normalization import start_moments, track_moments
 from blur_keras.core.step import forward_moments, inner_step, moments_out, predict
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.synapses import init_synapses
@@ -294,15 +294,10 @@ def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_
         moments = moments_out(state[2]) if tracks else None
         return predict(params, state[0], x, config, per_layer, moments=moments)
 
-    start = _start_moments(pairs_in(synapses)) if tracks else ()
+    start = start_moments([w for w, _ in pairs_in(synapses)]) if tracks else ()
     return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
                  (synapses, tf.constant(0), start), pool_x, pool_y, idx, slots, num_records)
 
-
-def _start_moments(synapses):
-    """Zeros and ones shaped like each layer's tracked statistics (the first step replaces
-    them)."""
-    return [(tf.zeros_like(w[..., :1, :]), tf.ones_like(w[..., :1, :])) for w, _ in synapses]
 
 
 def blur_curves(rule, synapses, data, idx, steps_to_record):

@@ -75,7 +75,6 @@ class LearnedRule(tf.Module):
                 "dynamic": self.dynamic, **(metadata or {})}
         self.metadata_json = tf.Variable(json.dumps(info), trainable=False)
         num_syn = 2 * (len(self.sizes) - 1)
-        any_float = [tf.TensorSpec(None, tf.float32)] * num_syn
         self.init = tf.function(self._init, input_signature=[tf.TensorSpec([], tf.int64)],
                                 autograph=False)
         self.init_sized = tf.function(

@@ -18,7 +18,7 @@ gradient is taken (gradient checkpointing), so activation memory grows with
 import tensorflow as tf
 
 from blur_keras.core.feedback import pm1_targets
-from blur_keras.core.normalization import track_moments
+from blur_keras.core.normalization import start_moments, track_moments
 from blur_keras.core.step import forward_moments, moments_out, predict, step
 from blur_keras.core.layout import pairs_in, pairs_out, synapses_in, synapses_out
 from blur_keras.core.synapses import flatten_pairs, init_synapses, pair_up
@@ -181,7 +181,8 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
     num_segments, rest = divmod(num_steps, seg)
     num_syn = len(flat)
-    flat = flat + _flat_moments(_start_moments(flat, inference_momentum))
+    if inference_momentum is not None:  # W⁰, W¹, …: the forward synapses of every layer
+        flat = flat + _flat_moments(start_moments([flat[0]] + flat[1::2]))
 
     def segment(length):
         fn = _segment_fn(names, num_syn, config, per_layer, length, v0_spec, logit_scale,
@@ -218,14 +219,6 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     out = ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, loss_sum / num_steps
     return out if tracked is None else out + (moments_out(tracked),)
 
-
-def _start_moments(flat, momentum):
-    """Tracked statistics before the first step (``[*P, k, 1, n_l]`` zeros and ones; the
-    first step replaces them), or None when ``momentum`` is None."""
-    if momentum is None:
-        return None
-    forward = [flat[0]] + flat[1::2]  # W⁰, W¹, …: internal [*P, k, n_src + 1, n_dst]
-    return [(tf.zeros_like(w[..., :1, :]), tf.ones_like(w[..., :1, :])) for w in forward]
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
