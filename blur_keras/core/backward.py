@@ -11,11 +11,12 @@ three update rules (σ is the backward activation of layer l):
 import tensorflow as tf
 
 from blur_keras.core import activations
-from blur_keras.core.neurons import neuron_update, scalar
-from blur_keras.core.normalization import normalize_activations, synapse_view
+from blur_keras.core.neurons import neuron_update_parts, normalized_parts, scalar
+from blur_keras.core.normalization import synapse_view
 from blur_keras.core.states import mix_states, per_state_matmul
 
-__all__ = ["backward_layer", "backward_preactivation"]
+__all__ = ["backward_layer", "backward_layer_parts", "backward_preactivation",
+           "backward_preactivation_parts", "rule_product"]
 
 
 def backward_layer(a_above, a_current, v, params, config, activation):
@@ -24,26 +25,42 @@ def backward_layer(a_above, a_current, v, params, config, activation):
     ``a_above``: ``[*P, k, B, n_{l+1}]``; ``a_current``: ``[*P, k, B, n_l]``;
     ``v``: ``[*P, k, n_{l+1}, n_l]`` (no bias; the internal layout).
     """
+    return backward_layer_parts(a_above, a_current, v, params, config, activation)[0]
+
+
+def backward_layer_parts(a_above, a_current, v, params, config, activation):
+    """``backward_layer`` and its intermediates, what a hand-derived reverse reads
+    (``step_reverse``): ``(a, (mixed, g, (u, norm)))``, ``mixed = Σ_d a^{l+1}[d] μ[d, c]``,
+    ``g`` the drive, ``(u, norm)`` from ``backward_preactivation_parts``."""
     v = synapse_view(v, params, config)
-    g = per_state_matmul(mix_states(a_above, params["mu"]), v)
-    return activations.get(activation)(backward_preactivation(a_current, g, params, config))
+    mixed = mix_states(a_above, params["mu"])
+    g = per_state_matmul(mixed, v)
+    u, pre = backward_preactivation_parts(a_current, g, params, config)
+    return activations.get(activation)(u), (mixed, g, pre)
 
 
 def backward_preactivation(a_current, g, params, config):
     """The backward rule's pre-activation from the current states ``[*P, k, B, n]`` and
     their drive ``g``: ``f a + η g``, ``f (a ⊙ g)`` or ``f [a₀ ; a₁… ⊙ g₁…]``, normalised over
     the batch when configured (σ is applied by the caller)."""
-    rule = config.backward_rule
-    if rule == "additive":
-        return neuron_update(a_current, g, params, config)
+    return backward_preactivation_parts(a_current, g, params, config)[0]
+
+
+def backward_preactivation_parts(a_current, g, params, config):
+    """``backward_preactivation`` and ``(u, norm)``, its value before the normalisation and
+    the normalisation's intermediates (``neurons.normalized_parts``)."""
+    if config.backward_rule == "additive":
+        return neuron_update_parts(a_current, g, params, config)
+    u = scalar(params["f"]) * rule_product(a_current, g, config.backward_rule)
+    return normalized_parts(u, params, config)
+
+
+def rule_product(a_current, g, rule):
+    """The product of a multiplicative rule: ``a ⊙ g`` (``"multiplicative"``), or
+    ``[a₀ ; a₁… ⊙ g₁…]`` (``"multiplicative_second"``: state 0 is kept)."""
     if rule == "multiplicative":
-        u = a_current * g
-    elif rule == "multiplicative_second":
-        u = tf.concat([a_current[..., :1, :, :], a_current[..., 1:, :, :] * g[..., 1:, :, :]],
-                      axis=-3)
-    else:
-        raise ValueError(f"Unknown backward rule {rule!r}.")
-    u = scalar(params["f"]) * u
-    if config.activation_norm:
-        u = normalize_activations(u, params["gamma"], params["beta"], config.norm_epsilon)
-    return u
+        return a_current * g
+    if rule == "multiplicative_second":
+        return tf.concat([a_current[..., :1, :, :], a_current[..., 1:, :, :] * g[..., 1:, :, :]],
+                         axis=-3)
+    raise ValueError(f"Unknown backward rule {rule!r}.")

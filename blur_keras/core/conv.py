@@ -20,7 +20,7 @@ from blur_keras.core.layer_specs import conv_output_size, same_padding
 from blur_keras.core.neurons import neuron_update
 from blur_keras.core.normalization import synapse_view
 from blur_keras.core.states import mix_states, state_vector
-from blur_keras.core.synapses import saturate, tie_channels
+from blur_keras.core.synapses import oja_coefficient, saturate, tie_channels
 
 __all__ = ["flat_view", "mix_maps", "kernels", "backward_filters", "conv_forward_layer",
            "input_conv_forward_layer", "conv_backward_drive", "backward_update", "feedback",
@@ -246,8 +246,7 @@ def oja_term(w, post, params, reduction="sum"):
     energy = tf.reduce_sum(tf.square(flat_view(post)), axis=1)  # [k, C]
     if reduction == "mean":
         energy = _reduce(energy, post)
-    coeff = -tf.sign(params["eta_syn"]) * tf.abs(params["oja"])
-    return coeff * w * energy[:, None, :]
+    return oja_coefficient(params) * w * energy[:, None, :]
 
 
 def symmetric_backward(w, spec):

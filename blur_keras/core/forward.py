@@ -7,12 +7,13 @@ neuron appended to ``a^l``, then ``a^{l+1} = σ(f · a^{l+1} + η · z^{l+1})``.
 import tensorflow as tf
 
 from blur_keras.core import activations
-from blur_keras.core.neurons import neuron_update, preactivation, scalar
+from blur_keras.core.neurons import neuron_update, neuron_update_parts, preactivation, scalar
 from blur_keras.core.normalization import batch_moments, synapse_view
-from blur_keras.core.states import input_matmul, mix_states, per_state_matmul, with_bias_neuron
+from blur_keras.core.states import (input_drive, input_product, mix_states, per_state_matmul,
+                                    with_bias_neuron)
 
-__all__ = ["input_states", "forward_layer", "input_forward_layer", "layer_drive",
-           "layer_moments", "neuron_update", "scalar"]
+__all__ = ["input_states", "forward_layer", "input_forward_layer", "forward_layer_parts",
+           "layer_drive", "layer_drive_parts", "layer_moments", "neuron_update", "scalar"]
 
 
 def input_states(x, k):
@@ -30,27 +31,46 @@ def forward_layer(a_below, w, params, config, activation, current=None, moments=
     ``params``: this layer pair's genome entries, aligned to the population;
     ``moments``: tracked normalisation statistics (inference), or None (the batch's).
     """
-    z = layer_drive(a_below, w, params, config)
-    return activations.get(activation)(neuron_update(current, z, params, config, moments))
+    return forward_layer_parts(a_below, w, params, config, activation, current, moments)[0]
 
 
 def input_forward_layer(x, w, params, config, activation, moments=None):
     """``forward_layer(input_states(x, k), w, …)`` for layer 1, computed from ``x`` alone.
 
     The input layer's states 1…k−1 are 0, so the contraction is one plain
-    matmul of ``x`` (``states.input_matmul``); same result, fewer operations.
+    matmul of ``x`` (``states.input_product``); same result, fewer operations.
     """
-    z = layer_drive(x, w, params, config, input_layer=True)
-    return activations.get(activation)(neuron_update(None, z, params, config, moments))
+    return forward_layer_parts(x, w, params, config, activation, None, moments,
+                               input_layer=True)[0]
+
+
+def forward_layer_parts(below, w, params, config, activation, current=None, moments=None,
+                        input_layer=False):
+    """``forward_layer`` (``input_forward_layer`` with ``input_layer=True``, ``below`` then
+    ``x``) and its intermediates, what a hand-derived reverse reads (``step_reverse``):
+    ``(a, (contracted, z, (u, norm)))``, ``contracted`` and ``z`` from ``layer_drive_parts``,
+    ``(u, norm)`` from ``neurons.neuron_update_parts``."""
+    z, contracted = layer_drive_parts(below, w, params, config, input_layer)
+    u, pre = neuron_update_parts(current, z, params, config, moments)
+    return activations.get(activation)(u), (contracted, z, pre)
 
 
 def layer_drive(below, w, params, config, input_layer=False):
     """``z^{l+1} = Σ_i Σ_d ā^l[d, b, i] ν[d, c] W^l[c, i, j]``; ``below`` is ``x`` itself for
     the input layer (``input_layer=True``), else the states ``a^l``."""
+    return layer_drive_parts(below, w, params, config, input_layer)[0]
+
+
+def layer_drive_parts(below, w, params, config, input_layer=False):
+    """``(z, contracted)``: ``layer_drive`` and what it contracts with the synapses' view, the
+    mixed states ``Σ_d ā[d] ν[d, c]``, or for the input layer ``x W[c, :n]``
+    (``states.input_product``; the bias row and ν enter after it, ``states.input_drive``)."""
     w = synapse_view(w, params, config)
     if input_layer:
-        return input_matmul(below, w, params["nu"])
-    return per_state_matmul(mix_states(with_bias_neuron(below), params["nu"]), w)
+        xw = input_product(below, w)
+        return input_drive(xw, w, params["nu"]), xw
+    mixed = mix_states(with_bias_neuron(below), params["nu"])
+    return per_state_matmul(mixed, w), mixed
 
 
 def layer_moments(below, w, params, config, input_layer=False):

@@ -8,8 +8,9 @@ import tensorflow as tf
 
 from blur_keras.core.states import state_vector
 
-__all__ = ["normalize_activations", "standardize", "batch_moments", "track_moments",
-           "start_moments", "normalize_synapses", "synapse_view"]
+__all__ = ["normalize_activations", "normalize_activations_parts", "scale_shift", "standardize",
+           "batch_moments", "track_moments", "start_moments", "normalize_synapses",
+           "column_rnorm", "synapse_view"]
 
 
 def normalize_activations(u, gamma, beta, epsilon=1e-3, moments=None):
@@ -20,11 +21,23 @@ def normalize_activations(u, gamma, beta, epsilon=1e-3, moments=None):
     over ``B`` (training), or ``moments``, tracked statistics ``[*P, k, 1, n]`` each
     (inference: the output of one example then does not depend on the rest of its batch).
     """
+    return normalize_activations_parts(u, gamma, beta, epsilon, moments)[0]
+
+
+def normalize_activations_parts(u, gamma, beta, epsilon=1e-3, moments=None):
+    """``normalize_activations`` and its intermediates: ``(out, (û, 1 / sqrt(v + ε)))``, what a
+    hand-derived reverse reads (``step_reverse``)."""
     if moments is None:
-        u_hat, _ = standardize(u, epsilon)
+        u_hat, rstd = standardize(u, epsilon)
     else:
         mean, var = moments
-        u_hat = (u - mean) * tf.math.rsqrt(var + epsilon)
+        rstd = tf.math.rsqrt(var + epsilon)
+        u_hat = (u - mean) * rstd
+    return scale_shift(u_hat, gamma, beta), (u_hat, rstd)
+
+
+def scale_shift(u_hat, gamma, beta):
+    """``γ û + β`` with per-state ``γ``, ``β`` ``[*P', k]``."""
     return state_vector(gamma) * u_hat + state_vector(beta)
 
 
@@ -68,10 +81,15 @@ def normalize_synapses(w, scale=None, epsilon=1e-8):
     times ``scale`` (a scalar per population member) when given.  The stored
     synapses are not changed.
     """
-    out = w * tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-2, keepdims=True) + epsilon)
+    out = w * column_rnorm(w, epsilon)
     if scale is not None:
         out = out * scale[..., None, None, None]
     return out
+
+
+def column_rnorm(w, epsilon=1e-8):
+    """``1 / sqrt(Σ_i w[..., c, i, j]² + ε)``, ``[*P, k, 1, n_dst]``."""
+    return tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-2, keepdims=True) + epsilon)
 
 
 def synapse_view(w, params, config):

@@ -14,7 +14,8 @@ from blur_keras.core.layout import reshape_axes, unit_axes
 
 __all__ = ["mix_states", "mix_states_vjp", "per_state_matmul", "per_state_outer",
            "with_bias_neuron", "input_matmul", "input_outer", "input_product", "input_outer_product",
-           "input_row_scale", "input_drive", "state_vector"]
+           "input_row_scale", "input_drive", "input_outer_scaled", "batch_reduce",
+           "state_vector"]
 
 
 def state_vector(v):
@@ -75,10 +76,15 @@ def per_state_matmul(x, w):
 
 def per_state_outer(p, q, reduction="sum"):
     """``out[..., c, i, j] = Σ_b p[..., c, b, i] q[..., c, b, j]`` (or the batch mean)."""
-    out = tf.matmul(p, q, transpose_a=True)
+    return batch_reduce(tf.matmul(p, q, transpose_a=True), q, reduction)
+
+
+def batch_reduce(t, like, reduction="sum"):
+    """A sum over the batch as ``reduction`` asks: ``t`` (``"sum"``), or ``t / B`` (``"mean"``)
+    with ``B`` the batch axis (``-2``) of the states ``like``."""
     if reduction == "mean":
-        out = out / tf.cast(tf.shape(p)[-2], out.dtype)
-    return out
+        return t / tf.cast(tf.shape(like)[-2], t.dtype)
+    return t
 
 
 def input_matmul(x, w, m):
@@ -113,16 +119,19 @@ def input_outer(x, q, m, reduction="sum"):
     ``[x, 1]ᵀ @ q[c]`` per state, then a per-row, per-state scale.
     ``x``: ``[*P', B, n]``; ``q``: ``[*P, k, B, m]``.
     """
-    out = input_outer_product(x, q) * input_row_scale(m, _dim(x, -1))[..., None]
-    if reduction == "mean":
-        out = out / tf.cast(tf.shape(q)[-2], out.dtype)
-    return out
+    return input_outer_scaled(input_outer_product(x, q), q, m, reduction)
+
+
+def input_outer_scaled(outer, q, m, reduction="sum"):
+    """``input_outer`` from ``outer = input_outer_product(x, q)``: the per-row, per-state
+    scale (``input_row_scale``), then the batch reduction."""
+    scale = input_row_scale(m, _dim(outer, -2) - 1)
+    return batch_reduce(outer * scale[..., None], q, reduction)
 
 
 def input_outer_product(x, q):
     """``[x, 1]ᵀ @ q[c]`` for every state c: ``[*P, k, n + 1, m]``."""
-    x = tf.cast(x, q.dtype)
-    x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
+    x_bar = with_bias_neuron(tf.cast(x, q.dtype))
     return tf.matmul(x_bar[..., None, :, :], q, transpose_a=True)
 
 

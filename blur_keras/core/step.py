@@ -19,18 +19,19 @@ only); ``x`` and ``targets`` broadcast against them.
 import tensorflow as tf
 
 from blur_keras.core import step_reverse
-from blur_keras.core.backward import backward_layer
+from blur_keras.core.backward import backward_layer_parts
 from blur_keras.core.checks import check_inputs
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.feedback import apply_feedback
-from blur_keras.core.forward import forward_layer, input_forward_layer, input_states, layer_moments
+from blur_keras.core.forward import (forward_layer, forward_layer_parts, input_forward_layer,
+                                     input_states, layer_moments)
 from blur_keras.core.genome_spec import align_to_population, select_layer
 from blur_keras.core.layout import pairs_in, pairs_out, states_in, states_out
-from blur_keras.core.synapses import update_pair
+from blur_keras.core.synapses import update_pair_parts
 
 __all__ = ["REVERSES", "layer_activations", "forward_pass", "inner_step", "predict", "layer_params",
-           "forward_states", "forward_moments", "backward_states", "update_synapses", "step",
-           "moments_in", "moments_out"]
+           "forward_states", "forward_moments", "backward_states", "update_synapses", "run_step",
+           "step", "moments_in", "moments_out"]
 
 
 def layer_activations(config, num_layers, forward=None, backward=None):
@@ -77,17 +78,29 @@ def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
 def forward_states(params, synapses, x, config=BlurConfig(), per_layer=False,
                    forward_activations=None, moments=None):
     """``forward_pass`` in the internal layout (``blur_keras.core.layout``), without its checks."""
+    fwd = layer_activations(config, len(synapses), forward_activations)[0]
+    return _forward(_layers_params(params, synapses, per_layer), synapses, x, config, fwd,
+                    moments)[0]
+
+
+def _layers_params(params, synapses, per_layer):
+    """``layer_params`` of every layer pair."""
     num_pop = _num_population_axes(synapses)
-    fwd = forward_activations or layer_activations(config, len(synapses))[0]
-    states = [input_states(x, _k(synapses))]
+    return [layer_params(params, l, per_layer, num_pop) for l in range(len(synapses))]
+
+
+def _forward(layer_p, synapses, x, config, fwd, moments=None):
+    """The forward pass over the layer pairs' genome entries ``layer_p``: ``(states, parts)``,
+    ``parts[l]`` the intermediates of layer l+1 (``forward.forward_layer_parts``)."""
+    states, parts = [input_states(x, _k(synapses))], []
     for l, (w, _) in enumerate(synapses):
-        p = layer_params(params, l, per_layer, num_pop)
         m = None if moments is None else moments[l]
-        if l == 0:  # from x directly: the input layer's other states are 0
-            states.append(input_forward_layer(x, w, p, config, fwd[l], m))
-        else:
-            states.append(forward_layer(states[-1], w, p, config, fwd[l], moments=m))
-    return states
+        # from x directly at l = 0: the input layer's other states are 0
+        a, kept = forward_layer_parts(x if l == 0 else states[-1], w, layer_p[l], config, fwd[l],
+                                      moments=m, input_layer=l == 0)
+        states.append(a)
+        parts.append(kept)
+    return states, parts
 
 
 def forward_moments(params, synapses, x, config=BlurConfig(), per_layer=False,
@@ -100,7 +113,7 @@ def forward_moments(params, synapses, x, config=BlurConfig(), per_layer=False,
     normalises with (``predict(..., moments=...)``).
     """
     num_pop = _num_population_axes(synapses)
-    fwd = forward_activations or layer_activations(config, len(synapses))[0]
+    fwd = layer_activations(config, len(synapses), forward_activations)[0]
     below, out = x, []
     for l, (w, _) in enumerate(synapses):
         p = layer_params(params, l, per_layer, num_pop)
@@ -132,15 +145,20 @@ def backward_states(params, synapses, states, config=BlurConfig(), per_layer=Fal
                     backward_activations=None):
     """Backward (docs/spec.md §2 step 4), l = L−1 … 1; the input layer is never changed.
     Internal layout."""
-    num_pop = _num_population_axes(synapses)
-    bwd = backward_activations or layer_activations(config, len(synapses))[1]
-    states = list(states)
+    bwd = layer_activations(config, len(synapses), backward=backward_activations)[1]
+    return _backward(_layers_params(params, synapses, per_layer), synapses, states, config,
+                     bwd)[0]
+
+
+def _backward(layer_p, synapses, states, config, bwd):
+    """The backward pass over ``layer_p``: ``(states, parts)``, ``parts[l]`` the
+    intermediates of layer l (``backward.backward_layer_parts``), l = L−1 … 1."""
+    states, parts = list(states), {}
     for l in range(len(synapses) - 1, 0, -1):
-        p = layer_params(params, l, per_layer, num_pop)
         # V^l connects layer l+1 to layer l; layer l is written with its own backward σ
-        states[l] = backward_layer(states[l + 1], states[l], synapses[l][1], p, config,
-                                   bwd[l - 1])
-    return states
+        states[l], parts[l] = backward_layer_parts(states[l + 1], states[l], synapses[l][1],
+                                                   layer_p[l], config, bwd[l - 1])
+    return states, parts
 
 
 def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
@@ -150,13 +168,34 @@ def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=Fal
     they would only feed the input layer, which the backward pass never
     writes, so nothing ever reads them (they are kept for shapes and files).
     """
-    num_pop = _num_population_axes(synapses)
-    new = []
+    return _update(_layers_params(params, synapses, per_layer), synapses, states, config)[0]
+
+
+def _update(layer_p, synapses, states, config):
+    """The synapse update over ``layer_p``: ``(new synapses, parts)``, ``parts[l]`` those of
+    pair l (``synapses.update_pair_parts``)."""
+    new, parts = [], []
     for l, (w, v) in enumerate(synapses):
-        p = layer_params(params, l, per_layer, num_pop)
-        new.append(update_pair(w, v, states[l], states[l + 1], p, config, update_backward=l > 0,
-                               input_layer=l == 0))
-    return tuple(new)
+        pair, kept = update_pair_parts(w, v, states[l], states[l + 1], layer_p[l], config,
+                                       update_backward=l > 0, input_layer=l == 0)
+        new.append(pair)
+        parts.append(kept)
+    return tuple(new), parts
+
+
+def run_step(layer_p, synapses, x, targets, config, forward_activations, backward_activations):
+    """The whole step over the layer pairs' genome entries ``layer_p`` (``layer_params``) and
+    layer activations: forward, feedback, backward, update (docs/spec.md §2 steps 1–5).
+    Returns ``(new synapses, states, parts)``, ``parts`` the intermediates a hand-derived reverse reads (``step_reverse``):
+    ``"forward"`` the states after the forward pass, and ``"fwd"``, ``"bwd"``, ``"upd"``
+    those of ``forward.forward_layer_parts``, ``backward.backward_layer_parts`` and
+    ``synapses.update_pair_parts``."""
+    states, fwd = _forward(layer_p, synapses, x, config, forward_activations)
+    forward = list(states)
+    states[-1] = apply_feedback(states[-1], targets, config.feedback)
+    states, bwd = _backward(layer_p, synapses, states, config, backward_activations)
+    new, upd = _update(layer_p, synapses, states, config)
+    return new, states, {"forward": forward, "fwd": fwd, "bwd": bwd, "upd": upd}
 
 
 # how a step's gradient is taken: its hand-derived reverse (``step_reverse``), or TensorFlow's
@@ -190,28 +229,20 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
 def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
          forward_activations=None, backward_activations=None, reverse="hand"):
     """``inner_step`` in the internal layout, without its checks: synapses in and out, and
-    the states, are ``[*P, k, ·, ·]``.  What a meta-training unroll runs (``meta.unroll``)."""
+    the states, are ``[*P, k, ·, ·]``.  What a meta-training unroll runs (``meta.unroll``).
+
+    Both ``reverse`` choices run the same forward (``run_step``); ``"hand"`` wraps it in its
+    hand-derived reverse (``step_reverse.reversed_step``)."""
     targets = tf.convert_to_tensor(targets)
     if reverse not in REVERSES:
         raise ValueError(f"reverse={reverse!r}; expected one of {REVERSES}.")
-    if reverse == "hand":
-        return _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
-                          backward_activations)
-    states = forward_states(params, synapses, x, config, per_layer, forward_activations)
-    states[-1] = apply_feedback(states[-1], targets, config.feedback)
-    states = backward_states(params, synapses, states, config, per_layer, backward_activations)
-    return update_synapses(params, synapses, states, config, per_layer), states
-
-
-def _hand_step(params, synapses, x, targets, config, per_layer, forward_activations,
-               backward_activations):
-    """``step`` with the hand-derived gradient of the whole step (``step_reverse``)."""
     fwd, bwd = layer_activations(config, len(synapses), forward_activations, backward_activations)
-    num_pop = _num_population_axes(synapses)
-    layer_p = [layer_params(params, l, per_layer, num_pop) for l in range(len(synapses))]
-    dtype = synapses[0][0].dtype
-    new, states = step_reverse.inner_step(layer_p, synapses, x, tf.cast(targets, dtype), config,
-                                           fwd, bwd)
+    layer_p = _layers_params(params, synapses, per_layer)
+    if reverse == "autodiff":
+        return run_step(layer_p, synapses, x, targets, config, fwd, bwd)[:2]
+    new, states = step_reverse.reversed_step(
+        lambda p, syn, xx, tt: run_step(p, syn, xx, tt, config, fwd, bwd), layer_p, synapses, x,
+        tf.cast(targets, synapses[0][0].dtype), config, fwd, bwd)
     return new, [input_states(x, _k(synapses))] + states
 
 

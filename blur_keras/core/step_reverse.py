@@ -1,13 +1,15 @@
-"""One inner step with a hand-derived gradient (docs/benchmarks.md).
+"""The hand-derived reverse of one inner step (docs/benchmarks.md).
 
-``inner_step`` computes exactly what ``inner.inner_step`` computes (the same
-ops, bit-identical under XLA), inside one ``tf.custom_gradient``.  Its gradient
-is written out by hand, op by op in reverse, from the tensors the forward kept:
+``reversed_step`` runs the step's forward, ``step.run_step`` (the formulas of ``forward``,
+``backward``, ``feedback`` and ``synapses``, the only forward code), inside one
+``tf.custom_gradient``, and writes its gradient out by hand, op by op in reverse, from the
+intermediates those formulas return (their ``*_parts`` functions):
 
 * a meta-gradient's while loop stores only what this backward reads (the
   layer states, the hidden pairs' mixes and drives, normalisation statistics,
   ``[x, 1]ᵀ post`` of the first pair) instead of every intermediate
-  TensorFlow's autodiff keeps; cheap mixes and views are recomputed;
+  TensorFlow's autodiff keeps; cheap mixes and views are recomputed, by the owners'
+  functions (``synapses.hebbian_mixes``, ``synapses.unsaturated``, ``states.input_drive``, …);
 * the first pair's contractions are per-state matmuls of ``x`` (its other
   states are 0);
   σ' comes from σ's output where that is exact; the bias neuron's rows are
@@ -16,8 +18,8 @@ is written out by hand, op by op in reverse, from the tensors the forward kept:
 A meta-step is ~1.2× faster than with autodiff (docs/benchmarks.md).
 
 Every option of ``BlurConfig`` is covered.  ``step.step(..., reverse="autodiff")``
-traces the formulas instead, which is how ``tests/test_gradient.py`` checks it
-against TensorFlow's autodiff.
+lets TensorFlow differentiate the same forward instead, which is how
+``tests/test_gradient.py`` checks this reverse.
 
 Notation: pair ``l`` connects layer ``l`` (below) to ``l + 1``; ``p[l]`` its
 genome entries aligned to the population axes; ``d_*`` a gradient.  Tensors are
@@ -28,22 +30,24 @@ synapses ``[*P, k, n_src, n_dst]``.
 import tensorflow as tf
 
 from blur_keras.core import activations
-from blur_keras.core.feedback import apply_feedback
+from blur_keras.core.backward import rule_product
 from blur_keras.core.genome_spec import used_entries
 from blur_keras.core.gradient import sum_to
 from blur_keras.core.neurons import scalar
-from blur_keras.core.normalization import standardize, synapse_view
-from blur_keras.core.states import (_mix, input_drive, input_outer_product, input_product,
-                               input_row_scale, mix_states_vjp, per_state_matmul, per_state_outer,
-                               state_vector, with_bias_neuron)
-from blur_keras.core.synapses import kept_synapses, saturate, swap_src_dst, sync, tie_channels
+from blur_keras.core.normalization import column_rnorm, scale_shift, synapse_view
+from blur_keras.core.states import (batch_reduce, input_drive, input_outer_scaled,
+                                    input_row_scale, mix_states_vjp, per_state_matmul,
+                                    per_state_outer, state_vector, with_bias_neuron)
+from blur_keras.core.synapses import (hebbian_mixes, kept_synapses, oja_coefficient, post_mix,
+                                      saturate, swap_src_dst, unsaturated, with_oja)
 
-__all__ = ["inner_step"]
+__all__ = ["reversed_step"]
 
 
-def inner_step(layer_params, synapses, x, targets, config, forward_activations,
-               backward_activations):
-    """``inner.inner_step`` (after its checks) with the hand-derived gradient.
+def reversed_step(run_step, layer_params, synapses, x, targets, config, forward_activations,
+                  backward_activations):
+    """``run_step(layer_params, synapses, x, targets)`` (``step.run_step``: ``(new synapses,
+    states [a^0, …, a^L], parts)``) with the hand-derived gradient.
 
     ``layer_params``: one genome dict per layer pair, aligned to the
     population axes; ``x``, ``targets`` already in the synapses' dtype.
@@ -59,20 +63,22 @@ def inner_step(layer_params, synapses, x, targets, config, forward_activations,
     @tf.custom_gradient
     def run(*args):
         p, syn, xx, tt = step.unpack(args)
-        new, states, cache = step.forward(p, syn, xx, tt)
+        new, states, parts = run_step(p, syn, xx, tt)
+        new = [t for pair in new for t in pair]
+        cache = step.keep(p, syn, xx, tt, states, parts)
 
         def grad(*dys):
             d_new = [d if d is not None else tf.zeros_like(t) for d, t in zip(dys, new)]
             return step.backward(cache, d_new, list(dys[2 * num_layers:]))
 
-        return new + states, grad
+        return new + states[1:], grad
 
     out = run(*flat_p, *flat_s, x, targets)
     new = tuple((out[2 * l], out[2 * l + 1]) for l in range(num_layers))
     return new, list(out[2 * num_layers:])
 
 
-# -- small pieces: forward value and its gradient ---------------------------------------------
+# -- small pieces: gradients of the owners' operations -----------------------------------------
 
 def _scalar_grad(prod, s):
     """Gradient of a per-population scalar ``s`` used as ``scalar(s) * t`` (``prod = d · t``)."""
@@ -85,7 +91,7 @@ def _state_grad(prod, v):
 
 
 def _bias_mix_vjp(a, m, d):
-    """Gradients of ``_mix(with_bias_neuron(a), m)`` without building ``[a ; 1]``: the bias
+    """Gradients of ``mix_states(with_bias_neuron(a), m)`` without building ``[a ; 1]``: the bias
     neuron's states are all 1, so its rows add ``Σ_b d[b, n, c]`` to every ``m[·, c]``."""
     d_a, d_m = mix_states_vjp(a, m, d[..., :-1])
     bias = tf.reduce_sum(d[..., -1], axis=-1)[..., None, :]  # [*P, 1, k]
@@ -93,7 +99,7 @@ def _bias_mix_vjp(a, m, d):
 
 
 def _mix_t_vjp(a, m, d):
-    """Gradients of ``_mix(a, mᵀ)``: ``(d_a, d_m)``."""
+    """Gradients of ``mix_states(a, mᵀ)``: ``(d_a, d_m)``."""
     d_a, d_mt = mix_states_vjp(a, tf.linalg.matrix_transpose(m), d)
     return d_a, tf.linalg.matrix_transpose(d_mt)
 
@@ -106,19 +112,17 @@ def _matmul_vjp(m, w, d):
 
 def _outer_vjp(p, q, d, reduction):
     """Gradients of ``per_state_outer(p, q, reduction)``: ``(d_p, d_q)``."""
-    if reduction == "mean":
-        d = d / tf.cast(tf.shape(p)[-2], d.dtype)
+    d = batch_reduce(d, p, reduction)
     d_p = tf.matmul(q, d, transpose_b=True)
     return sum_to(d_p, p), sum_to(per_state_matmul(p, d), q)
 
 
 def _synapse_view_vjp(w, p, config, d):
-    """Gradients of ``_norm_syn``: ``(d_w, d_syn_scale or None)``."""
+    """Gradients of ``normalization.synapse_view``: ``(d_w, d_syn_scale or None)``."""
     if not config.synapse_norm:
         return d, None
     s = scalar(p["syn_scale"])
-    r = tf.math.rsqrt(tf.reduce_sum(tf.square(w), axis=-2, keepdims=True)
-                      + config.synapse_norm_epsilon)
+    r = column_rnorm(w, config.synapse_norm_epsilon)
     d_w = s * r * (d - w * tf.square(r) * tf.reduce_sum(d * w, axis=-2, keepdims=True))
     return sum_to(d_w, w), _scalar_grad(d * w * r, p["syn_scale"])
 
@@ -145,24 +149,20 @@ def _bn_vjp(cache, p, d):
     return d_u, _state_grad(d * xhat, p["gamma"]), _state_grad(d, p["beta"])
 
 
-def _norm_act(u, p, config, name):
-    """Activation norm (if configured) then σ: ``(a, cache)``; the cache keeps ``u``, or the
-    normalised ``xhat`` and ``rstd`` (σ's input is recomputed from them)."""
-    if not config.activation_norm:
-        return activations.get(name)(u), (u, None)
-    xhat, rstd = standardize(u, config.norm_epsilon)
-    return activations.get(name)(_affine(xhat, p)), (None, (xhat, rstd))
-
-
-def _affine(xhat, p):
-    return state_vector(p["gamma"]) * xhat + state_vector(p["beta"])
+def _act_kept(parts):
+    """What the reverse keeps of ``neurons.normalized_parts``'s ``(u, norm)``: ``u`` without
+    the activation norm, else the normalised ``û`` and ``rstd`` (σ's input is recomputed from
+    them, ``normalization.scale_shift``)."""
+    u, norm = parts
+    return (u, None) if norm is None else (None, norm)
 
 
 def _norm_act_vjp(cache, p, config, name, y, d, grads):
-    """Gradient of ``_norm_act`` (output ``y``) w.r.t. its ``u``; adds γ's and β's into
-    ``grads``."""
+    """Gradient of the activation norm (if configured) then σ (output ``y``) w.r.t. their input
+    ``u``, from ``_act_kept``'s ``cache``; adds γ's and β's into ``grads``."""
     v, bn = cache
-    d_u = _act_vjp(name, lambda: v if bn is None else _affine(bn[0], p), y, d)
+    d_u = _act_vjp(name, lambda: v if bn is None else scale_shift(bn[0], p["gamma"], p["beta"]),
+                   y, d)
     if bn is not None:
         d_u, d_gamma, d_beta = _bn_vjp(bn, p, d_u)
         _add(grads, "gamma", d_gamma)
@@ -180,7 +180,7 @@ def _add(grads, name, value):
 
 
 class _Step:
-    """The forward of one inner step, keeping what its reverse reads, and that reverse."""
+    """What the reverse of one inner step keeps of its forward (``keep``), and that reverse."""
 
     def __init__(self, config, forward_activations, backward_activations, names, num_layers):
         self.config = config
@@ -195,120 +195,23 @@ class _Step:
         syn = [(flat[2 * l], flat[2 * l + 1]) for l in range(L)]
         return p, syn, args[-2], args[-1]
 
-    # -- forward ----------------------------------------------------------------------------
-    def forward(self, p, syn, x, t):
-        L, cfg = self.num_layers, self.config
-        cache = {"p": p, "syn": syn, "x": x, "t": t, "fwd": [], "bwd": {}, "upd": []}
-        a = [None]  # a[l]: layer l after the forward pass (the input layer is x)
-        for l in range(L):
-            a.append(self._forward_layer(l, x if l == 0 else a[l], syn[l][0], p[l], cache))
-        states = list(a)
-        states[L] = apply_feedback(a[L], t, cfg.feedback)
-        cache["a_fwd"] = a
-        for l in range(L - 1, 0, -1):
-            states[l] = self._backward_layer(l, states, syn[l][1], p[l], cache)
-        cache["states"] = states
-        new = []
-        for l in range(L):
-            new.extend(self._update_pair(l, states, syn[l], p[l], cache))
-        return new, states[1:], cache
-
-    def _forward_layer(self, l, below, w, p, cache):
-        w_view = synapse_view(w, p, self.config)
-        if l == 0:
-            xw = input_product(below, w_view)
-            z = input_drive(xw, w_view, p["nu"])
-            kept = (xw, None)  # z is recomputed from x W[:n]
-        else:
-            mixed = _mix(with_bias_neuron(below), p["nu"])
-            z = per_state_matmul(mixed, w_view)
-            kept = (mixed, z)
-        out, act = _norm_act(scalar(p["eta"]) * z, p, self.config, self.fwd[l])
-        cache["fwd"].append(kept + (act,))
-        return out
-
-    def _backward_layer(self, l, states, v, p, cache):
-        cfg = self.config
-        v_view = synapse_view(v, p, cfg)
-        mixed = _mix(states[l + 1], p["mu"])
-        g = per_state_matmul(mixed, v_view)
-        current = states[l]
-        if cfg.backward_rule == "additive":
-            u = scalar(p["eta"]) * g + scalar(p["f"]) * current
-        else:
-            u = scalar(p["f"]) * self._product(current, g)
-        out, act = _norm_act(u, p, cfg, self.bwd[l - 1])
-        cache["bwd"][l] = (mixed, g, act)
-        return out
-
-    def _product(self, current, g):
-        if self.config.backward_rule == "multiplicative":
-            return current * g
-        return tf.concat([current[..., :1, :, :], current[..., 1:, :, :] * g[..., 1:, :, :]],
-                         axis=-3)
-
-    def _update_pair(self, l, states, pair, p, cache):
-        cfg = self.config
-        w, v = pair
-        post_w = self._post_w(l, states, p)
-        if l == 0:
-            kept = input_outer_product(cache["x"], post_w)  # ΔW⁰ is recomputed from it
-            dw = self._input_hebbian(kept, post_w, p, cache["x"])
-        else:
-            dw = kept = per_state_outer(self._pre_w(l, states, p), post_w, cfg.batch_reduction)
-        w_new, energy = self._apply_delta(w, dw, post_w, p)
-        entry = {"w": (kept, energy)}
-        if l > 0 and not cfg.symmetric:
-            pre_v, post_v = self._v_mixes(l, states, p)
-            dv = per_state_outer(pre_v, post_v, cfg.batch_reduction)
-            v_new, energy_v = self._apply_delta(v, dv, post_v, p)
-            entry["v"] = (dv, energy_v)
-        else:
-            v_new = v
-        cache["upd"].append(entry)
-        if l == 0:  # V⁰ is never read: passed through, as synapses.update_pair does
-            return [tie_channels(w_new, cfg.velocity_channel) if cfg.single_state else w_new, v]
-        return list(sync(w_new, v_new, cfg.symmetric, cfg.single_state, cfg.velocity_channel))
-
-    def _post_w(self, l, states, p):
-        """The post-synaptic mix of ΔW^l."""
-        return _mix(states[l + 1], tf.linalg.matrix_transpose(p["post"]))
-
-    def _pre_w(self, l, states, p):
-        """The pre-synaptic mix of ΔW^l, l > 0."""
-        return _mix(with_bias_neuron(states[l]), p["pre"])
-
-    def _v_mixes(self, l, states, p):
-        return _mix(states[l + 1], p["pre"]), _mix(states[l], tf.linalg.matrix_transpose(p["post"]))
-
-    def _input_hebbian(self, outer, post, p, x):
-        scale = input_row_scale(p["pre"], _width(x))
-        return self._reduce(outer * scale[..., None], post)
-
-    def _reduce(self, t, like):
-        if self.config.batch_reduction == "mean":
-            return t / tf.cast(tf.shape(like)[-2], t.dtype)
-        return t
-
-    def _apply_delta(self, w, dw, post, p):
-        """``(new synapses, Oja energy Σ_b post² or None)``."""
-        energy = None
-        if self.config.oja:
-            energy = self._reduce(tf.reduce_sum(tf.square(post), axis=-2), post)
-        w_new = self._unsaturated(w, dw, energy, p)
-        if self.config.saturation:
-            w_new = saturate(w_new, p["alpha"])
-        return w_new, energy
-
-    def _with_oja(self, w, dw, energy, p):
-        if energy is None:
-            return dw
-        coeff = -tf.sign(p["eta_syn"]) * tf.abs(p["oja"])
-        return dw + scalar(coeff) * w * energy[..., :, None, :]
-
-    def _unsaturated(self, w, dw, energy, p):
-        kept = kept_synapses(w, p, self.config)
-        return scalar(p["f_syn"]) * kept + scalar(p["eta_syn"]) * self._with_oja(w, dw, energy, p)
+    def keep(self, p, syn, x, t, states, parts):
+        """What the reverse reads, from ``step.run_step``'s states and parts: ``cache``."""
+        fwd = []
+        for l, (contracted, z, act) in enumerate(parts["fwd"]):
+            # at l = 0 ``contracted`` is x W[:n]; z is recomputed from it (states.input_drive)
+            fwd.append((contracted, None if l == 0 else z, _act_kept(act)))
+        bwd = {l: (mixed, g, _act_kept(act)) for l, (mixed, g, act) in parts["bwd"].items()}
+        upd = []
+        for l, pair in enumerate(parts["upd"]):
+            w = pair["w"]
+            # ΔW⁰ is recomputed from [x, 1]ᵀ post (states.input_outer_scaled)
+            entry = {"w": (w["outer"] if l == 0 else w["delta"], w["energy"])}
+            if "v" in pair:
+                entry["v"] = (pair["v"]["delta"], pair["v"]["energy"])
+            upd.append(entry)
+        return {"p": p, "syn": syn, "x": x, "t": t, "fwd": fwd, "bwd": bwd, "upd": upd,
+                "a_fwd": [None] + parts["forward"][1:], "states": [None] + states[1:]}
 
     # -- reverse ----------------------------------------------------------------------------
     def backward(self, cache, d_new, d_states):
@@ -348,7 +251,7 @@ class _Step:
         return (*flat_p, *flat_s, d_x, d_t)
 
     def _update_pair_vjp(self, l, cache, d_w_new, d_v_new, grads):
-        """Reverse of ``_update_pair``: ``(d_w, d_v, d_lower, d_upper, d_x)``."""
+        """Reverse of ``synapses.update_pair_parts``: ``(d_w, d_v, d_lower, d_upper, d_x)``."""
         cfg = self.config
         w, v = cache["syn"][l]
         p = cache["p"][l]
@@ -364,15 +267,18 @@ class _Step:
             d_w_new = _untie(d_w_new, cfg.velocity_channel)
             if d_v_new is not None:
                 d_v_new = _untie(d_v_new, cfg.velocity_channel)
-        post_w = self._post_w(l, states, p)
         kept, energy = entry["w"]
-        dw = self._input_hebbian(kept, post_w, p, cache["x"]) if l == 0 else kept
-        d_w, d_delta, d_post_w = self._apply_delta_vjp(w, dw, energy, post_w, p, d_w_new, grads)
         d_lower = d_upper = d_x = None
+        if l == 0:
+            post_w = post_mix(states[1], p)
+            dw = input_outer_scaled(kept, post_w, p["pre"], cfg.batch_reduction)
+        else:
+            pre_w, post_w = hebbian_mixes(with_bias_neuron(states[l]), states[l + 1], p)
+            dw = kept
+        d_w, d_delta, d_post_w = self._apply_delta_vjp(w, dw, energy, post_w, p, d_w_new, grads)
         if l == 0:
             d_x, d_post = self._input_outer_vjp(cache["x"], kept, post_w, p, d_delta, grads)
         else:
-            pre_w = self._pre_w(l, states, p)
             d_pre, d_post = _outer_vjp(pre_w, post_w, d_delta, cfg.batch_reduction)
             d_lower, d_m = _bias_mix_vjp(states[l], p["pre"], d_pre)
             _add(grads, "pre", d_m)
@@ -380,7 +286,7 @@ class _Step:
         d_upper, d_m = _mix_t_vjp(states[l + 1], p["post"], d_post)
         _add(grads, "post", d_m)
         if d_v_new is not None:
-            pre_v, post_v = self._v_mixes(l, states, p)
+            pre_v, post_v = hebbian_mixes(states[l + 1], states[l], p)
             dv, energy_v = entry["v"]
             d_v, d_delta_v, d_post_v = self._apply_delta_vjp(v, dv, energy_v, post_v, p, d_v_new,
                                                              grads)
@@ -394,25 +300,24 @@ class _Step:
 
     def _input_outer_vjp(self, x, outer, post, p, d_delta, grads):
         """Reverse of ``ΔW⁰ = reduce(([x, 1]ᵀ post) × row scale)``: ``(d_x, d_post)``."""
-        d_delta = self._reduce(d_delta, post)
+        d_delta = batch_reduce(d_delta, post, self.config.batch_reduction)
         scale = input_row_scale(p["pre"], _width(x))
         d_outer = d_delta * scale[..., None]
         d_scale = tf.reduce_sum(d_delta * outer, axis=-1)  # [*P, k, n + 1]
         d_m0 = tf.reduce_sum(d_scale[..., :-1], axis=-1)
         _add(grads, "pre", _first_row_and_sums_vjp(d_m0, d_scale[..., -1], p["pre"]))
-        x_bar = tf.concat([x, tf.ones_like(x[..., :1])], axis=-1)
-        d_post = sum_to(tf.matmul(x_bar[..., None, :, :], d_outer), post)
+        d_post = sum_to(tf.matmul(with_bias_neuron(x)[..., None, :, :], d_outer), post)
         d_x_bar = tf.reduce_sum(tf.matmul(post, d_outer, transpose_b=True), axis=-3)
         return sum_to(d_x_bar[..., :-1], x), d_post
 
     def _apply_delta_vjp(self, w, hebbian, energy, post, p, d, grads):
-        """Reverse of ``_apply_delta``: ``(d_w, d_hebbian, d_post)``."""
+        """Reverse of ``synapses._apply_delta``: ``(d_w, d_hebbian, d_post)``."""
         cfg = self.config
-        dw = self._with_oja(w, hebbian, energy, p)
+        dw = with_oja(w, hebbian, energy, p)
         if cfg.saturation:
-            pre_sat = self._unsaturated(w, hebbian, energy, p)
+            pre_sat = unsaturated(w, hebbian, energy, p, cfg)
             alpha = scalar(p["alpha"])
-            th = tf.tanh(pre_sat / alpha)
+            th = saturate(pre_sat, p["alpha"]) / alpha  # tanh(pre_sat / α)
             d_pre = d * (1.0 - tf.square(th))
             _add(grads, "alpha", _scalar_grad(d * (th - pre_sat / alpha * (1.0 - tf.square(th))),
                                               p["alpha"]))
@@ -420,23 +325,23 @@ class _Step:
         _add(grads, "f_syn", _scalar_grad(d * kept_synapses(w, p, cfg), p["f_syn"]))
         _add(grads, "eta_syn", _scalar_grad(d * dw, p["eta_syn"]))
         d_w = scalar(p["f_syn"]) * d
-        if cfg.synapse_mix:  # kept = _mix(w, Tᵀ)
+        if cfg.synapse_mix:  # kept = mix_states(w, Tᵀ)
             d_w, d_mix = _mix_t_vjp(w, p["syn_mix"], d_w)
             _add(grads, "syn_mix", d_mix)
         d_dw = scalar(p["eta_syn"]) * d
         d_post = 0.0
-        if cfg.oja:
-            sign = -tf.sign(p["eta_syn"])
-            coeff = scalar(sign * tf.abs(p["oja"]))
+        if cfg.oja:  # the coefficient −sign(η̃)|m| has the derivative −sign(η̃) sign(m) in m
+            coeff = scalar(oja_coefficient(p))
             d_w += coeff * d_dw * energy[..., :, None, :]
             d_energy = tf.reduce_sum(coeff * d_dw * w, axis=-2)  # [*P, k, n_dst]
-            d_post = self._reduce(2.0 * post * d_energy[..., :, None, :], post)
-            _add(grads, "oja", _scalar_grad(d_dw * w * energy[..., :, None, :]
-                                            * scalar(sign * tf.sign(p["oja"])), p["oja"]))
+            d_post = batch_reduce(2.0 * post * d_energy[..., :, None, :], post, cfg.batch_reduction)
+            d_coeff = -tf.sign(p["eta_syn"]) * tf.sign(p["oja"])
+            _add(grads, "oja", _scalar_grad(d_dw * w * energy[..., :, None, :] * scalar(d_coeff),
+                                            p["oja"]))
         return sum_to(d_w, w), d_dw, d_post
 
     def _backward_layer_vjp(self, l, cache, d, grads):
-        """Reverse of ``_backward_layer``: ``(d_above, d_current, d_v)``."""
+        """Reverse of ``backward.backward_layer_parts``: ``(d_above, d_current, d_v)``."""
         cfg = self.config
         p = cache["p"][l]
         mixed, g, act = cache["bwd"][l]
@@ -449,7 +354,8 @@ class _Step:
             _add(grads, "eta", _scalar_grad(d_u * g, p["eta"]))
             _add(grads, "f", _scalar_grad(d_u * current, p["f"]))
         else:
-            _add(grads, "f", _scalar_grad(d_u * self._product(current, g), p["f"]))
+            _add(grads, "f", _scalar_grad(d_u * rule_product(current, g, cfg.backward_rule),
+                                          p["f"]))
             d_prod = scalar(p["f"]) * d_u
             if cfg.backward_rule == "multiplicative":
                 d_g, d_cur = d_prod * current, d_prod * g
@@ -478,7 +384,8 @@ class _Step:
         return d_a, sum_to(-d1 * state1, t)
 
     def _forward_layer_vjp(self, l, cache, d, grads):
-        """Reverse of ``_forward_layer``: ``(d_below, d_w)`` (``d_below`` is ``d_x`` at l = 0)."""
+        """Reverse of ``forward.forward_layer_parts``: ``(d_below, d_w)`` (``d_below`` is ``d_x``
+        at l = 0)."""
         cfg = self.config
         p = cache["p"][l]
         mixed, z, act = cache["fwd"][l]

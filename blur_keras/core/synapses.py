@@ -10,29 +10,38 @@ import tensorflow as tf
 
 from blur_keras.core.checks import check_k
 from blur_keras.core.layout import pairs_out, synapses_in
-from blur_keras.core.states import input_outer, mix_states, per_state_outer, with_bias_neuron
+from blur_keras.core.neurons import scalar
+from blur_keras.core.states import (batch_reduce, input_outer_product, input_outer_scaled,
+                                    mix_states, per_state_outer, with_bias_neuron)
 
 __all__ = [
-    "hebbian_delta", "input_hebbian_delta", "oja_term", "saturate", "sync", "swap_src_dst",
-    "tie_channels", "kept_synapses", "initial_ties",
-    "update_pair", "init_synapses", "flatten_pairs", "pair_up",
+    "hebbian_delta", "hebbian_mixes", "post_mix", "input_hebbian_delta",
+    "input_hebbian_delta_parts", "oja_energy", "oja_coefficient", "with_oja",
+    "unsaturated", "saturate", "sync", "swap_src_dst", "tie_channels", "kept_synapses",
+    "initial_ties", "update_pair", "update_pair_parts", "init_synapses", "flatten_pairs",
+    "pair_up",
 ]
 
 
-def _post_mix(a, post):
-    """``Σ_d μ̃[c, d] a[..., d, b, j]``: ``mix_states`` with ``μ̃ᵀ``."""
-    return mix_states(a, tf.linalg.matrix_transpose(post))
+def post_mix(a_dst, params):
+    """The post-synaptic mix ``Σ_d μ̃[c, d] a_dst[..., d, b, j]``: ``mix_states`` with ``μ̃ᵀ``."""
+    return mix_states(a_dst, tf.linalg.matrix_transpose(params["post"]))
 
 
-def hebbian_delta(a_src, a_dst, params, reduction="sum", oja=False):
+def hebbian_mixes(a_src, a_dst, params):
+    """``(pre, post)`` of ``hebbian_delta``: ``Σ_e a_src[e] ν̃[e, c]`` and ``post_mix(a_dst)``."""
+    return mix_states(a_src, params["pre"]), post_mix(a_dst, params)
+
+
+def hebbian_delta(a_src, a_dst, params, reduction="sum"):
     """``Δ[c, i, j] = Σ_b (Σ_e a_src[e,b,i] ν̃[e,c]) (Σ_d μ̃[c,d] a_dst[d,b,j])``.
 
     For ``W^l`` pass ``a_src = ā^l`` (with bias neuron) and ``a_dst = a^{l+1}``;
     for ``V^l`` pass ``a_src = a^{l+1}`` and ``a_dst = a^l``.  Returns the delta
     and the mixed post-synaptic states (needed by the Oja term).
     """
-    post = _post_mix(a_dst, params["post"])
-    return per_state_outer(mix_states(a_src, params["pre"]), post, reduction), post
+    pre, post = hebbian_mixes(a_src, a_dst, params)
+    return per_state_outer(pre, post, reduction), post
 
 
 def input_hebbian_delta(x, a_dst, params, reduction="sum"):
@@ -41,17 +50,40 @@ def input_hebbian_delta(x, a_dst, params, reduction="sum"):
     One plain matmul ``xᵀ @ post`` (``states.input_outer``) instead of mixing
     the input's states and transposing around a batched matmul.
     """
-    post = _post_mix(a_dst, params["post"])
-    return input_outer(x, post, params["pre"], reduction), post
+    return input_hebbian_delta_parts(x, a_dst, params, reduction)[:2]
 
 
-def oja_term(w, post, params, reduction="sum"):
-    """``−sign(η̃) · |m_oja| · w[c, i, j] · Σ_b post[c, b, j]²`` (batch mean under "mean")."""
-    energy = tf.reduce_sum(tf.square(post), axis=-2)  # [*P, k, n_dst]
-    if reduction == "mean":
-        energy = energy / tf.cast(tf.shape(post)[-2], post.dtype)
-    coeff = -tf.sign(params["eta_syn"]) * tf.abs(params["oja"])
-    return coeff[..., None, None, None] * w * energy[..., :, None, :]
+def input_hebbian_delta_parts(x, a_dst, params, reduction="sum"):
+    """``input_hebbian_delta`` and ``[x, 1]ᵀ post`` (``states.input_outer_product``), from which
+    the delta is scaled (``states.input_outer_scaled``): ``(delta, post, outer)``."""
+    post = post_mix(a_dst, params)
+    outer = input_outer_product(x, post)
+    return input_outer_scaled(outer, post, params["pre"], reduction), post, outer
+
+
+def oja_energy(post, reduction="sum"):
+    """``Σ_b post[c, b, j]²`` (the batch mean under "mean"), ``[*P, k, n_dst]``."""
+    return batch_reduce(tf.reduce_sum(tf.square(post), axis=-2), post, reduction)
+
+
+def oja_coefficient(params):
+    """The Oja term's per-population coefficient ``−sign(η̃) · |m_oja|``: a decay whatever the
+    sign of the synapse update."""
+    return -tf.sign(params["eta_syn"]) * tf.abs(params["oja"])
+
+
+def with_oja(w, dw, energy, params):
+    """``Δw`` plus the Oja term ``oja_coefficient · w[c, i, j] · energy[c, j]`` (``oja_energy``);
+    ``energy=None`` (no Oja) returns ``Δw``."""
+    if energy is None:
+        return dw
+    return dw + scalar(oja_coefficient(params)) * w * energy[..., :, None, :]
+
+
+def unsaturated(w, dw, energy, params, config):
+    """``f̃ kept(w) + η̃ (Δw [+ Oja])``: the update before saturation (``with_oja``)."""
+    return (scalar(params["f_syn"]) * kept_synapses(w, params, config)
+            + scalar(params["eta_syn"]) * with_oja(w, dw, energy, params))
 
 
 def saturate(w, alpha):
@@ -96,20 +128,37 @@ def update_pair(w, v, a_lower, a_upper, params, config, update_backward=True, in
     is the input layer (only state 0 non-zero), which makes ΔW one plain
     matmul (``input_hebbian_delta``).
     """
+    return update_pair_parts(w, v, a_lower, a_upper, params, config, update_backward,
+                             input_layer)[0]
+
+
+def update_pair_parts(w, v, a_lower, a_upper, params, config, update_backward=True,
+                      input_layer=False):
+    """``update_pair`` and its intermediates, what a hand-derived reverse reads
+    (``step_reverse``): ``((W, V), parts)``, ``parts["w"]`` (and ``parts["v"]`` when V is
+    updated) a dict of the Hebbian ``delta``, the Oja ``energy`` (or None) and, for the
+    input layer, the ``outer`` product the delta is scaled from (``input_hebbian_delta_parts``).
+    """
     reduction = config.batch_reduction
+    outer = None
     if input_layer:
-        dw, post_w = input_hebbian_delta(a_lower[..., 0, :, :], a_upper, params, reduction)
+        dw, post_w, outer = input_hebbian_delta_parts(a_lower[..., 0, :, :], a_upper, params,
+                                                      reduction)
     else:
         dw, post_w = hebbian_delta(with_bias_neuron(a_lower), a_upper, params, reduction)
-    w_new = _apply_delta(w, dw, post_w, params, config)
+    w_new, energy = _apply_delta(w, dw, post_w, params, config)
+    parts = {"w": {"delta": dw, "energy": energy, "outer": outer}}
     if not update_backward:
-        return (tie_channels(w_new, config.velocity_channel) if config.single_state else w_new), v
+        w_new = tie_channels(w_new, config.velocity_channel) if config.single_state else w_new
+        return (w_new, v), parts
     if config.symmetric:
         v_new = v
     else:
         dv, post_v = hebbian_delta(a_upper, a_lower, params, reduction)
-        v_new = _apply_delta(v, dv, post_v, params, config)
-    return sync(w_new, v_new, config.symmetric, config.single_state, config.velocity_channel)
+        v_new, energy_v = _apply_delta(v, dv, post_v, params, config)
+        parts["v"] = {"delta": dv, "energy": energy_v}
+    return sync(w_new, v_new, config.symmetric, config.single_state,
+                config.velocity_channel), parts
 
 
 def kept_synapses(w, params, config):
@@ -121,14 +170,13 @@ def kept_synapses(w, params, config):
 
 
 def _apply_delta(w, dw, post, params, config):
-    """``f̃ kept(w) + η̃ (Δw [+ Oja])``, then saturation if configured (no sync)."""
-    if config.oja:
-        dw = dw + oja_term(w, post, params, config.batch_reduction)
-    w_new = (params["f_syn"][..., None, None, None] * kept_synapses(w, params, config)
-             + params["eta_syn"][..., None, None, None] * dw)
+    """``f̃ kept(w) + η̃ (Δw [+ Oja])``, then saturation if configured (no sync):
+    ``(new synapses, Oja energy or None)``."""
+    energy = oja_energy(post, config.batch_reduction) if config.oja else None
+    w_new = unsaturated(w, dw, energy, params, config)
     if config.saturation:
         w_new = saturate(w_new, params["alpha"])
-    return w_new
+    return w_new, energy
 
 
 def initial_ties(w, v, config):
