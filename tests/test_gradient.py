@@ -33,6 +33,8 @@ RTOL = 1e-5
 
 CONFIGS = dict(INNER_CONFIGS, **{
     "error_additive": BlurConfig(feedback="error", backward_activation="tanh"),
+    "softmax_mean": BlurConfig(feedback="softmax", backward_activation="tanh",
+                               batch_reduction="mean"),
     "multiplicative": BlurConfig(backward_rule="multiplicative", backward_activation="tanh"),
     "symmetric": BlurConfig(symmetric=True),
     "single_state": BlurConfig(single_state=True),

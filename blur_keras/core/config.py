@@ -15,7 +15,7 @@ from blur_keras.core import activations
 __all__ = ["BlurConfig", "backprop_config", "FEEDBACK_MODES", "BACKWARD_RULES",
            "BATCH_REDUCTIONS"]
 
-FEEDBACK_MODES = ("target", "error")
+FEEDBACK_MODES = ("target", "error", "softmax")
 BACKWARD_RULES = ("additive", "multiplicative", "multiplicative_second")
 BATCH_REDUCTIONS = ("sum", "mean")
 
@@ -28,8 +28,9 @@ class BlurConfig:
       hidden_activation: forward σ of hidden layers 1…L−1 (default relu(tanh)).
       last_activation: forward σ of the last layer L (default tanh).
       backward_activation: σ of the backward pass (hidden layers only).
-      feedback: ``"target"`` (state 1 of the last layer := target) or
-        ``"error"`` (state 1 := (prediction − y) ⊙ state 1).
+      feedback: ``"target"`` (state 1 of the last layer := target),
+        ``"error"`` (state 1 := (prediction − y) ⊙ state 1: squared error) or ``"softmax"``
+        (state 1 := (softmax(prediction) − one-hot) ⊙ state 1: softmax cross-entropy).
       backward_rule: ``"additive"``, ``"multiplicative"`` or
         ``"multiplicative_second"`` (docs/spec.md §2 step 4).
       symmetric: backward synapses are the transposed forward synapses.
@@ -86,13 +87,15 @@ class BlurConfig:
                     f"expected one of {activations.names()}.")
 
     @classmethod
-    def backprop(cls, hidden_activation="tanh", last_activation="linear", batch_reduction="sum"):
-        """The switches that make the k=2 backprop genome an exact SGD step (docs/spec.md §4)."""
+    def backprop(cls, hidden_activation="tanh", last_activation="linear", batch_reduction="sum",
+                 feedback="error"):
+        """The switches that make the k=2 backprop genome an exact SGD step (docs/spec.md §4):
+        on ½‖y − t‖² (``feedback="error"``) or on the softmax cross-entropy (``"softmax"``)."""
         return cls(
             hidden_activation="backprop_" + hidden_activation,
             last_activation="backprop_" + last_activation,
             backward_activation="linear",
-            feedback="error",
+            feedback=feedback,
             backward_rule="multiplicative_second",
             symmetric=True,
             single_state=True,

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-__all__ = ["apply_feedback", "pm1_targets", "pm1_from_one_hot"]
+__all__ = ["apply_feedback", "softmax_error", "pm1_targets", "pm1_from_one_hot"]
 
 
 def apply_feedback(a_last, targets, mode="target"):
@@ -12,7 +12,11 @@ def apply_feedback(a_last, targets, mode="target"):
     (±1 one-hot by default; broadcast over population axes).
 
     * ``"target"``: state 0 keeps the prediction, state 1 := target, states ≥ 2 := 0;
-    * ``"error"``: state 1 := (state 0 − target) ⊙ state 1, states ≥ 2 := 0.
+    * ``"error"``: state 1 := (state 0 − target) ⊙ state 1, states ≥ 2 := 0 (the gradient of
+      ½‖state 0 − target‖²);
+    * ``"softmax"``: state 1 := (softmax(state 0) − (target + 1)/2) ⊙ state 1, states ≥ 2 := 0
+      (the gradient of the softmax cross-entropy of the logits state 0; ``(target + 1)/2`` is the
+      0/1 one-hot of the ±1 targets).
     """
     targets = tf.cast(targets, a_last.dtype)
     pred = a_last[..., :1, :, :]
@@ -21,10 +25,18 @@ def apply_feedback(a_last, targets, mode="target"):
         signal = targets + tf.zeros_like(pred)
     elif mode == "error":
         signal = (pred - targets) * a_last[..., 1:2, :, :]
+    elif mode == "softmax":
+        signal = softmax_error(pred, targets) * a_last[..., 1:2, :, :]
     else:
-        raise ValueError(f"Unknown feedback mode {mode!r}; expected 'target' or 'error'.")
+        raise ValueError(f"Unknown feedback mode {mode!r}; expected 'target', 'error' or "
+                         "'softmax'.")
     rest = tf.zeros_like(a_last[..., 2:, :, :])
     return tf.concat([pred, signal, rest], axis=-3)
+
+
+def softmax_error(logits, targets):
+    """softmax(logits) − one-hot over the last axis; ``targets`` ±1 one-hot."""
+    return tf.nn.softmax(logits, axis=-1) - 0.5 * (targets + 1.0)
 
 
 def pm1_targets(labels, num_classes, dtype=tf.float32):

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from blur_keras.core import activations
 from blur_keras.core.backward import rule_product
+from blur_keras.core.feedback import softmax_error
 from blur_keras.core.genome_spec import used_entries
 from blur_keras.core.gradient import sum_to
 from blur_keras.core.neurons import scalar
@@ -379,9 +380,16 @@ class _Step:
             return d_a, sum_to(d[..., 1, :, :], t)
         pred, state1 = a[..., 0, :, :], a[..., 1, :, :]
         d1 = d[..., 1, :, :]
-        d_a = tf.concat([(d[..., 0, :, :] + d1 * state1)[..., None, :, :],
-                         (d1 * (pred - t))[..., None, :, :], zeros], axis=-3)
-        return d_a, sum_to(-d1 * state1, t)
+        g = d1 * state1  # d/d(error) of state 1 = error ⊙ state 1
+        if self.config.feedback == "softmax":
+            s = tf.nn.softmax(pred, axis=-1)
+            d_pred = s * (g - tf.reduce_sum(g * s, axis=-1, keepdims=True))
+            error, d_t = softmax_error(pred, t), -0.5 * g
+        else:
+            d_pred, error, d_t = g, pred - t, -g
+        d_a = tf.concat([(d[..., 0, :, :] + d_pred)[..., None, :, :],
+                         (d1 * error)[..., None, :, :], zeros], axis=-3)
+        return d_a, sum_to(d_t, t)
 
     def _forward_layer_vjp(self, l, cache, d, grads):
         """Reverse of ``forward.forward_layer_parts``: ``(d_below, d_w)`` (``d_below`` is ``d_x``
