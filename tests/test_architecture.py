@@ -58,6 +58,22 @@ def test_pure_core_imports_no_keras(module):
     assert modules <= set(PURE_CORE) | {"core"}, sorted(modules - set(PURE_CORE))
 
 
+def test_the_baseline_engine_is_pure_tensorflow():
+    """``evaluation.baselines`` (the suite's and meta-training's baselines) needs only the core."""
+    modules, external = _closure("evaluation.baselines")
+    assert "keras" not in external, sorted(modules)
+    assert modules <= set(PURE_CORE) | {"core", "evaluation.baselines"}, sorted(modules)
+
+
+@pytest.mark.parametrize("module", sorted(
+    "evaluation." + name[:-3] for name in os.listdir(os.path.join(PACKAGE, "evaluation"))
+    if name.endswith(".py") and name != "__init__.py"))
+def test_evaluation_does_not_import_meta_training(module):
+    """Meta-training may use the evaluation (its baselines, suite and plots), never the reverse."""
+    modules, _ = _closure(module)
+    assert not [m for m in modules if m == "meta" or m.startswith("meta.")], sorted(modules)
+
+
 # -- short functions, a short experiment, no branch on the outer optimiser's name --------------
 def _python_files():
     for root, _, files in os.walk(PACKAGE):

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import blur_keras as bk
+from blur_keras.evaluation import baselines as bl
 from blur_keras.evaluation import suite as ev
 SIZES = (6, 8, 3)
 STEPS = 12
@@ -78,7 +79,7 @@ def test_select_uses_validation_not_test():
     curves = np.zeros((2, 1, 3, 2))
     curves[0, 0] = [[0.9, 0.9], [0.1, 0.1], [0.5, 0.5]]  # validation prefers lr index 0
     curves[1, 0] = [[0.2, 0.4], [1.0, 1.0], [0.7, 0.7]]  # test would prefer index 1
-    best, test = ev.select(curves)
+    best, test = bl.select(curves)
     assert best.tolist() == [0]
     np.testing.assert_allclose(test[0], [0.2, 0.4])
     mean, half = ev.mean_ci([0.2, 0.4])
@@ -122,10 +123,10 @@ def test_backprop_genome_and_keras_sgd_give_the_same_curve(data):
     idx = ev.batch_indices(len(data.pool_y), STEPS, SEEDS, BATCH, seed=1)
     synapses = ev.initial_synapses(rule, SIZES, SEEDS, seed=1)
     blur = ev.blur_curves(rule, synapses, data, idx, steps)
-    weights = ev.baseline_weights(synapses)
-    hidden, last = ev.baseline_activations(rule.config, "mse")
+    weights = bl.baseline_weights(synapses)
+    hidden, last = bl.baseline_activations(rule.config, "mse")
     assert (hidden, last) == ("tanh", "linear")
-    sgd = ev.baseline_curves("sgd", [LR], weights, data, idx, steps, hidden, last, loss="mse",
+    sgd = bl.baseline_curves("sgd", [LR], weights, data, idx, steps, hidden, last, loss="mse",
                              reduction="sum")[:, :, 0]
     np.testing.assert_allclose(blur, sgd, atol=1.5 / len(data.test_y))  # ≤ 1 example flips
     # and Keras's own SGD on the same batches from the same weights

@@ -29,8 +29,9 @@ from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.errors import NonFiniteError
 from blur_keras.files import write_atomic, write_json
-from blur_keras.evaluation.suite import (METHOD_NAMES, TaskData, baseline_activations,
-                                   check_baseline, task_data)
+from blur_keras.evaluation.baselines import (ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, MOMENTUM,
+                                             baseline_activations, check_baseline)
+from blur_keras.evaluation.suite import METHOD_NAMES, TaskData, task_data
 from blur_keras.rules.genome import Genome, resolve_config
 from blur_keras.keras.layers import BlurDense
 from blur_keras.keras.model import BlurModel
@@ -78,10 +79,11 @@ def build_model(genome, sizes, seed=0, jit_compile=True, steps_per_execution=1):
     return reset_synapses(model, seed)
 
 
-# Keras's optimizers for evaluation.BASELINES (the suite writes the same updates out by hand)
+# Keras's optimizers for evaluation.baselines.BASELINES, with the constants of its updates
 BASELINE_OPTIMIZERS = {"sgd": lambda lr: keras.optimizers.SGD(lr),
-                       "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
-                       "adam": lambda lr: keras.optimizers.Adam(lr)}
+                       "momentum": lambda lr: keras.optimizers.SGD(lr, momentum=MOMENTUM),
+                       "adam": lambda lr: keras.optimizers.Adam(lr, ADAM_BETA_1, ADAM_BETA_2,
+                                                                ADAM_EPSILON)}
 
 
 def build_baseline(method, learning_rate, sizes, hidden_activation="tanh", seed=0,
@@ -89,7 +91,8 @@ def build_baseline(method, learning_rate, sizes, hidden_activation="tanh", seed=
     """A compiled Keras MLP ``sizes[0]-…-sizes[-1]`` (``hidden_activation``, linear logits,
     softmax cross-entropy, Keras's default initialisation drawn from ``seed``) trained by
     ``method`` (``"sgd"``, ``"momentum"``: SGD with momentum 0.9, ``"adam"``: Keras's
-    defaults) at ``learning_rate``: what the fit check compares a rule with."""
+    defaults; the updates of ``blur_keras.evaluation.baselines``) at ``learning_rate``: what
+    the fit check compares a rule with."""
     check_baseline(method)
     keras.utils.set_random_seed(int(seed))
     net = keras.Sequential([keras.Input((int(sizes[0]),))]

@@ -12,9 +12,10 @@ its *test* accuracy reported: mean and 95% interval (Student t) over seeds.
 
 Everything runs as one compiled ``while_loop`` per (method, shape); the
 learning-rate sweep is an extra batch axis, so a baseline's whole sweep is
-one call.  Pure functions do the math; ``run_suite`` ties them together and
-writes the files (``points.csv``, ``summary.json``, ``summary.csv``,
-``table.md``, ``curves_*.png``).
+one call.  The baselines' networks, updates, loop and validation choice are
+``blur_keras.evaluation.baselines``; ``run_suite`` ties them and the rule's
+curves together and writes the files (``points.csv``, ``summary.json``,
+``summary.csv``, ``table.md``, ``curves_*.png``).
 """
 
 import csv
@@ -30,7 +31,6 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from blur_keras.core import activations
 from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.feedback import pm1_targets
@@ -41,19 +41,15 @@ from blur_keras.core.normalization import start_moments, track_moments
 from blur_keras.core.step import forward_moments, inner_step, moments_out, predict
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.synapses import init_synapses
+from blur_keras.evaluation.baselines import (BASELINES, DEFAULT_LEARNING_RATES,
+                                             baseline_activations, baseline_curves,
+                                             baseline_weights, eval_both, record_slots, run_loop,
+                                             select, task_tensors)
 
 __all__ = ["Rule", "load_rule", "TaskData", "task_data", "batch_indices", "initial_synapses",
-           "blur_curves", "check_baseline", "baseline_curves", "select", "mean_ci", "run_suite",
-           "BASELINES", "DEFAULT_LEARNING_RATES", "format_table", "record_steps", "evaluate_suite",
+           "blur_curves", "mean_ci", "run_suite", "format_table", "record_steps", "evaluate_suite",
            "synthetic_data", "plot_suite"]
 
-BASELINES = ("sgd", "momentum", "adam")
-# ≥ 4 decades each, half-decade spacing
-DEFAULT_LEARNING_RATES = {
-    "sgd": (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0),
-    "momentum": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
-    "adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
-}
 METHOD_NAMES = {"blur": "BLUR", "sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
 
 
@@ -217,12 +213,6 @@ def initial_synapses(rule, sizes, seeds, seed=0):
                          rule.config, rule.init_scale)
 
 
-def baseline_weights(synapses):
-    """Baseline initial weights: channel 0 of the rule's forward synapses ``[R, n+1, m]``
-    (``N(0, scale²/n)``, bias 0: the same distribution, and the same draw)."""
-    return [w[..., 0] for w, _ in synapses]
-
-
 def record_steps(horizons, every=None, dense_until=0):
     """The steps at which accuracy is recorded: 0 … ``dense_until``, then every ``every``
     steps (every step when ``None``), and every horizon."""
@@ -234,48 +224,8 @@ def record_steps(horizons, every=None, dense_until=0):
 
 # ---------------------------------------------------------------------------------- curves
 
-def _accuracy(logits, labels):
-    """``[..., N, C]`` and ``[N]`` -> ``[...]``; rows with non-finite logits count as wrong."""
-    hit = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels)
-    hit = tf.logical_and(hit, tf.reduce_all(tf.math.is_finite(logits), axis=-1))
-    return tf.reduce_mean(tf.cast(hit, tf.float32), axis=-1)
-
-
-def _slots(steps_to_record, num_steps):
-    slot = np.full(num_steps + 1, -1, np.int32)
-    for i, s in enumerate(steps_to_record):
-        slot[s] = i
-    return tf.constant(slot)
-
-
-def _loop(step_fn, eval_fn, state, pool_x, pool_y, idx, slots, num_records):
-    """Run ``step_fn`` once per row of ``idx``; ``eval_fn(state)`` into ``out[slot]``."""
-    first = eval_fn(state)
-    out = tf.zeros([num_records] + first.shape.as_list(), first.dtype)
-
-    def write(out, s, value):
-        return tf.cond(s >= 0, lambda: tf.tensor_scatter_nd_update(out, [[s]], value[None]),
-                       lambda: out)
-
-    out = write(out, slots[0], first)
-
-    def body(t, state, out):
-        x, y = tf.gather(pool_x, idx[t]), tf.gather(pool_y, idx[t])
-        state = step_fn(state, x, y)
-        return t + 1, state, write(out, slots[t + 1], eval_fn(state))
-
-    _, _, out = tf.while_loop(lambda t, *_: t < tf.shape(idx)[0], body,
-                              (tf.constant(0), state, out))
-    return out
-
-
-def _eval_both(forward, val_x, val_y, test_x, test_y):
-    return lambda state: tf.stack([_accuracy(forward(state, val_x), val_y),
-                                   _accuracy(forward(state, test_x), test_y)])
-
-
 @tf.function(jit_compile=True)
-def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
+def _blur_run(params, synapses, pool_x, pool_y, val_x, val_y, test_x, test_y, idx, slots,
               config, per_layer, num_records, schedule=(), momentum=None):
     """The rule's curves; ``momentum`` not None: inference with tracked statistics."""
     num_classes = synapses[-1][0].shape[-2]
@@ -295,9 +245,8 @@ def _blur_run(params, synapses, pool_x, pool_y, idx, val_x, val_y, test_x, test_
         return predict(params, state[0], x, config, per_layer, moments=moments)
 
     start = start_moments([w for w, _ in pairs_in(synapses)]) if tracks else ()
-    return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
-                 (synapses, tf.constant(0), start), pool_x, pool_y, idx, slots, num_records)
-
+    return run_loop(step, eval_both(forward, val_x, val_y, test_x, test_y),
+                    (synapses, tf.constant(0), start), pool_x, pool_y, idx, slots, num_records)
 
 
 def blur_curves(rule, synapses, data, idx, steps_to_record):
@@ -305,102 +254,10 @@ def blur_curves(rule, synapses, data, idx, steps_to_record):
     rule.check_depth(len(synapses))
     params = {n: tf.constant(v, tf.float32) for n, v in rule.values.items()}
     momentum = rule.inference_momentum if rule.inference == "moving" else None
-    out = _blur_run(params, tuple(synapses), *_arrays(data), tf.constant(idx),
-                    *_eval_arrays(data), _slots(steps_to_record, idx.shape[0]), rule.config,
-                    rule.per_layer, len(steps_to_record), rule.schedule, momentum)
+    out = _blur_run(params, tuple(synapses), *task_tensors(data), tf.constant(idx),
+                    record_slots(steps_to_record, idx.shape[0]), rule.config, rule.per_layer,
+                    len(steps_to_record), rule.schedule, momentum)
     return np.transpose(out.numpy(), (1, 0, 2))
-
-
-def _arrays(data):
-    return tf.constant(data.pool_x), tf.constant(data.pool_y)
-
-
-def _eval_arrays(data):
-    return (tf.constant(data.val_x), tf.constant(data.val_y), tf.constant(data.test_x),
-            tf.constant(data.test_y))
-
-
-def _forward(weights, x, hidden, last):
-    h = x
-    for l, w in enumerate(weights):
-        h = tf.matmul(tf.concat([h, tf.ones_like(h[..., :1])], -1), w)
-        h = hidden(h) if l < len(weights) - 1 else last(h)
-    return h
-
-
-def _loss(out, y, loss, reduction):
-    if loss == "xent":
-        per = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.broadcast_to(y, tf.shape(out)[:-1]), logits=out)
-    else:  # ½ Σ (ŷ − t)², t the ±1 one-hot targets BLUR uses (the backprop genome's loss)
-        per = 0.5 * tf.reduce_sum(tf.square(out - pm1_targets(y, out.shape[-1])), -1)
-    per = tf.reduce_sum(per, -1) if reduction == "sum" else tf.reduce_mean(per, -1)
-    return tf.reduce_sum(per)  # the (lr, seed) problems are independent: sum their losses
-
-
-def _update(method, weights, slots_, grads, lrs, t):
-    """One optimizer step, every learning rate at once (``lrs``: ``[L]``)."""
-    lr = lambda w: tf.reshape(lrs, [-1] + [1] * (len(w.shape) - 1))  # noqa: E731
-    if method == "sgd":
-        return [w - lr(w) * g for w, g in zip(weights, grads)], slots_
-    if method == "momentum":  # Keras SGD(momentum=0.9)
-        vel = [0.9 * v - lr(w) * g for w, v, g in zip(weights, slots_[0], grads)]
-        return [w + v for w, v in zip(weights, vel)], (vel,)
-    # Adam with Keras's defaults: β1 0.9, β2 0.999, ε 1e-7
-    m = [0.9 * m_ + 0.1 * g for m_, g in zip(slots_[0], grads)]
-    v = [0.999 * v_ + 0.001 * tf.square(g) for v_, g in zip(slots_[1], grads)]
-    step = tf.cast(t, tf.float32)
-    corr = tf.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
-    return ([w - lr(w) * corr * m_ / (tf.sqrt(v_) + 1e-7) for w, m_, v_ in zip(weights, m, v)],
-            (m, v))
-
-
-@tf.function(jit_compile=True)
-def _baseline_run(weights, lrs, pool_x, pool_y, idx, val_x, val_y, test_x, test_y, slots,
-                  method, hidden, last, loss, reduction, num_records):
-    hidden_fn, last_fn = activations.get(hidden), activations.get(last)
-    num_lrs = lrs.shape[0]
-    weights = [tf.broadcast_to(w, [num_lrs] + w.shape.as_list()) for w in weights]
-    zeros = [tf.zeros_like(w) for w in weights]
-    slots_ = () if method == "sgd" else ((zeros,) if method == "momentum" else (zeros, zeros))
-
-    def step(state, x, y):
-        t, ws, sl = state
-        with tf.GradientTape() as tape:
-            tape.watch(ws)
-            total = _loss(_forward(ws, x, hidden_fn, last_fn), y, loss, reduction)
-        ws, sl = _update(method, ws, sl, tape.gradient(total, ws), lrs, t + 1)
-        return t + 1, ws, sl
-
-    forward = lambda state, x: _forward(state[1], x, hidden_fn, last_fn)  # noqa: E731
-    return _loop(step, _eval_both(forward, val_x, val_y, test_x, test_y),
-                 (tf.constant(0), weights, slots_), pool_x, pool_y, idx, slots, num_records)
-
-
-def baseline_activations(config, loss):
-    """The baseline network's hidden and last σ: the rule's (backprop variants stripped);
-    linear logits under cross-entropy."""
-    hidden = activations.strip_backprop(config.hidden_activation)
-    last = "linear" if loss == "xent" else activations.strip_backprop(config.last_activation)
-    return hidden, last
-
-
-def check_baseline(method):
-    """A ``ValueError`` unless ``method`` names a baseline (``BASELINES``)."""
-    if method not in BASELINES:
-        raise ValueError(f"Unknown baseline {method!r}; expected one of {BASELINES}.")
-
-
-def baseline_curves(method, learning_rates, weights, data, idx, steps_to_record, hidden, last,
-                    loss="xent", reduction="mean"):
-    """Accuracy ``[2 (val, test), records, learning rates, seeds]``, the sweep in one call."""
-    check_baseline(method)
-    out = _baseline_run([tf.convert_to_tensor(w) for w in weights],
-                        tf.constant(learning_rates, tf.float32), *_arrays(data),
-                        tf.constant(idx), *_eval_arrays(data),
-                        _slots(steps_to_record, idx.shape[0]), method, hidden, last, loss,
-                        reduction, len(steps_to_record))
-    return np.transpose(out.numpy(), (1, 0, 2, 3))
 
 
 # ---------------------------------------------------------------------------------- statistics
@@ -415,18 +272,6 @@ def mean_ci(values):
 
     half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
     return float(values.mean()), float(half)
-
-
-def select(curves):
-    """Per recorded step, the learning rate with the best mean validation accuracy.
-
-    ``curves``: ``[2, records, L, seeds]``. Returns ``best [records]`` (index into the
-    sweep; ties go to the first) and ``test [records, seeds]`` of that choice.
-    """
-    val_mean = curves[0].mean(axis=-1)
-    best = np.argmax(val_mean, axis=-1)
-    test = curves[1][np.arange(curves.shape[1]), best]
-    return best, test
 
 
 # ---------------------------------------------------------------------------------- the suite

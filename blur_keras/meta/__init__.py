@@ -8,11 +8,12 @@
   :class:`Curriculum` (``curriculum``), ``start``, ``checkpoint``, ``runlog``, ``validation``,
   ``loop``, ``result`` and ``report``;
 * :func:`choose_strategy` (``strategy``), :class:`RunCheckpoint` (``checkpoint``),
-  :func:`export_saved_model` (``export``), :func:`sgd_accuracy` / :func:`genome_accuracy`
-  (``baselines``).
+  :func:`export_saved_model` (``export``), :func:`genome_accuracy` (``objective.accuracy``) and
+  :func:`sgd_accuracy` (plain SGD on the same arrays, ``blur_keras.evaluation.baselines``).
 """
 
-from blur_keras.meta.objective.baselines import genome_accuracy, sgd_accuracy
+from blur_keras.evaluation.baselines import sgd_accuracy
+from blur_keras.meta.objective.accuracy import genome_accuracy
 from blur_keras.meta.run.checkpoint import RunCheckpoint
 from blur_keras.meta.outer.cma_es import CMAESTrainer
 from blur_keras.meta.run.experiment import Curriculum, MetaTrainingDiverged, meta_train

@@ -31,7 +31,7 @@ import blur_keras.meta.outer.gradient  # noqa: F401  (registers GradientTrainer,
 from blur_keras.core.config import BlurConfig, backprop_config
 from blur_keras.files import write_atomic, write_json
 from blur_keras.meta.run import chief
-from blur_keras.meta.objective.baselines import DEFAULT_SGD_LEARNING_RATES
+from blur_keras.evaluation.baselines import DEFAULT_SGD_LEARNING_RATES
 from blur_keras.meta.run.checkpoint import (check_resumed_settings, checkpoint_candidates,
                                             open_run, run_settings)
 from blur_keras.meta.run.checks import check_run, first_task
