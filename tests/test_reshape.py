@@ -32,6 +32,7 @@ def keras_network(hidden, seed=1):
     ])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hidden,reduction", [("tanh", "sum"), ("relu", "mean")])
 def test_dense_reshape_conv_chain_is_sgd(hidden, reduction, float64):
     model = keras_network(hidden)

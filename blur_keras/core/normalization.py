@@ -9,7 +9,10 @@ import tensorflow as tf
 from blur_keras.core.states import state_vector
 
 __all__ = ["normalize_activations", "standardize", "batch_moments", "track_moments",
-           "start_moments", "normalize_synapses", "synapse_view"]
+           "start_moments", "normalize_synapses", "synapse_view", "INFERENCE_MOMENTUM"]
+
+# the tracked statistics' default momentum (``BlurModel(inference_momentum=...)``, the export)
+INFERENCE_MOMENTUM = 0.9
 
 
 def normalize_activations(u, gamma, beta, epsilon=1e-3, moments=None):
