@@ -188,7 +188,7 @@ def test_a_wrong_number_of_state_tensors_is_one_line(rules, count):
     assert ("train_step: expected 9 state tensors (the synapses W^0, V^0, W^1, V^1, then the "
             "tracked statistics mean^1, var^1, mean^2, var^2, steps) then x, y; got "
             f"{count} tensors before x, y") in msg
-    assert f"expected 9 state tensors" in one_line_error(dyn.predict, *(state * 2)[:count], x)
+    assert "expected 9 state tensors" in one_line_error(dyn.predict, *(state * 2)[:count], x)
     msg = one_line_error(dyn.init_moments, *state[:3])
     assert "init_moments: expected 4 synapse tensors (W^0, V^0, W^1, V^1); got 3 tensors" in msg
 

@@ -102,3 +102,18 @@ def test_reshape_errors_name_the_layer():
                             bk.BlurDense(2, k=2)])
     with pytest.raises(ValueError, match="BlurReshape 'first' is the first BLUR layer"):
         bk.BlurModel(net, genome=bk.Genome.random(2)).build((None, 4, 3, 2))
+
+
+def test_a_blur_model_with_a_reshape_saves_and_loads(tmp_path):
+    net = keras.Sequential([keras.Input((INPUTS,)), bk.BlurDense(24, k=2),
+                            bk.BlurReshape((4, 3, 2)), bk.BlurConv2D(3, 2, k=2), bk.BlurFlatten(),
+                            bk.BlurDense(2, k=2)])
+    model = bk.BlurModel(net, genome=bk.Genome.random(2, seed=3), config=bk.BlurConfig())
+    model.compile(metrics=None, jit_compile=False)
+    x = np.random.default_rng(0).normal(size=(4, INPUTS)).astype("f4")
+    model.step(x, np.array([0, 1, 1, 0]))
+    model.save(str(tmp_path / "m.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    assert loaded.network.layers[1].spec == ls.Reshape((4, 3, 2))
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-6, atol=1e-6)
