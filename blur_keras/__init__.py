@@ -15,7 +15,7 @@ from blur_keras.rules.genome import Genome
 from blur_keras.core.step import forward_pass, inner_step, predict
 from blur_keras.keras.layers import BlurDense
 from blur_keras.keras.conv_layers import (BlurAveragePooling2D, BlurConv2D, BlurFlatten,
-                                          BlurMaxPooling2D)
+                                          BlurMaxPooling2D, BlurReshape)
 from blur_keras.keras.model import BlurModel
 from blur_keras.rules.pretrained import pretrained_names as pretrained_genomes
 from blur_keras.core.synapses import init_synapses

@@ -212,9 +212,10 @@ def test_saved_model_runs_without_blur_keras(tmp_path):
         "s = m.init(tf.constant(7, tf.int64))\n"
         "for _ in range(3):\n"
         "    s = m.train_step(*s, x, y)\n"
-        "np.save(sys.argv[3], m.predict(*s, x).numpy())\n"
+        "np.save(sys.argv[3], m.predict_batch(*s[:4], x).numpy())\n"
+        "assert m.predict(*s, x[:1]).shape == (1, 2)\n"
         "assert sorted(m.genome())[:2] == ['alpha', 'beta']\n"
-        "assert set(m.signatures) == {'train_step', 'predict'}\n"
+        "assert set(m.signatures) == {'train_step', 'predict', 'predict_batch', 'init_moments'}\n"
         "assert not [k for k in sys.modules if k.startswith('blur_keras')]\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"

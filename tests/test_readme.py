@@ -33,3 +33,18 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
                                    verbose=0)
     assert abs(sorted_scores["accuracy"] - scores["accuracy"]) <= 0.005
     assert namespace["cnn"].layers[-1].units == 10
+    _check_the_saved_model(namespace, x[order], y[order])
+
+
+def _check_the_saved_model(namespace, x, y):
+    """The SavedModel snippet's rule learned, and its accuracy on class-sorted test data is
+    the same in batches of 1, 10, 100 and 1,000 (tracked statistics, as BlurModel's)."""
+    rule, state, flat = namespace["rule"], namespace["state"], namespace["flat"]
+    assert len(namespace["logits"]) == len(namespace["x_test"])
+    accuracies = []
+    for size in (1, 10, 100, 1000):
+        logits = np.concatenate([rule.predict(*state, flat(x[i:i + size])).numpy()
+                                 for i in range(0, len(x), size)])
+        accuracies.append(float(np.mean(np.argmax(logits, -1) == y)))
+    assert accuracies[-1] > 0.8, accuracies
+    assert max(accuracies) - min(accuracies) <= 0.005, accuracies

@@ -1,11 +1,11 @@
 """Descriptions of the layers of a BLUR network that is more than a dense chain
 (docs/conv.md): dense and convolutional layers (with synapses) and the parameter-free
-layers between them (pooling, flatten), and the shapes they imply.
+layers between them (pooling, flatten, reshape), and the shapes they imply.
 
 A network is a tuple of specs applied to an input of per-example shape ``(H, W, C)`` or
 ``(n,)``.  Specs with synapses (``Dense``, ``Conv2D``) are the *layer pairs*; each pair
 reads the neuron layer below it through the parameter-free specs (``Pool2D``,
-``Flatten``) that precede it (its *transforms*).  ``plan`` checks the chain and
+``Flatten``, ``Reshape``) that precede it (its *transforms*).  ``plan`` checks the chain and
 returns one ``Stage`` per layer pair.
 """
 
@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Dense", "Conv2D", "Pool2D", "Flatten", "Stage", "plan", "conv_output_size",
+__all__ = ["Dense", "Conv2D", "Pool2D", "Flatten", "Reshape", "Stage", "plan", "conv_output_size",
            "same_padding", "synapse_shapes", "has_synapses", "network_output_shape"]
 
 PADDINGS = ("valid", "same")
@@ -99,6 +99,23 @@ class Flatten:
     """All positions and channels of a feature map as one neuron axis (row-major H, W, C)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Reshape:
+    """The neurons of a layer in another per-example shape ``target_shape`` (row-major, the
+    same number of neurons): e.g. a dense layer's ``(n,)`` as a feature map ``(H, W, C)``."""
+
+    target_shape: tuple
+
+    def __post_init__(self):
+        shape = (self.target_shape,) if isinstance(self.target_shape, (int, np.integer)) \
+            else tuple(self.target_shape)
+        if not shape or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+                            for s in shape):
+            raise ValueError(f"Reshape target_shape={self.target_shape!r}; expected positive "
+                             "ints.")
+        object.__setattr__(self, "target_shape", tuple(int(s) for s in shape))
+
+
 def has_synapses(spec):
     return isinstance(spec, (Dense, Conv2D))
 
@@ -156,8 +173,14 @@ def output_shape(spec, shape, name="?"):
         return _window_shape(spec, shape, name)
     if isinstance(spec, Flatten):
         return (int(np.prod(shape)),)
+    if isinstance(spec, Reshape):
+        if int(np.prod(shape)) != int(np.prod(spec.target_shape)):
+            raise ValueError(f"Reshape layer {name}: its input has per-example shape {shape} "
+                             f"({int(np.prod(shape))} neurons), which cannot be reshaped to "
+                             f"{spec.target_shape} ({int(np.prod(spec.target_shape))}).")
+        return spec.target_shape
     raise TypeError(f"Layer {name}: {spec!r} is not a BLUR layer spec (Dense, Conv2D, Pool2D, "
-                    "Flatten).")
+                    "Flatten, Reshape).")
 
 
 def plan(input_shape, specs, names=None):

@@ -10,7 +10,10 @@ from blur_keras.core.states import state_vector
 
 __all__ = ["normalize_activations", "normalize_activations_parts", "scale_shift", "standardize",
            "batch_moments", "track_moments", "start_moments", "normalize_synapses",
-           "column_rnorm", "synapse_view"]
+           "column_rnorm", "synapse_view", "INFERENCE_MOMENTUM"]
+
+# the tracked statistics' default momentum (``BlurModel(inference_momentum=...)``, the export)
+INFERENCE_MOMENTUM = 0.9
 
 
 def normalize_activations(u, gamma, beta, epsilon=1e-3, moments=None):

@@ -1,5 +1,5 @@
-"""Pooling and flattening between BLUR layers (docs/conv.md): parameter-free linear maps of
-all k states, chosen by the forward pass and applied transposed in the backward pass.
+"""Pooling, flattening and reshaping between BLUR layers (docs/conv.md): parameter-free linear
+maps of all k states, chosen by the forward pass and applied transposed in the backward pass.
 
 States ``[k, B, H, W, C]`` (the internal layout, no population axes).  A pooling window
 ``T`` (taps ``t = (dy, dx)``, row-major) of output position ``p`` covers lower positions
@@ -18,7 +18,7 @@ g[c, b, p, i]``.
 import numpy as np
 import tensorflow as tf
 
-from blur_keras.core.layer_specs import Flatten, conv_output_size, same_padding
+from blur_keras.core.layer_specs import Flatten, Reshape, conv_output_size, same_padding
 
 __all__ = ["pool_routes", "pool_forward", "pool_transpose", "transform_forward",
            "transform_transpose"]
@@ -165,6 +165,8 @@ def transform_forward(a, spec, in_shape, routes=None):
     ``routes`` to apply the same pool to other states of the same layer."""
     if isinstance(spec, Flatten):
         return tf.reshape(a, [a.shape[0], -1, int(np.prod(in_shape))]), None
+    if isinstance(spec, Reshape):
+        return tf.reshape(a, [a.shape[0], -1, *spec.target_shape]), None
     if routes is None:
         routes = pool_routes(a, spec, in_shape)
     return pool_forward(a, routes, spec, in_shape), routes
@@ -172,6 +174,6 @@ def transform_forward(a, spec, in_shape, routes=None):
 
 def transform_transpose(g, spec, in_shape, routes):
     """A backward drive through one parameter-free layer, down to its input's shape."""
-    if isinstance(spec, Flatten):
+    if isinstance(spec, (Flatten, Reshape)):
         return tf.reshape(g, tf.concat([tf.shape(g)[:2], list(in_shape)], 0))
     return pool_transpose(g, routes, spec, in_shape)

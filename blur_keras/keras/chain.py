@@ -10,14 +10,15 @@ from blur_keras.core import conv, layer_specs, network
 from blur_keras.core.layout import synapses_in, synapses_out
 from blur_keras.core.synapses import sync as dense_sync
 from blur_keras.keras.conv_layers import (BlurAveragePooling2D, BlurConv2D, BlurFlatten,
-                                          BlurMaxPooling2D)
+                                          BlurMaxPooling2D, BlurReshape)
 from blur_keras.keras.layers import BlurDense
 
 __all__ = ["BLUR_LAYERS", "is_blur_layer", "has_synapses", "is_dense_chain", "chain_specs",
            "chain_input_shape", "check_features",
            "check_chain", "sync_layer", "inner_step"]
 
-BLUR_LAYERS = (BlurDense, BlurConv2D, BlurMaxPooling2D, BlurAveragePooling2D, BlurFlatten)
+BLUR_LAYERS = (BlurDense, BlurConv2D, BlurMaxPooling2D, BlurAveragePooling2D, BlurFlatten,
+               BlurReshape)
 
 
 def is_blur_layer(layer):
@@ -45,9 +46,10 @@ def chain_specs(chain):
 def check_chain(chain, input_shape):
     """The chain fits its input (per-example ``input_shape``) and its own weights; returns
     the stages (``layer_specs.plan``).  Errors name the layer."""
-    if isinstance(chain[0], BlurFlatten):
-        raise ValueError(f"BlurFlatten {chain[0].name!r} is the first BLUR layer: flatten plain "
-                         "features with keras.layers.Flatten instead.")
+    if isinstance(chain[0], (BlurFlatten, BlurReshape)):
+        kind = type(chain[0]).__name__
+        raise ValueError(f"{kind} {chain[0].name!r} is the first BLUR layer: shape plain "
+                         f"features with keras.layers.{kind[4:]} instead.")
     if not isinstance(chain[-1], BlurDense):
         raise ValueError(f"BlurModel needs a BlurDense last layer (its outputs are the classes "
                          f"or targets); the chain ends in {chain[-1].name!r}.")

@@ -1,6 +1,6 @@
 """Keras layers of convolutional BLUR networks (docs/conv.md): ``BlurConv2D`` and the
-parameter-free ``BlurMaxPooling2D``, ``BlurAveragePooling2D`` and ``BlurFlatten`` that pass
-all k states between BLUR layers.  Thin wrappers: the math is ``blur_keras.core.conv`` and
+parameter-free ``BlurMaxPooling2D``, ``BlurAveragePooling2D``, ``BlurFlatten`` and
+``BlurReshape`` that pass all k states between BLUR layers.  Thin wrappers: the math is ``blur_keras.core.conv`` and
 ``blur_keras.core.pooling``; ``BlurModel`` trains them by the genome's rule.
 
 Multistate tensors put the state axis last: feature maps ``[batch, H, W, C, k]``, flat
@@ -17,7 +17,8 @@ from blur_keras.core.config import BlurConfig
 from blur_keras.core.layout import synapses_in
 from blur_keras.core.step import layer_params
 
-__all__ = ["BlurConv2D", "BlurMaxPooling2D", "BlurAveragePooling2D", "BlurFlatten"]
+__all__ = ["BlurConv2D", "BlurMaxPooling2D", "BlurAveragePooling2D", "BlurFlatten",
+           "BlurReshape"]
 
 
 def _to_internal(states):
@@ -231,13 +232,37 @@ class BlurFlatten(keras.layers.Layer):
 
     def build(self, input_shape):
         if len(input_shape) < 3 or None in tuple(input_shape[1:]):
-            raise ValueError(f"BlurFlatten {self.name!r} expects multistate input [batch, …, k] "
-                             f"of known size (the output of a BLUR layer); got "
+            raise ValueError(f"{type(self).__name__} {self.name!r} expects multistate input "
+                             f"[batch, …, k] of known size (the output of a BLUR layer); got "
                              f"{tuple(input_shape)}.")
         self.input_map = tuple(int(s) for s in input_shape[1:-1])
+        layer_specs.output_shape(self.spec, self.input_map, repr(self.name))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], int(np.prod(input_shape[1:-1])), input_shape[-1])
 
     def call(self, inputs):
         return tf.reshape(inputs, [-1, int(np.prod(inputs.shape[1:-1])), inputs.shape[-1]])
+
+
+@keras.saving.register_keras_serializable(package="blur_keras")
+class BlurReshape(BlurFlatten):
+    """``[batch, …, k] -> [batch, *target_shape, k]``: the neurons of a BLUR layer in another
+    per-example shape (row-major), every state forward and backward, e.g. a ``BlurDense``
+    layer's ``(n,)`` as a feature map ``(H, W, C)`` for a ``BlurConv2D`` (``build`` checks
+    like ``BlurFlatten``'s)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        self.spec = _checked("BlurReshape", self.name, lambda: layer_specs.Reshape(target_shape))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.spec.target_shape + (input_shape[-1],)
+
+    def call(self, inputs):
+        return tf.reshape(inputs, [-1, *self.spec.target_shape, inputs.shape[-1]])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(target_shape=self.spec.target_shape)
+        return config
