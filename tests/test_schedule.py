@@ -16,7 +16,8 @@ from blur_keras.rules.schedule import at_step, check_schedule
 K = 3
 RAMPS = [{"entry": "pre", "index": [1, 0], "to": 0.25, "steps": 4},
          {"entry": "eta_syn", "to": 0.0, "steps": 3},
-         {"entry": "post", "to": -0.5, "steps": 2, "start": 3}]
+         {"entry": "post", "to": -0.5, "steps": 2, "start": 3},
+         {"entry": "mu", "index": [0, 2], "to": 1.5, "steps": 5, "start": 1}]
 
 
 def _numpy_at_step(values, ramps, t):
@@ -45,6 +46,19 @@ def test_at_step_matches_the_formula(num_layers):
     jitted = tf.function(lambda p, t: at_step(p, ramps, t), jit_compile=True)
     np.testing.assert_allclose(jitted(genome.params(), tf.constant(2))["pre"].numpy(),
                                _numpy_at_step(genome.numpy(), RAMPS, 2)["pre"], rtol=1e-6)
+
+
+def test_the_schedulable_entries_never_reach_a_prediction():
+    """A ramp may move only what a prediction does not read: the same synapses predict the same
+    output whatever values the schedulable entries take."""
+    genome = bk.Genome.random(K, seed=3)
+    config = bk.BlurConfig(activation_norm=True)
+    synapses = bk.init_synapses(1, (6, 5, 4), K)
+    x = tf.constant(np.random.default_rng(0).normal(size=(7, 6)), tf.float32)
+    moved = {n: (v * 3.0 - 1.0 if n in ("mu", "pre", "post", "f_syn", "eta_syn") else v)
+             for n, v in genome.params().items()}
+    np.testing.assert_array_equal(bk.predict(genome.params(), synapses, x, config).numpy(),
+                                  bk.predict(moved, synapses, x, config).numpy())
 
 
 @pytest.mark.parametrize("bad, words", [

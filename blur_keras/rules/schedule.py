@@ -1,15 +1,15 @@
 """Genome schedules: entries of the synapse update that move with the step (docs/spec.md §7).
 
-A schedule is a tuple of *ramps*. A ramp holds one entry of the Hebbian synapse update (or
-one element of it) at the genome's value ``v`` for ``start`` inner steps, moves it linearly to
+A schedule is a tuple of *ramps*. A ramp holds one entry of the backward pass or of the
+Hebbian synapse update (or one element of it) at the genome's value ``v`` for ``start`` inner steps, moves it linearly to
 ``to`` over the next ``steps`` and holds it there::
 
     value(t) = v + (to − v) · clip((t − start) / steps, 0, 1)
                                          t = inner steps already taken (0, 1, …)
 
-Only the entries of the synapse update (spec §2 step 5) can ramp: ``pre``, ``post``,
-``f_syn``, ``eta_syn``. They never enter a forward pass, so a prediction does not depend on
-the step. A ramp is a dict ``{"entry": name, "index": [e, c] or None, "to": number,
+Only the backward mix ``mu`` (spec §2 step 4) and the entries of the synapse update (step 5)
+can ramp: ``mu``, ``pre``, ``post``, ``f_syn``, ``eta_syn``. They never enter a forward pass,
+so a prediction does not depend on the step. A ramp is a dict ``{"entry": name, "index": [e, c] or None, "to": number,
 "steps": int, "start": int}`` (``start`` optional, 0 if absent; ``index`` only for the k×k
 entries; ``None`` ramps every element to ``to``). ``at_step`` (on a ``check_schedule`` result)
 is pure and compiles with XLA; ``BlurModel`` counts its steps, the evaluation suite passes its
@@ -26,7 +26,7 @@ from blur_keras.core.genome_spec import DESCRIPTIONS, core_rank
 
 __all__ = ["SCHEDULABLE", "Ramp", "check_schedule", "at_step"]
 
-SCHEDULABLE = ("pre", "post", "f_syn", "eta_syn")
+SCHEDULABLE = ("mu", "pre", "post", "f_syn", "eta_syn")
 
 
 class Ramp(NamedTuple):
@@ -68,9 +68,9 @@ def _check_ramp(ramp, i, k):
                          f"optionally 'index' and 'start'; got {ramp!r:.120}.")
     entry = ramp["entry"]
     if entry not in SCHEDULABLE:
-        raise ValueError(f"{where}: entry {entry!r} cannot be scheduled; only the synapse "
-                         f"update's entries can: {list(SCHEDULABLE)} (they never enter a "
-                         f"forward pass).")
+        raise ValueError(f"{where}: entry {entry!r} cannot be scheduled; only the backward "
+                         f"mix and the synapse update's entries can: {list(SCHEDULABLE)} "
+                         f"(they never enter a forward pass).")
     index = ramp.get("index")
     if index is not None:
         if core_rank(entry) != 2 or not isinstance(index, (list, tuple)) or len(index) != 2 or \
