@@ -7,22 +7,27 @@ records the first failed batch of a loop, the step does not apply its update, an
 ``Guardian`` callback raises with the batch it happened at.
 
 Failure codes of a guard: 0 none, ``i > 0`` BLUR layer i went non-finite or runaway,
-−1 bad labels, −2 a batch of one under batch statistics.
+−1 bad labels, −2 a batch of one under batch statistics, ``COLLAPSED − i`` the step made the
+network's output constant across its batch, layer i first (``first_collapsed_layer``).
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from blur_keras.core.checks import collapsed_output, is_constant
 from blur_keras.core.errors import NonFiniteError
 from blur_keras.keras.targets import class_labels
 
-__all__ = ["SYNAPSE_LIMIT", "Guard", "Guardian", "first_nonfinite_layer", "label_problem",
+__all__ = ["SYNAPSE_LIMIT", "COLLAPSED", "Guard", "Guardian", "first_nonfinite_layer",
+           "first_collapsed_layer", "step_failure", "failure_message", "label_problem",
            "nonfinite_message", "check_arrays", "check_labels", "check_no_batch_of_one",
            "check_numeric_dtype", "check_step_batch", "is_array"]
 
 # synapses beyond this magnitude are runaway: reported like non-finite ones, before they overflow
 SYNAPSE_LIMIT = 1e8
+# failure code COLLAPSED − i: the step made the output constant, BLUR layer i first
+COLLAPSED = -10
 
 NO_WEIGHTS = ("BlurModel.fit does not support {}: the genome's rule has no per-example weights "
               "(nothing is differentiated, so a weighted loss has no meaning here). Resample or "
@@ -55,6 +60,51 @@ def first_nonfinite_layer(synapses, states):
         ok = _sane(w) & _sane(v) & _all_finite(states[i])
         first = tf.where(ok, first, tf.constant(i, tf.int32))
     return first
+
+
+def first_collapsed_layer(before, outputs):
+    """1-based index of the first BLUR layer whose output is constant across the batch after a
+    step that made the network's output constant although it varied before
+    (``core.checks.collapsed_output``); 0 when the step did not.
+
+    ``before``: the network's output on the batch before the step, ``[B, C]``; ``outputs``:
+    every BLUR layer's output (state 0, ``[B, n]``) on the same batch after the step, None for
+    a layer not looked at (the last one is always given and named when no earlier one is
+    constant).
+    """
+    first = tf.constant(len(outputs), tf.int32)
+    for i in range(len(outputs) - 1, 0, -1):
+        if outputs[i - 1] is not None:
+            first = tf.where(is_constant(outputs[i - 1]), tf.constant(i, tf.int32), first)
+    return tf.where(collapsed_output(before, outputs[-1]), first, 0)
+
+
+def step_failure(synapses, states, outputs=None):
+    """A step's failure code (module docstring): non-finite or runaway first, then a collapsed
+    output (only when ``outputs``, the layers' outputs after the step, are given)."""
+    nonfinite = first_nonfinite_layer(synapses, states)
+    if outputs is None:
+        return nonfinite
+    collapsed = first_collapsed_layer(flat_examples(states[-1][..., 0]), outputs)
+    return tf.where(nonfinite > 0, nonfinite, tf.where(collapsed > 0, COLLAPSED - collapsed, 0))
+
+
+def flat_examples(t):
+    """``[B, ...]`` -> ``[B, n]``: one row per example."""
+    return tf.reshape(t, [-1, int(np.prod(t.shape[1:]))])
+
+
+def failure_message(layers, code, where):
+    """The sentence of the ``NonFiniteError`` for a step's failure code ``code`` > 0 or
+    <= ``COLLAPSED``."""
+    if code > 0:
+        return nonfinite_message(layers, code, where)
+    index = COLLAPSED - code
+    return (f"BLUR layer {layers[index - 1].name!r} (layer {index} of {len(layers)}) gave the "
+            f"same output for every example of the batch after {where}, though the network's "
+            "output varied before it: the step collapsed the network to a constant output. "
+            "Lower the genome's synapse update (eta_syn), check its synapse keep "
+            "(f_syn), enable oja/saturation/synapse_norm in BlurConfig, or scale the inputs.")
 
 
 def label_problem(y, targets, num_classes):
@@ -140,9 +190,10 @@ def _failure_error(model, failure, where, label, consequence):
     """The exception that reports a guard's failure code."""
     if failure == -2:
         return ValueError(BATCH_OF_ONE.format(f"a batch of 1 at {where}") + f" ({consequence}.)")
-    if failure > 0:
-        return NonFiniteError(nonfinite_message(model.blur_layers, failure, where) +
-                              f" ({consequence}; the last finite synapses were kept.)")
+    if failure > 0 or failure <= COLLAPSED:
+        kept = "the last finite synapses" if failure > 0 else "the synapses before that step"
+        return NonFiniteError(failure_message(model.blur_layers, failure, where) +
+                              f" ({consequence}; {kept} were kept.)")
     if model.targets == "raw":
         return ValueError(f"Targets contain NaN or Inf at {where}; {consequence}.")
     return ValueError(

@@ -20,7 +20,7 @@ import tensorflow as tf
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.errors import NonFiniteError
 from blur_keras.rules.genome import Genome, resolve_config
-from blur_keras.core.step import inner_step, layer_activations
+from blur_keras.core.step import forward_pass, inner_step, layer_activations
 from blur_keras.keras.inference import check_inference, record_moments, step_moments
 from blur_keras.keras import chain as blur_chain
 from blur_keras.keras import guards
@@ -98,9 +98,10 @@ class BlurModel(keras.Model):
         default, docs/spec.md §2 step 3), ``"one_hot"`` (0/1 one-hot) or ``"raw"``
         (``y`` is used as given: regression, or the backprop genome's MSE).
         Integer labels and one-hot labels are both accepted for the first two.
-      check_finite: in ``fit``, stop with ``NonFiniteError`` naming the layer
-        when synapses or activations become NaN/Inf (the last finite synapses
-        are kept).
+      check_finite: in ``fit`` and ``step``, stop with ``NonFiniteError`` naming the layer
+        when synapses or activations become NaN/Inf, synapses run away (beyond
+        ``SYNAPSE_LIMIT``), or a step makes the network's output constant across its batch
+        (``core.checks.collapsed_output``); the synapses from before that step are kept.
       inference: under ``BlurConfig.activation_norm``, how ``predict``, ``evaluate`` and
         ``model(x)`` normalise: ``"moving"`` (default) with the statistics tracked while
         the rule trains (``blur_keras.keras.inference``), so a prediction does not depend
@@ -296,23 +297,39 @@ class BlurModel(keras.Model):
         return encode_targets(y, self.targets, self.num_classes, self.synapse_dtype)
 
     def _inner(self, x, y, training=True):
-        """One inner step on a batch: ``(new synapses, states, the batch's moments or None)``."""
+        """One inner step on a batch: ``(new synapses, states, the batch's moments or None,
+        the layers' outputs after the step or None)`` (``_outputs_after``)."""
         fwd, bwd = self.activations
         feats = self._features(x, training=training)
         if self.config.activation_norm and feats.shape[0] == 1:
             raise ValueError(BATCH_OF_ONE.format("a batch of 1"))
         params, synapses = self._rule_params(), self.synapses()
         if self._conv_chain:
-            return blur_chain.inner_step(params, synapses, feats, self.encode_targets(y),
-                                         self._stack.chain, self.config, self.genome.per_layer,
-                                         fwd, bwd) + (None,)
+            new, states = blur_chain.inner_step(params, synapses, feats, self.encode_targets(y),
+                                                self._stack.chain, self.config,
+                                                self.genome.per_layer, fwd, bwd)
+            return new, states, None, self._outputs_after(params, new, feats, fwd)
         new, states = inner_step(params, synapses, feats, self.encode_targets(y), self.config,
                                  self.genome.per_layer, fwd, bwd)
         moments = None
         if self.moments_count is not None:
             moments = step_moments(params, synapses, feats, self.config, self.genome.per_layer,
                                    fwd)
-        return new, states, moments
+        return new, states, moments, self._outputs_after(params, new, feats, fwd)
+
+    def _outputs_after(self, params, synapses, feats, fwd):
+        """With ``check_finite``: every BLUR layer's output (state 0, ``[B, n]``) on the step's
+        batch from the new synapses (a chain with convolutions: the last layer's only), for
+        the collapse guard (``guards.first_collapsed_layer``); None without."""
+        if not self.check_finite:
+            return None
+        per_layer = self.genome.per_layer
+        if self._conv_chain:
+            out = blur_chain.predict(params, synapses, feats, self._stack.chain, self.config,
+                                     per_layer, fwd)
+            return [None] * (len(synapses) - 1) + [guards.flat_examples(out)]
+        states = forward_pass(params, synapses, feats, self.config, per_layer, fwd)
+        return [a[..., 0] for a in states[1:]]
 
     def _record_moments(self, moments, apply=True):
         """Fold a step's batch statistics into the layers' tracked ones (``inference``)."""
@@ -342,20 +359,17 @@ class BlurModel(keras.Model):
         guards.check_step_batch(x, y, self.config.activation_norm)
         self._ensure_built(x)
         self._check_arrays(x, y)
-        new, states, moments = self._inner(x, y, training=True)
+        new, states, moments, after = self._inner(x, y, training=True)
         if self.check_finite:
-            index = int(guards.first_nonfinite_layer(new, states))
-            if index:
-                raise NonFiniteError(self._nonfinite_message(index, "this step") +
-                                     " The synapses were left unchanged.")
+            code = int(guards.step_failure(new, states, after))
+            if code:
+                raise NonFiniteError(guards.failure_message(self.blur_layers, code, "this step")
+                                     + " The synapses were left unchanged.")
         self.assign_synapses(new)
         self._record_moments(moments)
         if self.rule_step is not None:
             self.rule_step.assign_add(1)
         return states[-1][..., 0]
-
-    def _nonfinite_message(self, index, where):
-        return guards.nonfinite_message(self.blur_layers, index, where)
 
     def _check_arrays(self, x, y):
         """``guards.check_arrays`` against this model's input shape, classes and targets."""
@@ -394,11 +408,11 @@ class BlurModel(keras.Model):
         if sample_weight is not None:
             raise ValueError(NO_WEIGHTS.format("sample_weight"))
         labels_ok, bad_label = guards.label_problem(y, self.targets, self.num_classes)
-        new, states, moments = self._inner(x, y, training=True)
+        new, states, moments, after = self._inner(x, y, training=True)
         prediction = states[-1][..., 0]
         failure = tf.where(labels_ok, 0, -1)
         if self.check_finite:
-            failure = tf.where(labels_ok, guards.first_nonfinite_layer(new, states), failure)
+            failure = tf.where(labels_ok, guards.step_failure(new, states, after), failure)
         if self.config.activation_norm:  # a batch of one (e.g. a remainder) is refused
             failure = tf.where(tf.shape(prediction)[0] == 1, -2, failure)
         apply = self._guards["train"].record(failure, bad_label)
