@@ -6,11 +6,13 @@
 Every module of ``blur_keras/`` is read with ``ast`` (nothing is imported). Modules are
 grouped by sub-package (core, rules, keras, evaluation, meta.objective, meta.outer, meta.run,
 data; ``blur_keras`` for the package's ``__init__.py``, the public API; ``meta`` for
-``blur_keras/meta/__init__.py``; ``files`` for ``blur_keras/files.py``). A box per group lists its modules; an arrow from one box to
-another means "imports from", labelled with the number of (importing module, imported module)
-pairs. Groups are stacked in rows: a group sits above every group it imports from, so arrows
-point down (an arrow that points up closes a cycle). The output is a pure function of the
-source tree, so ``tests/test_import_graph.py`` checks that the committed picture is current.
+``blur_keras/meta/__init__.py``; ``files`` for ``blur_keras/files.py``). A box per group
+lists its modules; the boxes stand in one column, every group above the groups it imports
+from. An arrow, in the colour of the importing group, runs on a lane of its own from the
+importer's box down to the imported one ("imports from"; dashed when it points up: a cycle),
+labelled with the number of (importing module, imported module) pairs. The output is a pure
+function of the source tree, so ``tests/test_import_graph.py`` checks that the committed
+picture is current.
 """
 
 import argparse
@@ -114,14 +116,14 @@ def group_edges(root):
 
 
 def ranks(groups, edges):
-    """Row of each group: 0 for groups that import no other group, else one more than the
-    highest row it imports from (edges that close a cycle are left out, in a fixed order)."""
+    """Rank of each group: 0 for groups that import no other group, else one more than the
+    highest rank it imports from (edges that close a cycle are left out, in a fixed order)."""
     rank, visiting = {}, set()
 
     def visit(group):
         if group in rank:
             return rank[group]
-        if group in visiting:  # a cycle: this edge does not raise the row
+        if group in visiting:  # a cycle: this edge does not raise the rank
             return -1
         visiting.add(group)
         below = [visit(t) for (s, t) in sorted(edges) if s == group]

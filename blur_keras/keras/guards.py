@@ -180,7 +180,8 @@ class Guardian(keras.callbacks.Callback):
         failure = int(guard.failure.numpy())
         if not failure:
             return
-        where = f"{'training' if mode == 'train' else 'evaluation'} batch {int(guard.batch.numpy())}"
+        loop = "training" if mode == "train" else "evaluation"
+        where = f"{loop} batch {int(guard.batch.numpy())}"
         label = float(guard.label.numpy())
         guard.reset()
         raise _failure_error(self.model, failure, where, label, consequence)
@@ -286,19 +287,22 @@ def check_labels(y, num_classes, targets):
         raise TypeError(f"Labels must be numbers (integer classes or one-hot rows); got dtype "
                         f"{arr.dtype}.")
     if arr.dtype.kind == "c":
-        raise TypeError(f"Labels have complex dtype {arr.dtype}; expected integers or one-hot rows.")
+        raise TypeError(f"Labels have complex dtype {arr.dtype}; expected integers or one-hot "
+                        "rows.")
     if arr.ndim == 2 and arr.shape[-1] == 1 and num_classes > 1:
         arr = arr[:, 0]
     if arr.ndim == 1:
         if not np.issubdtype(arr.dtype, np.integer):
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-                raise ValueError(f"Integer class labels expected; got non-integer values of dtype {arr.dtype}.")
+                raise ValueError("Integer class labels expected; got non-integer values of "
+                                 f"dtype {arr.dtype}.")
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
             raise ValueError(f"Labels must be in [0, {num_classes}) for a last layer of "
                              f"{num_classes} units; got values in [{arr.min()}, {arr.max()}].")
     elif arr.ndim == 2:
         if arr.shape[-1] != num_classes:
-            raise ValueError(f"One-hot labels must have {num_classes} columns; got shape {arr.shape}.")
+            raise ValueError(f"One-hot labels must have {num_classes} columns; got shape "
+                             f"{arr.shape}.")
     else:
         raise ValueError(f"Labels must be integers [batch] or one-hot [batch, {num_classes}]; "
                          f"got shape {arr.shape}.")
