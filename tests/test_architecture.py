@@ -82,7 +82,7 @@ def _python_files():
                 yield os.path.join(root, name)
 
 
-def test_no_function_is_longer_than_80_lines():
+def test_no_function_is_longer_than_60_lines():
     long = []
     for path in _python_files():
         with open(path) as fh:
@@ -90,7 +90,7 @@ def test_no_function_is_longer_than_80_lines():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = node.end_lineno - node.lineno + 1
-                if lines > 80:
+                if lines > 60:
                     long.append(f"{os.path.relpath(path, PACKAGE)}:{node.name} ({lines} lines)")
     assert not long, long
 

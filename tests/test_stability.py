@@ -25,8 +25,10 @@ def _backprop():
 
 
 def _exploding():
-    # huge synapse keep and update: the synapses run away (beyond ±1e8) at the second step
-    return st.load_genome(Genome.random(2, seed=0, synapse_keep=1e4, synapse_update=1e4))
+    # a huge synapse keep: the synapses grow 1e4-fold a step and run away (beyond ±1e8) at the
+    # second step, while the output still varies after the first (a huge synapse update too
+    # would collapse the output to a constant at the first step, which is reported there)
+    return st.load_genome(Genome.random(2, seed=0, synapse_keep=1e4, synapse_update=1.0))
 
 
 def test_curves_are_recorded_per_epoch(toy, tmp_path):

@@ -1,14 +1,25 @@
-"""Trace-time checks of what the pure API is given (static shapes and dtypes only).
+"""Checks of what the pure API is given, and the pure test of a collapsed output.
 
-They run in Python while a function is traced, cost nothing in the compiled
-step, and turn what would be a raw einsum/Mul error deep inside TensorFlow
-into one sentence naming the argument, the value received and what is
+The ``check_*`` functions run in Python while a function is traced (static shapes and dtypes
+only), cost nothing in the compiled step, and turn what would be a raw einsum/Mul error deep
+inside TensorFlow into one sentence naming the argument, the value received and what is
 expected.  A dimension unknown at trace time is not checked.
+
+``output_spread`` / ``is_constant`` / ``collapsed_output`` are in-graph tests (pure
+TensorFlow, XLA-compatible) of a step that drove the network's output to a constant across
+its batch (``BlurModel`` reports such a step like a non-finite one; docs/guide.md).
 """
 
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["check_k", "check_layer_sizes", "check_synapses", "check_inputs"]
+__all__ = ["check_k", "check_layer_sizes", "check_synapses", "check_inputs", "output_spread",
+           "is_constant", "collapsed_output", "VARIED_SPREAD"]
+
+# an output "varied" before a step when its relative spread over the batch was above this
+VARIED_SPREAD = 1e-3
+# an output is "constant" when its relative spread is at most this many float epsilons
+CONSTANT_EPSILONS = 16
 
 
 def check_layer_sizes(sizes, what="hidden_sizes"):
@@ -92,3 +103,31 @@ def _check_tensor(name, t, width, dtype, words, expected_width):
     if dtype is not None and t.dtype != dtype:
         raise ValueError(f"{name} has dtype {t.dtype.name} but the synapses are {dtype.name}; "
                          f"cast {name} to {dtype.name}.")
+
+
+def output_spread(outputs):
+    """Relative spread over the batch of ``outputs [..., B, C]``: the largest range over the
+    examples (max − min) of any column, divided by the largest magnitude of the outputs; 0
+    for an output that is all zero. ``[...]``."""
+    outputs = tf.convert_to_tensor(outputs)
+    ranges = tf.reduce_max(outputs, axis=-2) - tf.reduce_min(outputs, axis=-2)
+    spread = tf.reduce_max(ranges, axis=-1)
+    scale = tf.reduce_max(tf.abs(outputs), axis=[-2, -1])
+    return tf.math.divide_no_nan(spread, scale)
+
+
+def is_constant(outputs):
+    """Whether every column of ``outputs [..., B, C]`` is the same for every example, to the
+    rounding of its dtype (relative spread at most ``CONSTANT_EPSILONS`` epsilons). ``[...]``."""
+    outputs = tf.convert_to_tensor(outputs)
+    tolerance = CONSTANT_EPSILONS * float(np.finfo(outputs.dtype.as_numpy_dtype).eps)
+    return output_spread(outputs) <= tolerance
+
+
+def collapsed_output(before, after):
+    """Whether a step drove the output to a constant: on the same batch ``[..., B, C]`` the
+    output varied before the step (relative spread above ``VARIED_SPREAD``) and is constant
+    after it (``is_constant``). A batch whose output was already (nearly) constant, e.g.
+    identical examples or a saturated output, never counts. Non-finite outputs do not
+    count either (the non-finite checks report those). ``[...]`` bool."""
+    return (output_spread(before) > VARIED_SPREAD) & is_constant(after)

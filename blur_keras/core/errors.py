@@ -4,4 +4,6 @@ __all__ = ["NonFiniteError"]
 
 
 class NonFiniteError(FloatingPointError):
-    """Synapses or activations of a BLUR layer became NaN or Inf during training."""
+    """A training step broke a BLUR layer: its synapses or activations became NaN or Inf, its
+    synapses ran away (beyond ``keras.guards.SYNAPSE_LIMIT``), or it collapsed the network's
+    output to a constant across the batch (``core.checks.collapsed_output``)."""

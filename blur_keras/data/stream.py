@@ -199,6 +199,12 @@ def make_task_stream(
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     first = int(start_step) * per_pipeline  # this pipeline's element index of that meta-step
     perms = _permutation_stream(samplers, seed, pipeline_id, first, max(1, int(reshuffle_every)))
+    return _pipeline(element, perms, first, num_parallel_calls, prefetch)
+
+
+def _pipeline(element, perms, first, num_parallel_calls, prefetch):
+    """The element counter from ``first`` beside the permutation stream, mapped by ``element``
+    in order (deterministic) and prefetched (``tf.data.AUTOTUNE`` where a value is None)."""
     ds = tf.data.Dataset.zip((tf.data.Dataset.counter(start=first, dtype=tf.int64), perms))
     auto = tf.data.AUTOTUNE
     ds = ds.map(element, num_parallel_calls=num_parallel_calls or auto, deterministic=True)

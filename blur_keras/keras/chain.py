@@ -15,7 +15,7 @@ from blur_keras.keras.layers import BlurDense
 
 __all__ = ["BLUR_LAYERS", "is_blur_layer", "has_synapses", "is_dense_chain", "chain_specs",
            "chain_input_shape", "check_features",
-           "check_chain", "sync_layer", "inner_step"]
+           "check_chain", "sync_layer", "inner_step", "predict"]
 
 BLUR_LAYERS = (BlurDense, BlurConv2D, BlurMaxPooling2D, BlurAveragePooling2D, BlurFlatten,
                BlurReshape)
@@ -84,6 +84,11 @@ def inner_step(params, synapses, features, targets, chain, config, per_layer, fw
     """``network.inner_step`` of the chain on a batch of features."""
     return network.inner_step(params, synapses, features, tf.convert_to_tensor(targets),
                               chain_specs(chain), config, per_layer, fwd, bwd)
+
+
+def predict(params, synapses, features, chain, config, per_layer, fwd):
+    """``network.predict`` of the chain on a batch of features (state 0 of the last layer)."""
+    return network.predict(params, synapses, features, chain_specs(chain), config, per_layer, fwd)
 
 
 def chain_input_shape(chain):

@@ -171,54 +171,77 @@ def unroll(params, synapses, train_x, train_y, config, per_layer=False, recomput
     """
     num_steps = int(train_x.shape[0])
     num_classes = int(synapses[-1][0].shape[-2])
-    train_t = pm1_targets(train_y, num_classes, train_x.dtype)
+    data = (train_x, pm1_targets(train_y, num_classes, train_x.dtype), train_y)
     names = sorted(params)
-    v0 = synapses[0][1]
-    # converted once: every step runs in the internal layout (V⁰ stays out, as it is)
-    flat = [synapses_in(synapses[0][0])] + flatten_pairs(pairs_in(synapses[1:]))
-    v0_spec = (synapses_in(v0).shape, v0.dtype)  # the shape only (a placeholder's)
     p_list = [params[n] for n in names]
+    flat, num_syn, v0_spec = _unroll_start(synapses, inference_momentum)
+    num_args = len(flat)
     seg = min(max(1, int(recompute)) if recompute else 1, num_steps)
-    num_segments, rest = divmod(num_steps, seg)
-    num_syn = len(flat)
-    if inference_momentum is not None:  # W⁰, W¹, …: the forward synapses of every layer
-        flat = flat + _flat_moments(start_moments([flat[0]] + flat[1::2]))
 
     def segment(length):
         fn = _segment_fn(names, num_syn, config, per_layer, length, v0_spec, logit_scale,
                          inference_momentum, reverse)
-        return _recomputed(fn, len(names), len(flat)) if recompute else fn
+        return _recomputed(fn, len(names), num_args) if recompute else fn
 
-    fn = segment(seg)
+    flat, loss_sum, inner_acc = _run_segments(segment(seg), p_list, flat, data, seg)
+    rest = num_steps % seg
+    if rest:
+        out = segment(rest)(*p_list, *flat, *(a[-rest:] for a in data), num_steps - rest)
+        flat = list(out[:-2])
+        loss_sum += tf.reduce_sum(out[-2], axis=0)
+        inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
+    return _unroll_end(flat, num_syn, synapses[0][1], inner_acc, loss_sum / num_steps)
+
+
+def _unroll_start(synapses, inference_momentum):
+    """What the unroll carries: ``(flat, number of flat synapses, V⁰'s (shape, dtype))``.
+
+    The synapses are converted once (every step runs in the internal layout) and flattened
+    without V⁰; with ``inference_momentum`` the tracked statistics' start follows them.
+    """
+    v0 = synapses[0][1]
+    flat = [synapses_in(synapses[0][0])] + flatten_pairs(pairs_in(synapses[1:]))
+    v0_spec = (synapses_in(v0).shape, v0.dtype)  # the shape only (a placeholder's)
+    num_syn = len(flat)
+    if inference_momentum is not None:  # W⁰, W¹, …: the forward synapses of every layer
+        flat = flat + _flat_moments(start_moments([flat[0]] + flat[1::2]))
+    return flat, num_syn, v0_spec
+
+
+def _run_segments(fn, p_list, flat, data, seg):
+    """The whole segments of ``seg`` inner steps (a ``tf.while_loop`` when there are several).
+
+    ``data``: ``(train_x, train targets, train_y)``, each ``[T, ...]``. Returns ``(flat,
+    online-loss sum [S], inner accuracy [segments · seg, S])``.
+    """
+    num_segments = int(data[0].shape[0]) // seg
 
     def body(i, flat, loss_sum, accs):
         idx = i * seg + tf.range(seg)
-        xs, ts, ys = (tf.gather(a, idx) for a in (train_x, train_t, train_y))
+        xs, ts, ys = (tf.gather(a, idx) for a in data)
         out = fn(*p_list, *flat, xs, ts, ys, i * seg)
         return (i + 1, list(out[:-2]), loss_sum + tf.reduce_sum(out[-2], axis=0),
                 accs.write(i, out[-1]))
 
     accs = tf.TensorArray(tf.float32, size=num_segments, element_shape=[seg, None],
                           infer_shape=False)
-    loss_sum = tf.zeros(tf.shape(flat[0])[:1], train_x.dtype)
+    loss_sum = tf.zeros(tf.shape(flat[0])[:1], data[0].dtype)
     if num_segments == 1:
         _, flat, loss_sum, accs = body(tf.constant(0), flat, loss_sum, accs)
     else:
         _, flat, loss_sum, accs = tf.while_loop(
             lambda i, *_: i < num_segments, body, (tf.constant(0), flat, loss_sum, accs),
             maximum_iterations=num_segments)
-    inner_acc = tf.reshape(accs.stack(), [num_segments * seg, -1])
-    if rest:
-        out = segment(rest)(*p_list, *flat, train_x[-rest:], train_t[-rest:], train_y[-rest:],
-                            num_segments * seg)
-        flat = list(out[:-2])
-        loss_sum += tf.reduce_sum(out[-2], axis=0)
-        inner_acc = tf.concat([inner_acc, out[-1]], axis=0)
+    return flat, loss_sum, tf.reshape(accs.stack(), [num_segments * seg, -1])
+
+
+def _unroll_end(flat, num_syn, v0, inner_acc, online):
+    """``unroll``'s outputs from the flat carry: synapses back in the public layout with
+    ``v0`` as V⁰, then the tracked statistics when the carry holds them."""
     flat, tracked = flat[:num_syn], _pair_moments(flat[num_syn:])
     rest_pairs = pairs_out(pair_up(flat[1:]))
-    out = ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, loss_sum / num_steps
+    out = ((synapses_out(flat[0]), v0),) + rest_pairs, inner_acc, online
     return out if tracked is None else out + (moments_out(tracked),)
-
 
 
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
@@ -266,32 +289,45 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
       examples); ``aux`` holds ``accuracy`` ``[S]`` (query accuracy),
       ``inner_accuracy`` ``[T, S]``, ``online_loss`` ``[S]`` and ``finite`` ``[S]`` (bool).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
-    if inference not in ("batch", "moving"):
-        raise ValueError(f"meta_loss: inference={inference!r}; expected 'batch' or 'moving'.")
+    _check_meta_loss_args(loss, inference)
     train_x = tf.cast(tf.convert_to_tensor(batch["train_x"]), params["nu"].dtype)
     synapses = _fresh_synapses(params, seed, batch, config, sizes, int(train_x.shape[2]),
                                init_scale, shared_synapses, population_species)
     tracks = inference == "moving" and config.activation_norm
     unrolled = unroll(params, synapses, train_x, batch["train_y"], config, per_layer, recompute,
                       logit_scale, inference_momentum if tracks else None, reverse)
-    synapses, inner_acc, online = unrolled[:3]
-    query_x = tf.convert_to_tensor(batch["query_x"], train_x.dtype)
-    query_y = tf.cast(batch["query_y"], tf.int32)
-    moments = unrolled[3] if tracks else None
-    out = predict(params, synapses, query_x, config, per_layer, moments=moments)  # [S, R, Bq, C]
-    query_y = tf.broadcast_to(query_y, tf.shape(out)[:-1])
-    per_species = _query_loss(out, query_y, loss, logit_scale, sizes[-1])
+    synapses, inner_acc, online, *tracked = unrolled
+    per_species, acc, finite = _judge_query(params, synapses, batch, config, per_layer,
+                                            tracked, loss, logit_scale, sizes[-1])
     if trajectory_weight:
         per_species = (1.0 - trajectory_weight) * per_species + trajectory_weight * online
-    acc = tf.reduce_mean(_accuracy(out, query_y), axis=1)
-    acc = tf.cast(acc, tf.float32)
-    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [int(params["nu"].shape[0]), -1])),
-                           axis=-1)
     finite = tf.logical_and(finite, tf.math.is_finite(per_species))
     return per_species, {"accuracy": acc, "inner_accuracy": inner_acc, "online_loss": online,
                          "finite": finite}
+
+
+def _check_meta_loss_args(loss, inference):
+    """Errors at the door for ``meta_loss``'s ``loss`` and ``inference``."""
+    if loss not in LOSSES:
+        raise ValueError(f"meta_loss: loss={loss!r}; expected one of {LOSSES}.")
+    if inference not in ("batch", "moving"):
+        raise ValueError(f"meta_loss: inference={inference!r}; expected 'batch' or 'moving'.")
+
+
+def _judge_query(params, synapses, batch, config, per_layer, tracked, loss, logit_scale,
+                 num_classes):
+    """The trained synapses on the query batch: ``(query loss [S], accuracy [S], whether
+    every query output is finite [S])``, means over replicas and examples. ``tracked``:
+    ``[the unroll's tracked statistics]``, or empty to normalise over the query batch."""
+    query_x = tf.convert_to_tensor(batch["query_x"], synapses[0][0].dtype)
+    out = predict(params, synapses, query_x, config, per_layer,
+                  moments=tracked[0] if tracked else None)  # [S, R, Bq, C]
+    query_y = tf.broadcast_to(tf.cast(batch["query_y"], tf.int32), tf.shape(out)[:-1])
+    per_species = _query_loss(out, query_y, loss, logit_scale, num_classes)
+    acc = tf.cast(tf.reduce_mean(_accuracy(out, query_y), axis=1), tf.float32)
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(out, [int(params["nu"].shape[0]), -1])),
+                           axis=-1)
+    return per_species, acc, finite
 
 
 def _fresh_synapses(params, seed, batch, config, sizes, replicas, init_scale, shared,
