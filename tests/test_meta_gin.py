@@ -304,3 +304,16 @@ def test_a_relative_gin_file_parses_without_error_lines(caplog, monkeypatch):
         CLI.parse_gin([os.path.join("gin", "sgd_residual_steady.gin")], [])
     gin.clear_config()
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_the_cli_stop_after_binds_the_schedule():
+    """``train/meta.py --stop_after N`` is ``Schedule.stop_after = N`` for every stage."""
+    from blur_keras.meta.run.parts import Schedule
+
+    CLI.parse_gin([os.path.join(REPO, "gin", "general.gin")], [], stop_after=2)
+    try:
+        assert gin.query_parameter("Schedule.stop_after") == 2
+        with gin.config_scope("long"):
+            assert Schedule().stop_after == 2 and Schedule().num_steps == 80
+    finally:
+        gin.clear_config()

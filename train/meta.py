@@ -57,9 +57,8 @@ def parse_gin(gin_files, gin_params, stop_after=None):
         # absolute: gin tries a relative path under each search folder first, logging an ERROR
         gin_files = [os.path.abspath(p) for p in gin_files or [str(default)]]
         search_beside(gin_files)  # the packaged default includes the recipes beside it
-        gin.parse_config_files_and_bindings(gin_files, gin_params or [])
-    if stop_after is not None:
-        gin.bind_parameter("Schedule.stop_after", stop_after)
+        stop = [] if stop_after is None else [f"Schedule.stop_after = {int(stop_after)}"]
+        gin.parse_config_files_and_bindings(gin_files, list(gin_params or []) + stop)
 
 
 def check_stage_overrides(gin_params):
