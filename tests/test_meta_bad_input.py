@@ -153,3 +153,35 @@ def test_final_eval_task_must_fit_the_network(tmp_path):
                                          r"and 10 classes; the run's network \(2, 4, 2\)"):
         tiny_run(tmp_path / "run", final_eval_task=preset_task("mnist_5k_10x10"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+# -- the parts of a run check their fields when they are built ------------------------------------
+@pytest.mark.parametrize("build, words", [
+    (lambda p: p.Objective(), "Objective.task must be a blur_keras.data Task or Mixture; got None."),
+    (lambda p: p.Objective(task=preset_task("and"), blur_config="norm"),
+     "Objective.blur_config must be a BlurConfig"),
+    (lambda p: p.Objective(task=preset_task("and"), loss="hinge"), "Objective.loss='hinge'"),
+    (lambda p: p.Objective(task=preset_task("and"), recompute=-1),
+     "Objective.recompute must be an int >= 0"),
+    (lambda p: p.Start(genome_init="random.txt"), "Start.genome_init='random.txt'; expected"),
+    (lambda p: p.Start(genome_values=[1.0]), "Start.genome_values must be None or a dict"),
+    (lambda p: p.Schedule(sized_for="gpu"), "Schedule.sized_for='gpu'; expected None or 'tpu'."),
+    (lambda p: p.Schedule(stop_after=0), "Schedule.stop_after must be an int >= 1"),
+    (lambda p: p.Schedule(eval_replicas=0), "Schedule.eval_replicas must be an int >= 1"),
+    (lambda p: p.Report(final_values=[1.0]), "Report.final_values must be None or a dict"),
+    (lambda p: p.Report(final_eval_examples=0), "Report.final_eval_examples must be an int >= 1"),
+])
+def test_parts_check_their_fields_when_built(build, words):
+    from blur_keras.meta.run import parts
+
+    with pytest.raises(ValueError) as err:
+        build(parts)
+    assert str(err.value).splitlines()[0].startswith(words)  # (gin adds where it was built)
+
+
+def test_meta_train_takes_parts_of_their_own_type(tmp_path):
+    from blur_keras.meta.run.experiment import Schedule
+
+    with pytest.raises(ValueError, match=r"^meta_train.objective must be of type Objective; got "):
+        meta_train(str(tmp_path / "run"), Schedule())
+    assert not (tmp_path / "run").exists()

@@ -100,7 +100,7 @@ def prepare(model_dir, parts=None, strategy=None, changes=None):
         part = (parts or {}).get(name)
         part = cls() if part is None else part
         if not isinstance(part, cls):
-            raise ValueError(f"meta_train.{name} must be a {cls.__name__}; got {part!r}.")
+            raise ValueError(f"meta_train.{name} must be of type {cls.__name__}; got {part!r}.")
         built[name] = dataclasses.replace(part, **(changes or {}).get(name, {}))
     run = Run(model_dir, strategy=strategy or tf.distribute.get_strategy(), **built)
     if run.report.final_values or run.report.final_schedule:
