@@ -14,6 +14,7 @@ first by rewriting its ``step``: no 10,000 steps are run), each running one more
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -56,18 +57,22 @@ def meta_train_restart_seconds(root, step):
     """Seconds of a ``meta_train`` call resumed at ``step`` that runs one meta-step."""
     import gin
 
-    from blur_keras.meta.run.experiment import meta_train
+    from blur_keras.meta.run.experiment import Objective, Report, Schedule, meta_train
 
     model_dir = os.path.join(root, f"at_{step}")
-    kwargs = dict(task=data.preset_task("xor"), hidden_sizes=(4,), species=2, replicas=2,
-                  batch_size=16, checkpoint_every=10, eval_every=10 ** 9, log_every=10 ** 9,
-                  jit_compile=False, final_eval=False, export=False)
+    objective = Objective(task=data.preset_task("xor"), hidden_sizes=(4,), species=2, replicas=2,
+                          batch_size=16)
+    schedule = Schedule(num_steps=20_000, checkpoint_every=10, eval_every=10 ** 9,
+                        log_every=10 ** 9, jit_compile=False)
+    report = Report(final_eval=False, export=False)
     gin.clear_config()
-    meta_train(model_dir, num_steps=20_000, stop_after=10, **kwargs)  # a checkpoint at 10
+    meta_train(model_dir, objective, schedule=dataclasses.replace(schedule, stop_after=10),
+               report=report)  # a checkpoint at 10
     if step != 10:
         _checkpoint_at(model_dir, step)
     t0 = time.perf_counter()
-    out = meta_train(model_dir, num_steps=20_000, stop_after=1, **kwargs)
+    out = meta_train(model_dir, objective, schedule=dataclasses.replace(schedule, stop_after=1),
+                     report=report)
     assert out["steps_done"] == step + 1, out
     return time.perf_counter() - t0
 

@@ -254,3 +254,20 @@ def subprocess_env(**extra):
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
+
+
+def meta_parts(**settings):
+    """``meta_train``'s parts (``{"objective": Objective(...), ...}``) from their fields by name
+    (``trainer``: ``Outer.trainer``); the parts named by no setting are left to gin."""
+    import dataclasses
+
+    from blur_keras.meta.run.experiment import PARTS
+
+    grouped = {}
+    for key, value in settings.items():
+        owners = [name for name, cls in PARTS.items()
+                  if key in {f.name for f in dataclasses.fields(cls)}]
+        if not owners:
+            raise TypeError(f"No part of meta_train has a field {key!r}.")
+        grouped.setdefault(owners[0], {})[key] = value
+    return {name: PARTS[name](**fields) for name, fields in grouped.items()}

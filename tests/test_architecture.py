@@ -116,6 +116,18 @@ def test_experiment_is_short():
         assert len(fh.read().splitlines()) < 250
 
 
+def test_meta_train_has_at_most_8_parameters():
+    """A run is composed of its parts (``blur_keras.meta.run.parts``: objective, start, outer,
+    schedule, report), each a gin configurable, not configured by dozens of arguments."""
+    with open(os.path.join(PACKAGE, "meta", "run", "experiment.py")) as fh:
+        tree = ast.parse(fh.read())
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "meta_train"]
+    args = node.args
+    names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+    assert args.vararg is None and args.kwarg is None
+    assert len(names) <= 8, names
+
+
 def test_no_branch_on_the_outer_optimiser_outside_outer_py():
     """Only ``meta/outer/base.py`` (where gin builds the trainer) looks at the optimiser's name."""
     for path in _python_files():

@@ -10,7 +10,7 @@ import pytest
 from blur_keras.core.checks import check_layer_sizes
 from blur_keras.data import preset_task
 from blur_keras.meta.run.cli import one_line_errors
-from blur_keras.meta.run.experiment import meta_train
+from blur_keras.meta.run.experiment import Objective, meta_train
 
 import helpers
 
@@ -26,9 +26,9 @@ BAD_SIZES = {"zero": "(0,)", "negative": "(-3,)", "fraction": "(16.5,)", "boolea
 @pytest.mark.parametrize("sizes", [(0,), (-3,), (16.5,), (True,), ("16",), 32])
 def test_meta_train_refuses_bad_layer_sizes_before_writing(tmp_path, sizes):
     run = tmp_path / "run"
-    with pytest.raises(ValueError, match=r"meta_train.hidden_sizes.*whole number"):
-        meta_train(str(run), task=preset_task("and"), hidden_sizes=sizes, species=2,
-                   batch_size=8, num_steps=2, jit_compile=False, final_eval=False, export=False)
+    with pytest.raises(ValueError, match=r"Objective.hidden_sizes.*whole number"):
+        meta_train(str(run), Objective(task=preset_task("and"), hidden_sizes=sizes, species=2,
+                                       batch_size=8))
     assert not run.exists()
 
 
@@ -42,8 +42,8 @@ def test_layer_sizes_check():
 
 @pytest.mark.parametrize("scale", [0.0, -1.0, 1e30])
 def test_meta_train_refuses_absurd_scales(tmp_path, scale):
-    with pytest.raises(ValueError, match=r"meta_train.init_scale=.*positive scale"):
-        meta_train(str(tmp_path / "run"), task=preset_task("and"), init_scale=scale)
+    with pytest.raises(ValueError, match=r"Objective.init_scale=.*positive scale"):
+        meta_train(str(tmp_path / "run"), Objective(task=preset_task("and"), init_scale=scale))
     assert not (tmp_path / "run").exists()
 
 
@@ -83,13 +83,13 @@ def _one_error_line(proc, expected):
 @pytest.mark.slow
 @pytest.mark.process
 def test_meta_cli_refuses_bad_sizes_and_gin_syntax_in_one_line(tmp_path):
-    cases = {name: (_start(META, tmp_path / name, f"--gin_param=meta_train.hidden_sizes = {v}"),
+    cases = {name: (_start(META, tmp_path / name, f"--gin_param=Objective.hidden_sizes = {v}"),
                     "hidden_sizes")
              for name, v in BAD_SIZES.items()}
     cases["unclosed"] = (_start(META, tmp_path / "unclosed",
-                                "--gin_param=meta_train.num_steps = ("), "SyntaxError")
+                                "--gin_param=Schedule.num_steps = ("), "SyntaxError")
     bad_file = tmp_path / "bad.gin"
-    bad_file.write_text("meta_train.num_steps = 3\nmeta_train.k = = 2\n")
+    bad_file.write_text("Schedule.num_steps = 3\nObjective.k = = 2\n")
     cases["bad_file"] = (_start(META, tmp_path / "bad_file", f"--gin_file={bad_file}"),
                          "bad.gin")
     for name, (proc, expected) in cases.items():
@@ -102,7 +102,7 @@ def test_meta_cli_refuses_bad_sizes_and_gin_syntax_in_one_line(tmp_path):
 @pytest.mark.process
 def test_meta_cli_shows_the_traceback_with_verbosity(tmp_path):
     proc = _start(META, tmp_path / "run", "--verbosity=1",
-                  "--gin_param=meta_train.num_steps = (")
+                  "--gin_param=Schedule.num_steps = (")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Traceback" in err
 

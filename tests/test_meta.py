@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from blur_keras import BlurConfig, Genome
 from blur_keras.data import make_task_stream, preset_task
-from blur_keras.meta.run.experiment import Curriculum, MetaTrainingDiverged, meta_train
+from blur_keras.meta.outer.gradient import GradientTrainer
+from blur_keras.meta.run.experiment import (Curriculum, MetaTrainingDiverged, Objective, Outer,
+                                            Report, Schedule, Start, meta_train)
 from blur_keras.meta.outer.adam import adam_update
 from blur_keras.meta.outer.gradient import GradientTrainer
 from blur_keras.meta.objective.unroll import meta_loss
@@ -159,10 +161,13 @@ def test_non_finite_species_is_skipped():
 
 def test_repeated_non_finite_steps_stop_the_run(tmp_path, and_task):
     with pytest.raises(MetaTrainingDiverged, match="non-finite meta-gradients"):
-        meta_train(str(tmp_path), task=and_task, hidden_sizes=(4,), species=2, replicas=1,
-                   batch_size=8, num_steps=10, curriculum=Curriculum(unroll_start=2),
-                   genome_values={"eta_syn": 3e38}, max_nonfinite_in_a_row=3,
-                   checkpoint_every=1, jit_compile=False, final_eval=False, export=False)
+        meta_train(str(tmp_path),
+                   Objective(task=and_task, hidden_sizes=(4,), species=2, replicas=1,
+                             batch_size=8, curriculum=Curriculum(unroll_start=2)),
+                   Start(genome_values={"eta_syn": 3e38}),
+                   schedule=Schedule(num_steps=10, max_nonfinite_in_a_row=3, checkpoint_every=1,
+                                     jit_compile=False),
+                   report=Report(final_eval=False, export=False))
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert len(lines) == 3 and not any(any(l["applied"]) for l in lines)
     # the checkpoints written before the stop are intact and restorable
@@ -172,12 +177,14 @@ def test_repeated_non_finite_steps_stop_the_run(tmp_path, and_task):
 
 def test_curriculum_run_changes_unroll_and_task(tmp_path):
     """A run through two unroll counts and two tasks; checks the logged curriculum."""
+    curriculum = Curriculum(unroll_start=1, unroll_delta=1, unroll_every=3,
+                            task_phases=((4, preset_task("xor")),))
     results = meta_train(
-        str(tmp_path), task=preset_task("and"), hidden_sizes=(4,), species=2, replicas=1,
-        batch_size=8, num_steps=6, jit_compile=False, final_eval=False, export=True,
-        curriculum=Curriculum(unroll_start=1, unroll_delta=1, unroll_every=3,
-                              task_phases=((4, preset_task("xor")),)),
-        checkpoint_every=3, eval_every=3, learning_rate=1e-2)
+        str(tmp_path), Objective(task=preset_task("and"), hidden_sizes=(4,), species=2,
+                                 replicas=1, batch_size=8, curriculum=curriculum),
+        outer=Outer(GradientTrainer, {"learning_rate": 1e-2}),
+        schedule=Schedule(num_steps=6, jit_compile=False, checkpoint_every=3, eval_every=3),
+        report=Report(final_eval=False, export=True))
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["unroll"] for l in lines] == [1, 1, 1, 2, 2, 2]
     assert [l["phase"] for l in lines] == [0, 0, 0, 0, 1, 1]

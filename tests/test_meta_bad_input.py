@@ -22,14 +22,15 @@ TINY = dict(hidden_sizes=(4,), species=2, replicas=1, batch_size=8, num_steps=2,
 
 
 def tiny_run(model_dir, **overrides):
-    return meta_train(str(model_dir), task=preset_task("and"), **{**TINY, **overrides})
+    return meta_train(str(model_dir), **helpers.meta_parts(task=preset_task("and"),
+                                                           **{**TINY, **overrides}))
 
 
 # -- item 1: the start genome file must fit k, per_layer and the depth ---------------------------
 def test_genome_file_with_other_k(tmp_path):
     path = tmp_path / "k3.json"
     bk.Genome.random(3, seed=0).save_json(str(path))
-    with pytest.raises(ValueError, match=r"k=3 genome, but meta_train.k=2"):
+    with pytest.raises(ValueError, match=r"k=3 genome, but Objective.k=2"):
         tiny_run(tmp_path / "run", k=2, genome_init=str(path))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
@@ -62,7 +63,7 @@ def test_resume_with_other_settings_names_every_difference(tmp_path):
         tiny_run(run, hidden_sizes=(5,))
     with pytest.raises(ValueError, match=r"learning_rate: .*; species: 2 in the checkpointed run, "
                                          r"now 3"):
-        tiny_run(run, species=3, learning_rate=0.1)
+        tiny_run(run, species=3, hyperparameters={"learning_rate": 0.1})
     results = tiny_run(run, num_steps=3)  # more steps: the same run, continued
     assert results["steps_done"] == 3
 
@@ -77,7 +78,8 @@ def test_model_dir_that_is_a_file(tmp_path):
 @pytest.mark.parametrize("name,value", [("num_steps", -5), ("k", 1), ("species", 2.5),
                                         ("batch_size", True)])
 def test_meta_train_integer_settings(tmp_path, name, value):
-    with pytest.raises(ValueError, match=rf"meta_train.{name} must be an int >= \d; got"):
+    with pytest.raises(ValueError, match=rf"(Objective|Schedule).{name} must be an int >= \d; "
+                                         "got"):
         tiny_run(tmp_path / "run", **{name: value})
     assert not (tmp_path / "run").exists()
 
@@ -88,23 +90,23 @@ def _env():
 
 
 CLI_CASES = {
-    "negative_steps": (["--gin_param=fast/meta_train.num_steps = -5"], "num_steps must be an int"),
-    "overridden_by_every_stage": (["--gin_param=meta_train.num_steps = 100"],
-                                  "meta_train.num_steps would be ignored"),
+    "negative_steps": (["--gin_param=fast/Schedule.num_steps = -5"], "num_steps must be an int"),
+    "overridden_by_every_stage": (["--gin_param=Schedule.num_steps = 100"],
+                                  "Schedule.num_steps would be ignored"),
     "bad_later_stage": (["--gin_param=longer/CMAESTrainer.population_size = 0"],
                         "population_size must be an int"),
-    "k_one": (["--gin_param=meta_train.k = 1"], "meta_train.k must be an int >= 2"),
+    "k_one": (["--gin_param=Objective.k = 1"], "Objective.k must be an int >= 2"),
     "unknown_preset": (["--gin_param=preset_task.name = 'no_such_task'"], "no_such_task"),
     "bad_config_value": (["--gin_param=backprop_config.norm_epsilon = -1.0"],
                          "BlurConfig.norm_epsilon=-1.0"),
     "ignored_config": (["--gin_param=BlurConfig.norm_epsilon = 0.01"],
                        "BlurConfig.norm_epsilon would be ignored: this configuration's "
-                       "meta_train.blur_config is @backprop_config(); bind "
+                       "Objective.blur_config is @backprop_config(); bind "
                        "backprop_config.norm_epsilon instead."),
     "ignored_backprop_config": ([f"--gin_file={os.path.join(REPO, 'gin', 'general.gin')}",
                                  "--gin_param=backprop_config.activation_norm = False"],
                                 "backprop_config.activation_norm would be ignored: this "
-                                "configuration's meta_train.blur_config is @BlurConfig()"),
+                                "configuration's Objective.blur_config is @BlurConfig()"),
     "model_dir_is_file": (["--model_dir={file}"], "is a file"),
 }
 
@@ -137,7 +139,7 @@ def test_cli_configuration_errors_are_one_line(tmp_path):
 def test_cli_traceback_with_verbosity(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, "--strategy=default", "--verbosity=1",
                            f"--model_dir={tmp_path / 'run'}",
-                           "--gin_param=fast/meta_train.num_steps = -5"],
+                           "--gin_param=fast/Schedule.num_steps = -5"],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "num_steps must be an int" in proc.stderr
@@ -151,3 +153,35 @@ def test_final_eval_task_must_fit_the_network(tmp_path):
                                          r"and 10 classes; the run's network \(2, 4, 2\)"):
         tiny_run(tmp_path / "run", final_eval_task=preset_task("mnist_5k_10x10"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+# -- the parts of a run check their fields when they are built ------------------------------------
+@pytest.mark.parametrize("build, words", [
+    (lambda p: p.Objective(), "Objective.task must be a blur_keras.data Task or Mixture; got None."),
+    (lambda p: p.Objective(task=preset_task("and"), blur_config="norm"),
+     "Objective.blur_config must be a BlurConfig"),
+    (lambda p: p.Objective(task=preset_task("and"), loss="hinge"), "Objective.loss='hinge'"),
+    (lambda p: p.Objective(task=preset_task("and"), recompute=-1),
+     "Objective.recompute must be an int >= 0"),
+    (lambda p: p.Start(genome_init="random.txt"), "Start.genome_init='random.txt'; expected"),
+    (lambda p: p.Start(genome_values=[1.0]), "Start.genome_values must be None or a dict"),
+    (lambda p: p.Schedule(sized_for="gpu"), "Schedule.sized_for='gpu'; expected None or 'tpu'."),
+    (lambda p: p.Schedule(stop_after=0), "Schedule.stop_after must be an int >= 1"),
+    (lambda p: p.Schedule(eval_replicas=0), "Schedule.eval_replicas must be an int >= 1"),
+    (lambda p: p.Report(final_values=[1.0]), "Report.final_values must be None or a dict"),
+    (lambda p: p.Report(final_eval_examples=0), "Report.final_eval_examples must be an int >= 1"),
+])
+def test_parts_check_their_fields_when_built(build, words):
+    from blur_keras.meta.run import parts
+
+    with pytest.raises(ValueError) as err:
+        build(parts)
+    assert str(err.value).splitlines()[0].startswith(words)  # (gin adds where it was built)
+
+
+def test_meta_train_takes_parts_of_their_own_type(tmp_path):
+    from blur_keras.meta.run.experiment import Schedule
+
+    with pytest.raises(ValueError, match=r"^meta_train.objective must be of type Objective; got "):
+        meta_train(str(tmp_path / "run"), Schedule())
+    assert not (tmp_path / "run").exists()

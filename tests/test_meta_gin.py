@@ -23,12 +23,12 @@ def _cli():
 
 CLI = _cli()
 
-TINY = ["meta_train.species = 2", "meta_train.replicas = 2", "meta_train.batch_size = 8",
-        "meta_train.hidden_sizes = (4,)", "meta_train.num_steps = 3", "meta_train.k = 2",
+TINY = ["Objective.species = 2", "Objective.replicas = 2", "Objective.batch_size = 8",
+        "Objective.hidden_sizes = (4,)", "Schedule.num_steps = 3", "Objective.k = 2",
         "Curriculum.unroll_start = 2", "Curriculum.unroll_delta = 0",
-        "meta_train.recompute = 0", "meta_train.jit_compile = False",
-        "meta_train.final_eval = False", "meta_train.export = False",
-        "meta_train.checkpoint_every = 3", "meta_train.eval_every = 3"]
+        "Objective.recompute = 0", "Schedule.jit_compile = False",
+        "Report.final_eval = False", "Report.export = False",
+        "Schedule.checkpoint_every = 3", "Schedule.eval_every = 3"]
 
 
 def test_all_required_gin_files_exist():
@@ -55,7 +55,7 @@ def tiny(path):
     if stages == [""]:
         return list(TINY)
     scoped = [s + b for s in stages for b in TINY if "stages" not in b]
-    return TINY + scoped + [s + "meta_train.population_size = 4" for s in stages]
+    return TINY + scoped + [s + "CMAESTrainer.population_size = 4" for s in stages]
 
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=os.path.basename)
@@ -64,10 +64,10 @@ def test_gin_file_parses_and_names_a_task(path):
 
     CLI.parse_gin([path], [])
     try:
-        task = gin.query_parameter("meta_train.task").scoped_configurable_fn()
+        task = gin.query_parameter("Objective.task").scoped_configurable_fn()
         assert isinstance(task, (Task, Mixture))
         for stage in _stages():
-            assert gin.query_parameter(f"{stage}meta_train.num_steps") >= 20, stage
+            assert gin.query_parameter(f"{stage}Schedule.num_steps") >= 20, stage
     finally:
         gin.clear_config()
 
@@ -76,7 +76,7 @@ def _run_recipe(name, model_dir):
     from blur_keras.meta.run.experiment import meta_train
 
     path = os.path.join(REPO, "gin", name)
-    CLI.parse_gin([path], tiny(path) + ["meta_train.task = @preset_task()",
+    CLI.parse_gin([path], tiny(path) + ["Objective.task = @preset_task()",
                                         "preset_task.name = 'mnist_5k_10x10'"])
     try:
         stages = [s.rstrip("/") for s in _stages()]
@@ -129,7 +129,7 @@ def test_recipe_config_is_the_shipped_genomes_config(name):
     from blur_keras import Genome
     CLI.parse_gin([os.path.join(REPO, "gin", name + ".gin")], [])
     try:
-        config = gin.query_parameter("meta_train.blur_config").scoped_configurable_fn()
+        config = gin.query_parameter("Objective.blur_config").scoped_configurable_fn()
     finally:
         gin.clear_config()
     assert config == Genome.pretrained(name).config
@@ -155,26 +155,26 @@ def test_packaged_recipes_are_linked_from_gin_folder(name):
         str(packaged))
 
 
-_RECIPE_KEYS = ("fast/meta_train.num_steps", "meta_train.stages", "fast/meta_train.genome_init",
-                "fast/GradientTrainer.residual_penalty", "long/meta_train.num_steps",
-                "longer/Curriculum.unroll_start", "meta_train.final_schedule")
+_RECIPE_KEYS = ("fast/Schedule.num_steps", "meta_train.stages", "fast/Start.genome_init",
+                "fast/GradientTrainer.residual_penalty", "long/Schedule.num_steps",
+                "longer/Curriculum.unroll_start", "Report.final_schedule")
 
 
 def test_default_is_the_robust_recipe_and_parses_anywhere(tmp_path, monkeypatch):
     """No --gin_file: the packaged default, whose includes resolve beside it (not in the
     working directory), is gin/sgd_residual_robust.gin's recipe."""
     monkeypatch.chdir(tmp_path)
-    CLI.parse_gin(None, ["fast/meta_train.num_steps = 3"])
+    CLI.parse_gin(None, ["fast/Schedule.num_steps = 3"])
     try:
         default = {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
-        assert default["fast/meta_train.num_steps"] == 3
+        assert default["fast/Schedule.num_steps"] == 3
         assert default["meta_train.stages"] == ["fast", "long", "longer"]
-        assert default["fast/meta_train.genome_init"] == "backprop"
+        assert default["fast/Start.genome_init"] == "backprop"
         assert default["fast/GradientTrainer.residual_penalty"] == 0.01
     finally:
         gin.clear_config()
     CLI.parse_gin([os.path.join(REPO, "gin", "sgd_residual_robust.gin")],
-                  ["fast/meta_train.num_steps = 3"])
+                  ["fast/Schedule.num_steps = 3"])
     try:
         assert default == {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
     finally:
@@ -209,9 +209,9 @@ def _stage_tasks(name):
         out = {}
         for stage in ("fast", "long", "longer"):
             with gin.config_scope(stage):
-                out[stage] = describe("meta_train.task")
+                out[stage] = describe("Objective.task")
         with gin.config_scope("longer"):
-            out["judge"] = describe("longer/meta_train.final_eval_task")
+            out["judge"] = describe("longer/Report.final_eval_task")
         return out
     finally:
         gin.clear_config()
@@ -222,7 +222,7 @@ def _stage_tasks(name):
 def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, recipe):
     """sgd_residual_robust (and its TPU variant): the scheduled recipe with residual penalty
     0.01; its CMA-ES stages train on 30% noisy labels, its final comparison on clean ones."""
-    keys = _RECIPE_KEYS + ("meta_train.hidden_sizes", "fast/Curriculum.unroll_start")
+    keys = _RECIPE_KEYS + ("Objective.hidden_sizes", "fast/Curriculum.unroll_start")
     robust, scheduled = _recipe(name, keys), _recipe(recipe, keys)
     assert robust.pop("fast/GradientTrainer.residual_penalty") == 0.01
     assert scheduled.pop("fast/GradientTrainer.residual_penalty") == 1e-4
@@ -237,8 +237,8 @@ def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, re
     ("sgd_residual_deep_annealed", "sgd_residual_annealed", (32, 32))])
 def test_deep_recipes_are_the_shallow_ones_through_two_hidden_layers(deep, shallow, sizes):
     """gin/*sgd_residual_deep*.gin change only the hidden sizes of the recipe they follow."""
-    deep_keys = _recipe(deep, _RECIPE_KEYS + ("meta_train.hidden_sizes",))
-    assert deep_keys.pop("meta_train.hidden_sizes") == sizes
+    deep_keys = _recipe(deep, _RECIPE_KEYS + ("Objective.hidden_sizes",))
+    assert deep_keys.pop("Objective.hidden_sizes") == sizes
     assert deep_keys == _recipe(shallow)
 
 
@@ -279,9 +279,9 @@ def test_cma_config_runs_small(tmp_path):
 
     def run_small_cma(final_eval):
         CLI.parse_gin([os.path.join(REPO, "gin", "cma_mnist14.gin")],
-                      TINY + ["meta_train.task = @preset_task()", "preset_task.name = 'two_moons'",
-                              "meta_train.population_size = 6", "meta_train.query_batch_size = 32",
-                              f"meta_train.final_eval = {final_eval}"])
+                      TINY + ["Objective.task = @preset_task()", "preset_task.name = 'two_moons'",
+                              "CMAESTrainer.population_size = 6", "Objective.query_batch_size = 32",
+                              f"Report.final_eval = {final_eval}"])
         try:
             return meta_train(str(tmp_path))
         finally:
@@ -304,3 +304,16 @@ def test_a_relative_gin_file_parses_without_error_lines(caplog, monkeypatch):
         CLI.parse_gin([os.path.join("gin", "sgd_residual_steady.gin")], [])
     gin.clear_config()
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_the_cli_stop_after_binds_the_schedule():
+    """``train/meta.py --stop_after N`` is ``Schedule.stop_after = N`` for every stage."""
+    from blur_keras.meta.run.parts import Schedule
+
+    CLI.parse_gin([os.path.join(REPO, "gin", "general.gin")], [], stop_after=2)
+    try:
+        assert gin.query_parameter("Schedule.stop_after") == 2
+        with gin.config_scope("long"):
+            assert Schedule().stop_after == 2 and Schedule().num_steps == 80
+    finally:
+        gin.clear_config()

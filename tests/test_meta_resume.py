@@ -19,27 +19,27 @@ TINY_GIN = """
 import blur_keras.data
 import blur_keras.meta.run.experiment
 
-meta_train.task = @preset_task()
+Objective.task = @preset_task()
 preset_task.name = 'and'
-meta_train.hidden_sizes = (4,)
-meta_train.species = 2
-meta_train.replicas = 2
-meta_train.batch_size = 16
-meta_train.num_steps = 40
-meta_train.curriculum = @Curriculum()
+Objective.hidden_sizes = (4,)
+Objective.species = 2
+Objective.replicas = 2
+Objective.batch_size = 16
+Schedule.num_steps = 40
+Objective.curriculum = @Curriculum()
 Curriculum.unroll_start = 2
 Curriculum.unroll_delta = 1
 Curriculum.unroll_every = 20
-meta_train.learning_rate = 0.01
-meta_train.logit_scale = 3.0
-meta_train.seed = 7
-meta_train.checkpoint_every = 5
-meta_train.keep_checkpoints = 2
-meta_train.eval_every = 20
-meta_train.log_every = 10
-meta_train.jit_compile = False
-meta_train.final_eval = False
-meta_train.export = False
+GradientTrainer.learning_rate = 0.01
+Objective.logit_scale = 3.0
+Schedule.seed = 7
+Schedule.checkpoint_every = 5
+Schedule.keep_checkpoints = 2
+Schedule.eval_every = 20
+Schedule.log_every = 10
+Schedule.jit_compile = False
+Report.final_eval = False
+Report.export = False
 """
 
 
@@ -127,13 +127,13 @@ def test_bad_gin_binding_fails_before_training(tmp_path):
 
 @pytest.mark.process
 def test_bad_flag_and_bad_value_fail_before_training(tmp_path):
-    from blur_keras.meta.run.experiment import meta_train
+    from blur_keras.meta.run.experiment import Objective, Outer, meta_train
     from blur_keras.data import preset_task
 
-    with pytest.raises(ValueError, match="outer"):
-        meta_train(str(tmp_path / "a"), task=preset_task("and"), outer="sgd")
-    with pytest.raises(ValueError, match="species"):
-        meta_train(str(tmp_path / "b"), task=preset_task("and"), species=0)
+    with pytest.raises(ValueError, match="Outer.trainer='sgd'"):
+        meta_train(str(tmp_path / "a"), Objective(task=preset_task("and")), outer=Outer("sgd"))
+    with pytest.raises(ValueError, match="Objective.species must be an int"):
+        meta_train(str(tmp_path / "b"), Objective(task=preset_task("and"), species=0))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     proc = subprocess.run([sys.executable, SCRIPT, "--strategy=bogus"], env=_env(),
                           capture_output=True, text=True, timeout=120)

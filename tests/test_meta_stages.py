@@ -11,14 +11,14 @@ from test_meta_gin import CLI, REPO, TINY
 
 STAGED = TINY + [
     "meta_train.stages = ['fast', 'long']",
-    "fast/meta_train.trainer = @GradientTrainer",
+    "fast/Outer.trainer = @GradientTrainer",
     "fast/GradientTrainer.trajectory_weight = 0.5",
-    "long/meta_train.trainer = @CMAESTrainer",
+    "long/Outer.trainer = @CMAESTrainer",
     "long/CMAESTrainer.population_size = 4",
     "long/CMAESTrainer.trajectory_weight = 0.5",
-    "long/meta_train.num_steps = 2",
-    "long/meta_train.checkpoint_every = 2",
-    "long/meta_train.eval_every = 2",
+    "long/Schedule.num_steps = 2",
+    "long/Schedule.checkpoint_every = 2",
+    "long/Schedule.eval_every = 2",
     "long/Curriculum.unroll_start = 4",
 ]
 
@@ -38,14 +38,14 @@ FREEZE = [{"entry": "eta_syn", "index": None, "to": 0.0, "steps": 1},
 
 
 def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
-    results = _run(tmp_path, ["meta_train.final_values = {'pre': {(1, 0): -0.1}, 'f': 1.5}",
-                              f"meta_train.final_schedule = {FREEZE!r}",
-                              "long/meta_train.final_eval = True",
-                              "long/meta_train.final_eval_replicas = 2",
-                              "long/meta_train.final_eval_task = @judge/Task()",
+    results = _run(tmp_path, ["Report.final_values = {'pre': {(1, 0): -0.1}, 'f': 1.5}",
+                              f"Report.final_schedule = {FREEZE!r}",
+                              "long/Report.final_eval = True",
+                              "long/Report.final_eval_replicas = 2",
+                              "long/Report.final_eval_task = @judge/Task()",
                               "judge/Task.dataset = 'two_moons'",
                               "evaluate_suite.baselines = []",
-                              "long/meta_train.export = True"])
+                              "long/Report.export = True"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
     assert long["outer"] == "cma" and long["population_size"] == 4
@@ -82,36 +82,37 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
 
 
 def test_final_edits_are_checked_before_any_stage_and_need_stages(tmp_path):
-    for binding, words in (("meta_train.final_values = {'pre': [1.0, 2.0, 3.0]}", "shape"),
-                           ("meta_train.final_values = {'prex': 1.0}", "Unknown genome entries"),
-                           ("meta_train.final_values = {'pre': {(2, 0): 1.0}}", "out of bounds"),
-                           ("meta_train.final_schedule = [{'entry': 'nu', 'to': 0.0, 'steps': 5}]",
+    for binding, words in (("Report.final_values = {'pre': [1.0, 2.0, 3.0]}", "shape"),
+                           ("Report.final_values = {'prex': 1.0}", "Unknown genome entries"),
+                           ("Report.final_values = {'pre': {(2, 0): 1.0}}", "out of bounds"),
+                           ("Report.final_schedule = [{'entry': 'nu', 'to': 0.0, 'steps': 5}]",
                             "cannot be scheduled")):
-        with pytest.raises(ValueError, match="meta_train.final_") as err:
+        with pytest.raises(ValueError, match="Report.final_") as err:
             _run(tmp_path / "bad", [binding])
         assert words in str(err.value)
         assert not os.path.exists(tmp_path / "bad" / "fast")  # nothing trained
-    from blur_keras.meta.run.experiment import meta_train
+    from blur_keras.meta.run.experiment import Report, meta_train
 
     CLI.parse_gin([os.path.join(REPO, "gin", "toy2d.gin")], TINY)
     try:
         with pytest.raises(ValueError, match="has no meta_train.stages"):
-            meta_train(str(tmp_path / "single"), final_values={"f": 1.0})
+            meta_train(str(tmp_path / "single"), report=Report(final_values={"f": 1.0}))
         with pytest.raises(ValueError, match="has no meta_train.stages"):
-            meta_train(str(tmp_path / "single"),
-                       final_schedule=[{"entry": "f_syn", "to": 1.0, "steps": 5}])
+            meta_train(str(tmp_path / "single"), report=Report(
+                final_schedule=[{"entry": "f_syn", "to": 1.0, "steps": 5}]))
     finally:
         gin.clear_config()
+    assert not os.path.exists(tmp_path / "single")
 
 
 def test_a_finished_stage_is_not_run_again(tmp_path):
-    _run(tmp_path, ["meta_train.stop_after = 1"])  # stops (checkpointed) in the first stage
+    _run(tmp_path, ["Schedule.stop_after = 1"])  # stops (checkpointed) in the first stage
     assert not os.path.exists(tmp_path / "fast" / "genome.json")
     first = _run(tmp_path)
     assert [r["steps_done"] for r in first["stages"]] == [3, 2]
     stamp = os.path.getmtime(tmp_path / "fast" / "genome.json")
     # more steps for the last stage: the first is finished and kept, the last one continues
-    again = _run(tmp_path, ["long/meta_train.num_steps = 4"])
+    again = _run(tmp_path, ["long/Schedule.num_steps = 4"])
     assert os.path.getmtime(tmp_path / "fast" / "genome.json") == stamp
     assert [r["steps_done"] for r in again["stages"]] == [3, 4]
     metrics = [json.loads(line) for line in open(tmp_path / "long" / "metrics.jsonl")]

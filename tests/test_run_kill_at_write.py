@@ -34,21 +34,21 @@ import blur_keras.data
 import blur_keras.meta.run.experiment
 
 meta_train.stages = ['a', 'b']
-meta_train.task = @preset_task()
+Objective.task = @preset_task()
 preset_task.name = 'and'
-meta_train.hidden_sizes = (4,)
-meta_train.species = 2
-meta_train.replicas = 1
-meta_train.batch_size = 8
-meta_train.num_steps = 3
-b/meta_train.num_steps = 2
-meta_train.checkpoint_every = 1
-meta_train.eval_every = 1000
-meta_train.log_every = 1000
-meta_train.seed = 3
-meta_train.jit_compile = False
-meta_train.final_eval = False
-meta_train.export = False
+Objective.hidden_sizes = (4,)
+Objective.species = 2
+Objective.replicas = 1
+Objective.batch_size = 8
+Schedule.num_steps = 3
+b/Schedule.num_steps = 2
+Schedule.checkpoint_every = 1
+Schedule.eval_every = 1000
+Schedule.log_every = 1000
+Schedule.seed = 3
+Schedule.jit_compile = False
+Report.final_eval = False
+Report.export = False
 """
 
 # in the order the run writes them; each kill is resumed by the next process

@@ -28,7 +28,7 @@ TINY = dict(task=preset_task("and"), hidden_sizes=(4,), species=2, replicas=1, b
 
 
 def tiny_run(model_dir, **overrides):
-    return meta_train(str(model_dir), **{**TINY, **overrides})
+    return meta_train(str(model_dir), **helpers.meta_parts(**{**TINY, **overrides}))
 
 
 def genome_values(model_dir):
@@ -157,16 +157,16 @@ TINY_GIN = """
 import blur_keras.data
 import blur_keras.meta.run.experiment
 
-meta_train.task = @preset_task()
+Objective.task = @preset_task()
 preset_task.name = 'and'
-meta_train.hidden_sizes = (4,)
-meta_train.species = 2
-meta_train.batch_size = 8
-meta_train.jit_compile = False
-meta_train.final_eval = False
-meta_train.export = False
-meta_train.eval_every = 1000
-meta_train.log_every = 1000
+Objective.hidden_sizes = (4,)
+Objective.species = 2
+Objective.batch_size = 8
+Schedule.jit_compile = False
+Report.final_eval = False
+Report.export = False
+Schedule.eval_every = 1000
+Schedule.log_every = 1000
 """
 
 
@@ -183,8 +183,8 @@ def _cli(model_dir, *extra):
 def test_two_processes_cannot_run_in_one_directory(tmp_path):
     run = tmp_path / "run"
     with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(_cli(run, "--gin_param=meta_train.num_steps = 100000",
-                                      "--gin_param=meta_train.checkpoint_every = 100000"),
+        first = subprocess.Popen(_cli(run, "--gin_param=Schedule.num_steps = 100000",
+                                      "--gin_param=Schedule.checkpoint_every = 100000"),
                                  env=helpers.subprocess_env(), stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.time() + 240
@@ -192,7 +192,7 @@ def test_two_processes_cannot_run_in_one_directory(tmp_path):
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.time() < deadline, "the first run did not start training in time"
             time.sleep(0.2)
-        second = subprocess.run(_cli(run, "--gin_param=meta_train.num_steps = 3"),
+        second = subprocess.run(_cli(run, "--gin_param=Schedule.num_steps = 3"),
                                 env=helpers.subprocess_env(), capture_output=True, text=True,
                                 timeout=300)
         assert first.poll() is None  # the first run goes on
@@ -207,7 +207,7 @@ def test_two_processes_cannot_run_in_one_directory(tmp_path):
     assert not (run / "results.json").exists()
     # the killed first run left its lock behind: a new run takes it over and finishes
     assert (run / LOCK_NAME).exists()
-    third = subprocess.run(_cli(run, "--gin_param=meta_train.num_steps = 3"),
+    third = subprocess.run(_cli(run, "--gin_param=Schedule.num_steps = 3"),
                            env=helpers.subprocess_env(), capture_output=True, text=True,
                            timeout=300)
     assert third.returncode == 0, third.stderr[-3000:]

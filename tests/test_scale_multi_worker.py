@@ -27,26 +27,26 @@ TINY_GIN = """
 import blur_keras.data
 import blur_keras.meta.run.experiment
 
-meta_train.task = @preset_task()
+Objective.task = @preset_task()
 preset_task.name = 'and'
-meta_train.hidden_sizes = (4,)
-meta_train.species = 2
-meta_train.replicas = 2
-meta_train.shard_axis = 'species'
-meta_train.batch_size = 8
-meta_train.num_steps = 4
-meta_train.curriculum = @Curriculum()
+Objective.hidden_sizes = (4,)
+Objective.species = 2
+Objective.replicas = 2
+GradientTrainer.shard_axis = 'species'
+Objective.batch_size = 8
+Schedule.num_steps = 4
+Objective.curriculum = @Curriculum()
 Curriculum.unroll_start = 2
-meta_train.learning_rate = 0.01
-meta_train.logit_scale = 3.0
-meta_train.seed = 11
-meta_train.checkpoint_every = 2
-meta_train.eval_every = 4
-meta_train.eval_replicas = 1
-meta_train.log_every = 2
-meta_train.jit_compile = False
-meta_train.final_eval = False
-meta_train.export = False
+GradientTrainer.learning_rate = 0.01
+Objective.logit_scale = 3.0
+Schedule.seed = 11
+Schedule.checkpoint_every = 2
+Schedule.eval_every = 4
+Schedule.eval_replicas = 1
+Schedule.log_every = 2
+Schedule.jit_compile = False
+Report.final_eval = False
+Report.export = False
 """
 
 
@@ -107,7 +107,7 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path):
     # one process, 2 logical CPU devices splitting the replicas: the same genome again
     mirrored_dir = str(tmp_path / "mirrored")
     mirrored = _start(gin_file, mirrored_dir, "mirrored", None, "--cpu_devices=2",
-                      "--gin_param=meta_train.shard_axis = 'replicas'")
+                      "--gin_param=GradientTrainer.shard_axis = 'replicas'")
     # the cluster stops (checkpointed) after 2 of 4 meta-steps, then is restarted and resumes
     configs = _cluster(_free_ports(2))
     first = _wait_all([_start(gin_file, cluster_dir, "multi_worker", c, "--stop_after=2")

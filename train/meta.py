@@ -2,7 +2,7 @@
 
     python train/meta.py                                  # gin/default.gin: runs here, no internet
     python train/meta.py --gin_file=gin/tpu_fashion.gin --model_dir=/tmp/fashion
-    python train/meta.py --gin_file=gin/toy2d.gin --gin_param='meta_train.num_steps=200'
+    python train/meta.py --gin_file=gin/toy2d.gin --gin_param='Schedule.num_steps=200'
 
 Restarting with the same ``--model_dir`` resumes from its last readable checkpoint; a second
 process on a ``--model_dir`` in use is refused (``run.lock``, blur_keras.meta.run.lock).
@@ -27,7 +27,7 @@ from absl import app, flags, logging  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", None, "Gin config file(s); default: the packaged "
                           "blur_keras/meta/default.gin (gin/default.gin links to it).")
-flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'meta_train.num_steps=100'.")
+flags.DEFINE_multi_string("gin_param", None, "Gin bindings, e.g. 'Schedule.num_steps=100'.")
 flags.DEFINE_string("model_dir", None, "Run directory (checkpoints, logs, results); "
                     "default: /tmp/blur_meta/<gin file name>.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker", "tpu"],
@@ -35,15 +35,17 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_wor
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (implies a TPU for --strategy=auto).")
 flags.DEFINE_integer("cpu_devices", None, "Split the CPU into this many logical devices "
                      "(to try MirroredStrategy without GPUs).")
-flags.DEFINE_integer("stop_after", None, "Stop (checkpointed) after this many meta-steps.")
+flags.DEFINE_integer("stop_after", None, "Stop (checkpointed) after this many meta-steps "
+                     "(binds Schedule.stop_after).")
 
 
-def parse_gin(gin_files, gin_params):
-    """Parse gin files and bindings; raises on any unknown name or bad value."""
+def parse_gin(gin_files, gin_params, stop_after=None):
+    """Parse gin files and bindings (and ``--stop_after``: ``Schedule.stop_after``); raises on
+    any unknown name or bad value."""
     import gin
 
     import blur_keras.data  # noqa: F401  (registers Task, Mixture, preset_task, ...)
-    import blur_keras.meta.run.experiment  # noqa: F401  (registers meta_train, Curriculum, BlurConfig)
+    import blur_keras.meta.run.experiment  # noqa: F401  (registers meta_train, its parts, BlurConfig)
     from blur_keras.meta.run.gin_files import search_beside
 
     gin.clear_config()
@@ -55,7 +57,8 @@ def parse_gin(gin_files, gin_params):
         # absolute: gin tries a relative path under each search folder first, logging an ERROR
         gin_files = [os.path.abspath(p) for p in gin_files or [str(default)]]
         search_beside(gin_files)  # the packaged default includes the recipes beside it
-        gin.parse_config_files_and_bindings(gin_files, gin_params or [])
+        stop = [] if stop_after is None else [f"Schedule.stop_after = {int(stop_after)}"]
+        gin.parse_config_files_and_bindings(gin_files, list(gin_params or []) + stop)
 
 
 def check_stage_overrides(gin_params):
@@ -84,13 +87,14 @@ def check_stage_overrides(gin_params):
 
 def check_config_bindings(gin_params):
     """A ``--gin_param`` on ``BlurConfig`` or ``backprop_config`` that the configuration does
-    not build its ``BlurConfig`` with would be ignored: refuse it, naming the one to bind."""
+    not build its ``BlurConfig`` with (``Objective.blur_config``) would be ignored: refuse it,
+    naming the one to bind."""
     import gin
 
     built = set()
     for scope in [""] + _stages():
         try:
-            built.add(gin.query_parameter(f"{scope}meta_train.blur_config").selector.split(".")[-1])
+            built.add(gin.query_parameter(f"{scope}Objective.blur_config").selector.split(".")[-1])
         except ValueError:  # unbound: a stage takes the unscoped binding; none: BlurConfig()
             if not scope:
                 built.add("BlurConfig")
@@ -100,7 +104,7 @@ def check_config_bindings(gin_params):
         other = {"BlurConfig": "backprop_config", "backprop_config": "BlurConfig"}.get(name)
         if other and name not in built:
             raise ValueError(f"--gin_param {key} would be ignored: this configuration's "
-                             f"meta_train.blur_config is @{other}(); bind "
+                             f"Objective.blur_config is @{other}(); bind "
                              f"{other}.{key.rsplit('.', 1)[-1]} instead.")
 
 
@@ -162,7 +166,7 @@ def main(argv):
     from blur_keras.meta.outer.strategy import choose_strategy
 
     with one_line_errors("Bad gin configuration", FLAGS.verbosity >= 1):
-        parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+        parse_gin(FLAGS.gin_file, FLAGS.gin_param, FLAGS.stop_after)
         check_stage_overrides(FLAGS.gin_param)
         check_config_bindings(FLAGS.gin_param)
     name = os.path.splitext(os.path.basename((FLAGS.gin_file or ["default"])[-1]))[0]
@@ -174,7 +178,7 @@ def main(argv):
         logging.info("model_dir: %s", model_dir)
         _log_cpu_memory()
         try:
-            results = meta_train(model_dir, strategy=strategy, stop_after=FLAGS.stop_after)
+            results = meta_train(model_dir, strategy=strategy)
         except chief.LOST_WORKER_ERRORS as err:
             if not chief.is_multi_worker(strategy):
                 raise

@@ -16,9 +16,11 @@ A run (``blur_keras.meta.run.experiment``) only talks to an ``OuterTrainer``:
 * ``checkpoint_items()``, ``before_save()``, ``after_restore()``: its resumable state;
 * ``settings()``: the hyperparameters that change its result (checked when a run resumes).
 
-Trainers register under a short name (``register_trainer``) and as gin configurables:
-``meta_train.trainer = @GradientTrainer`` with ``GradientTrainer.learning_rate = 1e-3``;
-``meta_train.outer = 'adam'`` names one (``trainer_factory`` is the one place that maps names).
+Trainers register under a short name (``register_trainer``) and as gin configurables of their
+hyperparameters: ``Outer.trainer = @GradientTrainer`` with ``GradientTrainer.learning_rate =
+1e-3``; ``Outer.trainer = 'adam'`` names one (``blur_keras.meta.run.parts.Outer``). What the run
+hands every trainer (``RUN_OPTIONS``: its seed, strategy, scales, ...; the objective's ``loss``)
+is not a gin parameter of the class: it is bound on the run's parts.
 """
 
 import inspect
@@ -28,11 +30,15 @@ import numpy as np
 
 from blur_keras.core.genome_spec import member
 
-__all__ = ["OuterTrainer", "TRAINERS", "register_trainer", "trainer_factory", "build_trainer",
+__all__ = ["OuterTrainer", "RUN_OPTIONS", "TRAINERS", "register_trainer", "build_trainer",
+           "trainer_parameters",
            "inference_options", "inference_setting", "finite_stat"]
 
 GIN_MODULE = "blur_keras.meta"
 TRAINERS = {}  # name -> gin-configurable trainer class
+# what a run hands every trainer (from its Objective and Schedule), not bound on the class
+RUN_OPTIONS = ("genome", "config", "sizes", "seed", "strategy", "jit_compile", "init_scale",
+               "logit_scale", "recompute", "loss")
 
 
 class OuterTrainer:
@@ -122,37 +128,35 @@ def finite_stat(fn, values):
 
 
 def register_trainer(name):
-    """Class decorator: the trainer is ``outer = name`` and a gin configurable of its class name."""
+    """Class decorator: the trainer is ``Outer.trainer = name`` and a gin configurable of its
+    class name, of every parameter but the ``RUN_OPTIONS``."""
     def add(cls):
         cls.name = name
+        denylist = [p for p in inspect.signature(cls).parameters if p in RUN_OPTIONS]
         try:
-            TRAINERS[name] = gin.external_configurable(cls, module=GIN_MODULE)
+            TRAINERS[name] = gin.external_configurable(cls, module=GIN_MODULE, denylist=denylist)
         except ValueError:  # registered already (a module reloaded)
             TRAINERS.setdefault(name, cls)
         return cls
     return add
 
 
-def trainer_factory(trainer=None, outer=None):
-    """The trainer class of a run: ``trainer`` if given, else the one registered as ``outer``."""
-    if trainer is not None:
-        return trainer
-    if outer not in TRAINERS:
-        raise ValueError(f"meta_train.outer={outer!r}; expected one of {tuple(TRAINERS)}, or "
-                         "bind meta_train.trainer (e.g. @GradientTrainer).")
-    return TRAINERS[outer]
+def build_trainer(factory, genome, config, sizes, run_options, hyperparameters=None,
+                  loss="xent"):
+    """``factory(genome, config, sizes, **run_options, **hyperparameters)``, with the
+    objective's ``loss`` for a trainer that takes one; a trainer without that parameter
+    meta-trains on ``'xent'`` only."""
+    options = dict(run_options, **(hyperparameters or {}))
+    accepted = trainer_parameters(factory)
+    if accepted is None or "loss" in accepted:
+        options["loss"] = loss
+    elif loss != "xent":
+        raise ValueError(f"Objective.loss={loss!r}: {getattr(factory, '__name__', factory)} "
+                         "meta-trains on 'xent' only.")
+    return factory(genome, config, sizes, **options)
 
 
-def build_trainer(factory, genome, config, sizes, run_options, hyperparameters):
-    """``factory(genome, config, sizes, **run_options, **hyperparameters)``, where only the
-    hyperparameters that are set (not None) and that the factory takes are passed on."""
-    accepted = _parameters(factory)
-    given = {k: v for k, v in hyperparameters.items()
-             if v is not None and (accepted is None or k in accepted)}
-    return factory(genome, config, sizes, **run_options, **given)
-
-
-def _parameters(factory):
+def trainer_parameters(factory):
     """The parameter names ``factory`` takes (None: any), looking through gin's wrapper classes."""
     for cls in getattr(factory, "__mro__", (factory,)):
         if cls in (OuterTrainer, object):

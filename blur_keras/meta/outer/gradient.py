@@ -268,7 +268,7 @@ class GradientTrainer(OuterTrainer, tf.Module):
 
     def check_replicas(self, replicas):
         if self.shard_axis == "replicas" and replicas % self.num_devices:
-            raise ValueError(f"meta_train.replicas={replicas} must be a multiple of the "
+            raise ValueError(f"Objective.replicas={replicas} must be a multiple of the "
                              f"{self.num_devices} devices of the strategy.")
         dist.shard_layout(self.shard_axis, self.num_devices, self.species, replicas)
 

@@ -8,7 +8,7 @@ uninterrupted one.  One device (no sharding).
 
 Select it from gin (``import blur_keras.meta.outer.simple_es`` registers it)::
 
-    meta_train.trainer = @SimpleESTrainer
+    Outer.trainer = @SimpleESTrainer
     SimpleESTrainer.population_size = 16
 """
 

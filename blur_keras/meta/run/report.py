@@ -98,29 +98,32 @@ def _baselines_at(res, at, steps):
 
 
 def run_comparison(run, values, start, out_dir, origin, schedule=(), name="learned genome"):
-    """``compare`` of the genome ``values`` with the settings of the run ``run`` (the namespace
-    ``experiment.meta_train`` builds), on its ``final_eval_task`` (default: its task)."""
+    """``compare`` of the genome ``values`` with the settings of the run ``run`` (an
+    ``experiment.Run``: its parts), on its ``Report.final_eval_task`` (default: its task)."""
     from blur_keras.data import make_eval_arrays, make_task_stream
 
+    objective, report = run.objective, run.report
+    task = objective.task if report.final_eval_task is None else report.final_eval_task
     return compare(
-        values, start, run.blur_config, run.sizes,
-        first_task(run.task if run.final_eval_task is None else run.final_eval_task),
-        run.curriculum.unroll_at(run.num_steps - 1), batch_size=run.batch_size,
-        replicas=run.final_eval_replicas, examples=run.final_eval_examples, seed=run.seed,
-        init_scale=run.init_scale, per_layer=run.per_layer,
-        sgd_learning_rates=run.sgd_learning_rates, jit_compile=run.jit_compile,
+        values, start, objective.blur_config, run.sizes, first_task(task),
+        objective.curriculum.unroll_at(run.schedule.num_steps - 1),
+        batch_size=objective.batch_size, replicas=report.final_eval_replicas,
+        examples=report.final_eval_examples, seed=run.schedule.seed,
+        init_scale=objective.init_scale, per_layer=run.start.per_layer,
+        sgd_learning_rates=report.sgd_learning_rates, jit_compile=run.schedule.jit_compile,
         make_eval_arrays=make_eval_arrays, make_task_stream=make_task_stream, out_dir=out_dir,
-        provenance=origin, start_name=start_name(run.genome_init), schedule=schedule, name=name)
+        provenance=origin, start_name=start_name(run.start.genome_init), schedule=schedule,
+        name=name)
 
 
 def judge_file(run, path, start):
     """``run_comparison`` of the genome file at ``path`` (and its schedule), into ``suite/``
-    beside it; None when the run's ``final_eval`` is off."""
+    beside it; None when the run's ``Report.final_eval`` is off."""
     from blur_keras.evaluation.suite import load_rule
 
-    if not run.final_eval:
+    if not run.report.final_eval:
         return None
-    rule = load_rule(path, config=run.blur_config)  # also: the file's config is the run's
+    rule = load_rule(path, config=run.objective.blur_config)  # also: the file's config is the run's
     name = "final genome" + (" (with its schedule)" if rule.schedule else "")
     logging.info("The final comparison, of %s: the %s.", path, name)
     return run_comparison(run, rule.values, start, os.path.join(os.path.dirname(path), "suite"),

@@ -1,18 +1,22 @@
-"""A run in stages: ``meta_train.stages = ['fast', 'long']`` runs ``meta_train`` once per gin
-scope, each stage starting from the genome the previous one learned.
+"""A run in stages: ``meta_train.stages = ['fast', 'long']`` runs one run per gin scope, each
+stage starting from the genome the previous one learned.
 
-Unscoped bindings (``meta_train.k = 2``) hold for every stage; scoped ones
-(``long/meta_train.trainer = @CMAESTrainer``, ``long/Curriculum.unroll_start = 200``) for one.
-Stage ``s`` writes ``<model_dir>/<s>/``; the first stage starts from its own ``genome_init``.
-A finished stage is not run again (``meta_train`` returns a finished run's results), so a restarted run resumes in the stage it stopped in. The
-last stage's genome is copied to ``<model_dir>/genome.json``, its provenance extended by the
-list of stages (the first stage's start is the rule's start); ``results.json`` holds every
-stage's results. ``meta_train.final_values`` then sets entries of that final file by hand
-(recorded in its provenance as ``final_values``; the last stage's own files keep the genome it
-learned), and ``meta_train.final_schedule`` writes a schedule into it (``blur_keras.rules.schedule``:
-ramps of synapse-update entries over the inner steps, which meta-training does not run).
-With either edit the last stage's final comparison (``final_eval``) judges the edited file,
-schedule included (``meta_train(judge=...)``: ``<model_dir>/suite/``), not the stage's genome.
+Unscoped bindings (``Objective.k = 2``) hold for every stage; scoped ones
+(``long/Outer.trainer = @CMAESTrainer``, ``long/Curriculum.unroll_start = 200``,
+``long/Schedule.num_steps = 80``) for one: each stage builds its parts (``Objective``,
+``Start``, ``Outer``, ``Schedule``, ``Report``) in its own scope.
+Stage ``s`` writes ``<model_dir>/<s>/``; the first stage starts from its own ``Start``. A
+finished stage is not run again (a finished run returns its results), so a restarted run
+resumes in the stage it stopped in. The last stage's genome is copied to
+``<model_dir>/genome.json``, its provenance extended by the list of stages (the first stage's
+start is the rule's start); ``results.json`` holds every stage's results.
+``Report.final_values`` (unscoped) then sets entries of that final file by hand (recorded in
+its provenance as ``final_values``; the last stage's own files keep the genome it learned), and
+``Report.final_schedule`` writes a schedule into it (``blur_keras.rules.schedule``: ramps of
+synapse-update entries over the inner steps, which meta-training does not run).
+With either edit the last stage's final comparison (``Report.final_eval``) judges the edited
+file, schedule included (``run_one(judge=...)``: ``<model_dir>/suite/``), not the stage's
+genome.
 """
 
 import contextlib
@@ -29,6 +33,7 @@ from blur_keras.meta.run.lock import RunDirLock
 from blur_keras.rules.export import export_saved_model
 from blur_keras.rules.genome import Genome
 from blur_keras.meta.run.checks import check_model_dir
+from blur_keras.meta.run.parts import Report
 from blur_keras.evaluation.plots import plot_run
 from blur_keras.rules.schedule import check_schedule
 
@@ -82,11 +87,11 @@ def _write_final_genome(model_dir, stages, genome_path, final_values=None, final
         genome = json.load(fh)
     if final_schedule:
         genome["schedule"] = [r.to_json() for r in check_schedule(final_schedule, genome["k"])]
-        logging.info("meta_train.final_schedule %s written into %s.", genome["schedule"],
+        logging.info("Report.final_schedule %s written into %s.", genome["schedule"],
                      os.path.join(model_dir, "genome.json"))
     if final_values:
         genome["values"] = _edited(Genome.load_json(genome_path), final_values)
-        logging.info("meta_train.final_values %s set on %s.", _recorded(final_values),
+        logging.info("Report.final_values %s set on %s.", _recorded(final_values),
                      os.path.join(model_dir, "genome.json"))
     start = ("genome_init", "genome_seed", "transform_std", "synapse_update", "genome_values",
              "backprop_learning_rate")  # the rule's start: the first stage's
@@ -98,61 +103,66 @@ def _write_final_genome(model_dir, stages, genome_path, final_values=None, final
     return write_json(os.path.join(model_dir, "genome.json"), genome, indent=1)
 
 
-def run_stages(meta_train, model_dir, stages, final_values=None, final_schedule=None, **kwargs):
-    """Run ``meta_train`` under each gin scope of ``stages`` in turn (module docstring).
+def run_stages(run_one, model_dir, stages, parts, strategy=None):
+    """Run ``run_one`` (``experiment.run_one``) under each gin scope of ``stages`` in turn
+    (module docstring), with the parts ``parts`` given to every stage (the others built from
+    each stage's bindings) and ``strategy``.
 
-    ``stop_after`` holds for each stage run in this invocation. ``final_values``: entries (or
-    single numbers of entries, ``_edited``) set on the final genome file, checked against the
-    first stage's start genome before any stage trains; ``final_schedule`` (checked likewise)
-    is written into that file.
-
-    ``kwargs`` (``strategy``, ``stop_after``) go to every stage. Returns the last stage's
-    results, with ``stages`` (each stage's) and ``genome`` (the final file) added.
+    ``Report.final_values`` (unscoped): entries (or single numbers of entries, ``_edited``)
+    set on the final genome file, checked against the first stage's start genome before any
+    stage trains; ``Report.final_schedule`` (checked likewise) is written into that file.
+    ``Schedule.stop_after`` holds for each stage run in this invocation. Returns the last
+    stage's results, with ``stages`` (each stage's) and ``genome`` (the final file) added.
     """
-    if not stages:
-        raise ValueError("meta_train.final_values and final_schedule edit the final genome of "
-                         "a run in stages; this run has no meta_train.stages.")
     names = [str(s) for s in stages]
     if len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
         raise ValueError(f"meta_train.stages={list(stages)!r}: expected distinct gin scope "
                          "names (identifiers).")
     check_model_dir(model_dir)
-    kwargs.update(final_values=None, final_schedule=None)  # unscoped: would reach every stage
+    edits = parts.get("report") or Report()
     for i, name in enumerate(names):  # every stage's settings, before any stage trains
         with gin.config_scope(name):  # (a later stage's start file does not exist yet)
-            start = meta_train(os.path.join(model_dir, name), stages=(), dry_run=True,
-                               **({} if i == 0 else {"genome_init": "random"}), **kwargs)
+            start = run_one(os.path.join(model_dir, name), parts, strategy,
+                            _changes("random" if i else None), dry_run=True)
         if i == 0:
-            _check_final_edits(start, final_values, final_schedule)
-    lock = RunDirLock(model_dir) if chief.is_chief(kwargs.get("strategy")) else \
-        contextlib.nullcontext()
+            _check_final_edits(start, edits.final_values, edits.final_schedule)
+    lock = RunDirLock(model_dir) if chief.is_chief(strategy) else contextlib.nullcontext()
     with lock:
-        return _run_stages(meta_train, model_dir, names, final_values, final_schedule, kwargs)
+        return _run_stages(lambda stage_dir, changes, **mode: run_one(
+            stage_dir, parts, strategy, changes, **mode), model_dir, names, edits)
 
 
-def _run_stages(meta_train, model_dir, names, final_values, final_schedule, kwargs):
+def _changes(genome_init=None, **report):
+    """A stage's changes of its parts: its start genome (None: its own ``Start``), and no final
+    genome edits (unscoped bindings, which would reach every stage)."""
+    changes = {"report": dict(final_values=None, final_schedule=None, **report)}
+    if genome_init is not None:
+        changes["start"] = {"genome_init": genome_init}
+    return changes
+
+
+def _run_stages(run_stage, model_dir, names, edits):
     """The stages in turn, then the final genome file and ``results.json``."""
-    edited = bool(final_values or final_schedule)
+    edited = bool(edits.final_values or edits.final_schedule)
     genome_path, done, summaries = None, [], []
     for name in names:
-        stage_dir = os.path.join(model_dir, name)
-        start = {} if genome_path is None else {"genome_init": genome_path}
+        stage_dir, previous = os.path.join(model_dir, name), genome_path
         judged_later = {"final_eval": False} if edited and name == names[-1] else {}
         with gin.config_scope(name):  # a finished stage returns its results at once
-            results = meta_train(stage_dir, stages=(), **start, **judged_later, **kwargs)
+            results = run_stage(stage_dir, _changes(previous, **judged_later))
         if results["steps_done"] < results["num_steps"]:  # stopped (checkpointed)
             return dict(results, stages=done)
         genome_path = os.path.join(stage_dir, "genome.json")
         done.append(results)
         summaries.append(_stage_summary(name, genome_path))
     final = dict(done[-1], stages=done, model_dir=model_dir, genome=_write_final_genome(
-        model_dir, summaries, genome_path, final_values, final_schedule))
+        model_dir, summaries, genome_path, edits.final_values, edits.final_schedule))
     if "saved_model" in done[-1]:  # the run's rule, at its top level like any run's
         final["saved_model"] = _export_final(model_dir, final["genome"])
     if edited:  # the last stage's final comparison, of the edited genome the run writes
         final.pop("comparison", None)
         with gin.config_scope(names[-1]):
-            comparison = meta_train(stage_dir, stages=(), judge=final["genome"], **start, **kwargs)
+            comparison = run_stage(stage_dir, _changes(previous), judge=final["genome"])
         if comparison is not None:
             final["comparison"] = comparison
     write_json(os.path.join(model_dir, "results.json"), final, indent=2)
@@ -177,8 +187,8 @@ def _check_final_edits(start, final_values, final_schedule):
         if final_values:
             _edited(Genome.from_dict(start.to_dict()), final_values)
     except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise ValueError(f"meta_train.final_values={final_values!r}: {err}") from None
+        raise ValueError(f"Report.final_values={final_values!r}: {err}") from None
     try:
         check_schedule(final_schedule, start.k)
     except ValueError as err:
-        raise ValueError(f"meta_train.final_schedule={final_schedule!r}: {err}") from None
+        raise ValueError(f"Report.final_schedule={final_schedule!r}: {err}") from None

@@ -37,17 +37,18 @@ def make_start_genome(k, species, genome_init, seed, transform_std, synapse_upda
 def _check_start_genome(path, genome, k, num_layers):
     """A genome file must fit the run: same k, same per-layer layout and depth."""
     if genome.k != k:
-        raise ValueError(f"meta_train.genome_init={path!r} holds a k={genome.k} genome, but "
-                         f"meta_train.k={k}: set meta_train.k = {genome.k} or use another file.")
+        raise ValueError(f"Start.genome_init={path!r} holds a k={genome.k} genome, but "
+                         f"Objective.k={k}: set Objective.k = {genome.k} or use another file.")
     if genome.schedule:
-        raise ValueError(f"meta_train.genome_init={path!r} holds a genome with a schedule (ramps "
+        raise ValueError(f"Start.genome_init={path!r} holds a genome with a schedule (ramps "
                          f"of entries over the inner steps), which meta-training does not run: "
                          f"start from a copy of the file without its 'schedule' key.")
     if genome.num_layers != num_layers:
         def layout(n):
             return "shared by all layer pairs" if n is None else f"per-layer with {n} layer pairs"
-        raise ValueError(f"meta_train.genome_init={path!r} holds a genome {layout(genome.num_layers)}"
-                         f", but the run (per_layer, hidden_sizes) needs one {layout(num_layers)}.")
+        raise ValueError(f"Start.genome_init={path!r} holds a genome "
+                         f"{layout(genome.num_layers)}, but the run (Start.per_layer, "
+                         f"Objective.hidden_sizes) needs one {layout(num_layers)}.")
 
 
 def start_values(genome):
