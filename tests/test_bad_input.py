@@ -349,4 +349,4 @@ def test_keras_tensorboard_callback_writes_events(tmp_path):
 
     acc = event_accumulator.EventAccumulator(str(tmp_path / "train"))
     acc.Reload()
-    assert {"epoch_accuracy", "epoch_feedback_mse"} <= set(acc.Tags()["tensors"])
+    assert {"epoch_accuracy", "epoch_feedback_loss"} <= set(acc.Tags()["tensors"])

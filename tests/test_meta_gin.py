@@ -10,6 +10,8 @@ import gin
 import numpy as np
 import pytest
 
+import blur_keras as bk
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))
 
@@ -85,11 +87,11 @@ def _run_recipe(name, model_dir):
         gin.clear_config()
 
 
-# gin/parts/tpu.gin over a recipe: parsed above (it needs TFDS's full MNIST). default.gin is sgd_residual_robust's
-# recipe: sgd_residual.gin's stages from scratch (its CMA-ES stages on noisy labels), then a
-# schedule written into the final genome. sgd_residual_steady.gin and sgd_residual_annealed.gin,
-# run in sgd_residual_scheduled.gin's directory, reuse its stages (as their shipped files were
-# made) and write their own edits instead
+# gin/parts/tpu.gin over a recipe: parsed above (it needs TFDS's full MNIST). default.gin is
+# softmax_residual's recipe: two stages from the softmax backprop genome, then a schedule that
+# ramps every learned entry back to its start. sgd_residual_steady.gin and
+# sgd_residual_annealed.gin, run in sgd_residual_scheduled.gin's directory, reuse its stages (as
+# their shipped files were made) and write their own edits instead
 @pytest.mark.parametrize("name", ["general.gin", "default.gin", "sgd_residual_scheduled.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
@@ -100,14 +102,19 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     if name == "general.gin":
         return
     assert final["provenance"]["stages"][0]["genome_init"] == "backprop"
-    noise = " label noise 0.3" if name == "default.gin" else ""
-    assert [s["task"] for s in final["provenance"]["stages"]] == [
-        "mnist_5k 10x10 (crop 20)"] + ["mnist_5k 10x10 (crop 20)" + noise] * 2
-    assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 1000}]
     last = json.load(open(tmp_path / stages[-1] / "genome.json"))
     assert final["values"] == last["values"] and "final_values" not in final["provenance"]
-    if name == "default.gin":
+    if name == "default.gin":  # every learned entry ramps back to the start it was learned from
+        start = bk.Genome.backprop(0.3).numpy()
+        assert final["config"]["feedback"] == "softmax" and len(final["schedule"]) == 13
+        for ramp in final["schedule"]:
+            want = start[ramp["entry"]] if ramp["index"] is None else \
+                start[ramp["entry"]][tuple(ramp["index"])]
+            assert ramp["to"] == pytest.approx(float(want)) and ramp["start"] == 100
         return
+    assert [s["task"] for s in final["provenance"]["stages"]] == [
+        "mnist_5k 10x10 (crop 20)"] * 3
+    assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 1000}]
     assert _run_recipe("sgd_residual_steady.gin", tmp_path)[0] == stages
     steady = json.load(open(tmp_path / "genome.json"))
     assert steady["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
@@ -123,7 +130,7 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
 @pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady",
                                   "sgd_residual_scheduled", "sgd_residual_robust",
                                   "sgd_residual_annealed",
-                                  "sgd_residual_deep", "sgd_residual_deep_annealed"])
+                                  "sgd_residual_deep", "sgd_residual_deep_annealed", "softmax_residual"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome
@@ -146,7 +153,7 @@ def test_backprop_config_changes_and_rejects_unknown_fields():
 
 
 @pytest.mark.parametrize("name", ["default", "general", "sgd_residual", "sgd_residual_scheduled",
-                                  "sgd_residual_robust"])
+                                  "sgd_residual_robust", "softmax_residual"])
 def test_packaged_recipes_are_linked_from_gin_folder(name):
     import importlib.resources
 
@@ -160,23 +167,26 @@ _RECIPE_KEYS = ("fast/Schedule.num_steps", "meta_train.stages", "fast/Start.geno
                 "longer/Curriculum.unroll_start", "Report.final_schedule")
 
 
-def test_default_is_the_robust_recipe_and_parses_anywhere(tmp_path, monkeypatch):
+def test_default_is_the_softmax_residual_recipe_and_parses_anywhere(tmp_path, monkeypatch):
     """No --gin_file: the packaged default, whose includes resolve beside it (not in the
-    working directory), is gin/sgd_residual_robust.gin's recipe."""
+    working directory), is gin/softmax_residual.gin's recipe."""
+    keys = ("fast/Schedule.num_steps", "meta_train.stages", "Start.genome_init",
+            "fast/GradientTrainer.residual_penalty", "long/Curriculum.unroll_start",
+            "Report.final_schedule", "backprop_config.feedback")
     monkeypatch.chdir(tmp_path)
     CLI.parse_gin(None, ["fast/Schedule.num_steps = 3"])
     try:
-        default = {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
+        default = {name: gin.query_parameter(name) for name in keys}
         assert default["fast/Schedule.num_steps"] == 3
-        assert default["meta_train.stages"] == ["fast", "long", "longer"]
-        assert default["fast/Start.genome_init"] == "backprop"
-        assert default["fast/GradientTrainer.residual_penalty"] == 0.01
+        assert default["meta_train.stages"] == ["fast", "long"]
+        assert default["Start.genome_init"] == "backprop"
+        assert default["backprop_config.feedback"] == "softmax"
     finally:
         gin.clear_config()
-    CLI.parse_gin([os.path.join(REPO, "gin", "sgd_residual_robust.gin")],
+    CLI.parse_gin([os.path.join(REPO, "gin", "softmax_residual.gin")],
                   ["fast/Schedule.num_steps = 3"])
     try:
-        assert default == {name: gin.query_parameter(name) for name in _RECIPE_KEYS}
+        assert default == {name: gin.query_parameter(name) for name in keys}
     finally:
         gin.clear_config()
 

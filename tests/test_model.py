@@ -38,7 +38,7 @@ def test_fit_trains_by_the_rule_only():
     seen = []
     cb = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(dict(logs)))
     history = model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[cb])
-    assert set(history.history) == {"accuracy", "feedback_mse"}
+    assert set(history.history) == {"accuracy", "feedback_loss"}
     assert len(seen) == 8 and all(np.isfinite(v) for logs in seen for v in logs.values())
     after = synapse_arrays(model)
     # weights are [W⁰, V⁰, W¹, V¹, …]; V⁰ is never read, so the rule leaves it unchanged
@@ -77,7 +77,7 @@ def test_jit_compiled_fit_matches_eager_graph():
     hb = b.fit(x, y, batch_size=16, shuffle=False, verbose=0)
     for wa, wb in zip(synapse_arrays(a), synapse_arrays(b)):
         np.testing.assert_allclose(wa, wb, atol=1e-5)
-    np.testing.assert_allclose(ha.history["feedback_mse"], hb.history["feedback_mse"], atol=1e-5)
+    np.testing.assert_allclose(ha.history["feedback_loss"], hb.history["feedback_loss"], atol=1e-5)
     np.testing.assert_allclose(a.predict(x, verbose=0), b.predict(x, verbose=0), atol=1e-5)
 
 

@@ -55,3 +55,17 @@ def test_inner_step_is_sgd_on_cross_entropy(hidden, reduction):
         for d, (w, _) in zip(dense_layers(model), synapses):
             np.testing.assert_allclose(w.numpy()[..., 0], stacked(d), atol=1e-5, rtol=1e-5,
                                        err_msg=f"step {t}, layer {d.name}")
+
+
+def test_blur_model_reports_the_cross_entropy_it_follows():
+    """Under softmax feedback, evaluate's feedback_loss is the cross-entropy of the logits."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(64, 12)).astype("f4"), rng.integers(0, 4, 64)
+    net = keras.Sequential([keras.Input((12,)), bk.BlurDense(8, k=2), bk.BlurDense(4, k=2)])
+    model = bk.BlurModel(net, bk.Genome.backprop(0.1), bk.BlurConfig.backprop(
+        "tanh", "linear", "mean", feedback="softmax"))
+    model.compile(metrics=[], jit_compile=False)
+    got = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)["feedback_loss"]
+    xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    want = xent(y, model.predict(x, verbose=0))
+    np.testing.assert_allclose(got, float(want), rtol=1e-5)

@@ -102,11 +102,11 @@ def test_nonfinite_validation_logs_end_the_curve(toy):
     recorder = st._Recorder(toy.val_x, toy.val_y, ())
     recorder.set_model(model)
     recorder.step = 7
-    recorder.on_epoch_end(0, {"val_accuracy": 0.5, "val_feedback_mse": 0.3})
-    recorder.on_epoch_end(1, {"val_accuracy": 0.1, "val_feedback_mse": float("nan")})
+    recorder.on_epoch_end(0, {"val_accuracy": 0.5, "val_feedback_loss": 0.3})
+    recorder.on_epoch_end(1, {"val_accuracy": 0.1, "val_feedback_loss": float("nan")})
     assert recorder.epochs == [0.5]
     assert recorder.nonfinite["epoch"] == 2 and recorder.nonfinite["step"] == 7
-    assert "val_feedback_mse" in recorder.nonfinite["message"] and model.stop_training
+    assert "val_feedback_loss" in recorder.nonfinite["message"] and model.stop_training
 
 
 def _curve(acc, fail=None):

@@ -25,7 +25,8 @@ from blur_keras.keras.inference import check_inference, record_moments, step_mom
 from blur_keras.keras import chain as blur_chain
 from blur_keras.keras import guards
 from blur_keras.keras.guards import BATCH_OF_ONE, NO_WEIGHTS, check_numeric_dtype
-from blur_keras.keras.targets import TARGET_ENCODINGS, check_encoding, encode_targets
+from blur_keras.keras.targets import (TARGET_ENCODINGS, check_encoding, encode_targets,
+                                       feedback_loss)
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.layout import synapses_in, synapses_out
 from blur_keras.core.synapses import initial_ties, sync
@@ -166,8 +167,8 @@ class BlurModel(keras.Model):
         self._stack.chain = chain_layers
         self._guards = None
         self.optimizer = None  # the genome trains; Keras utilities look for this attribute
-        # not a loss (nothing is differentiated): how far predictions are from the feedback targets
-        self.feedback_mse = keras.metrics.Mean(name="feedback_mse")
+        # not a loss (nothing is differentiated): the loss whose gradient the feedback writes
+        self.feedback_loss = keras.metrics.Mean(name="feedback_loss")
         if network.built:
             self._on_network_built()
 
@@ -430,8 +431,9 @@ class BlurModel(keras.Model):
         return self._metrics_for(x, y, self(x, training=False), sample_weight)
 
     def _metrics_for(self, x, y, prediction, sample_weight):
-        err = tf.reduce_mean(tf.square(prediction - self.encode_targets(y)), axis=-1)
-        self.feedback_mse.update_state(err, sample_weight)
+        self.feedback_loss.update_state(
+            feedback_loss(prediction, self.encode_targets(y), self.config.feedback),
+            sample_weight)
         return self.compute_metrics(x, y, prediction, sample_weight)
 
     def fit(self, x=None, y=None, callbacks=None, validation_data=None, **kwargs):

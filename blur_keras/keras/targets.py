@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from blur_keras.core.feedback import pm1_from_one_hot, pm1_targets
 
-__all__ = ["TARGET_ENCODINGS", "check_encoding", "class_labels", "encode_targets"]
+__all__ = ["TARGET_ENCODINGS", "check_encoding", "class_labels", "encode_targets",
+           "feedback_loss"]
 
 TARGET_ENCODINGS = ("pm1", "one_hot", "raw")
 
@@ -44,3 +45,12 @@ def encode_targets(y, targets, num_classes, dtype):
                          f"got shape {tuple(y.shape)}.")
     one_hot = tf.cast(y, dtype)
     return pm1_from_one_hot(one_hot) if targets == "pm1" else one_hot
+
+
+def feedback_loss(prediction, encoded, feedback):
+    """Per example, the loss whose gradient the feedback writes into the last layer: the
+    softmax cross-entropy for ``feedback="softmax"`` (``encoded``: ±1 one-hot), else the mean
+    squared distance from the prediction to the target."""
+    if feedback == "softmax":
+        return tf.nn.softmax_cross_entropy_with_logits(0.5 * (encoded + 1.0), prediction)
+    return tf.reduce_mean(tf.square(prediction - encoded), axis=-1)

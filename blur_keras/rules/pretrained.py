@@ -15,7 +15,7 @@ import pathlib
 __all__ = ["DEFAULT", "VARIANTS", "genome_dir", "pretrained_names", "pretrained_text"]
 
 _SUFFIX = ".json"
-DEFAULT = "sgd_residual_robust"
+DEFAULT = "softmax_residual"
 # ν̃[1][0], the term that makes a residual rule fast early, ramps to 0 over 1,000 steps
 _FADE_PRE = {"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 1000}
 # the synapse update anneals to 0 from step 1,000 to step 5,000
