@@ -223,7 +223,8 @@ def test_the_saved_model_trains_and_predicts_as_blur_model_moving(tmp_path):
     ``inference="moving"`` (its default momentum is the export's)."""
     assert inspect.signature(bk.BlurModel).parameters["inference_momentum"].default == \
         INFERENCE_MOMENTUM
-    genome, sizes = bk.Genome.pretrained().with_metadata(schedule=[]), (6, 8, 7, 3)  # as saved
+    genome = bk.Genome.pretrained("sgd_residual_robust").with_metadata(schedule=[])  # as saved
+    sizes = (6, 8, 7, 3)
     config = genome.config
     assert config.activation_norm
     rule = tf.saved_model.load(export_saved_model(str(tmp_path / "rule"), genome.numpy(), config,
