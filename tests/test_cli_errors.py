@@ -116,7 +116,7 @@ def test_evaluate_and_fit_check_refuse_bad_sizes_in_one_line(tmp_path):
                                  *common], env=helpers.subprocess_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     fit = subprocess.Popen([sys.executable, FIT_CHECK, f"--out_dir={tmp_path / 'fit'}",
-                            "--rule=sgd_residual", "--gin_param=fit_check.hidden_sizes = [(16.5,)]"],
+                            "--rule=sgd_residual_deep", "--gin_param=fit_check.hidden_sizes = [(16.5,)]"],
                            env=helpers.subprocess_env(), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     line = _one_error_line(evaluate, "hidden_sizes")

@@ -89,9 +89,8 @@ def _run_recipe(name, model_dir):
 
 # gin/parts/tpu.gin over a recipe: parsed above (it needs TFDS's full MNIST). default.gin is
 # softmax_residual's recipe: two stages from the softmax backprop genome, then a schedule that
-# ramps every learned entry back to its start. sgd_residual_steady.gin and
-# sgd_residual_annealed.gin, run in sgd_residual_scheduled.gin's directory, reuse its stages (as
-# their shipped files were made) and write their own edits instead
+# ramps every learned entry back to its start. sgd_residual_scheduled.gin is the recipe that
+# sgd_residual_robust.gin and sgd_residual_deep.gin build on
 @pytest.mark.parametrize("name", ["general.gin", "default.gin", "sgd_residual_scheduled.gin"])
 def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     """The recipes of the shipped genomes run end to end, each stage from the previous one."""
@@ -115,22 +114,10 @@ def test_shipped_recipe_runs_a_few_meta_steps(tmp_path, name):
     assert [s["task"] for s in final["provenance"]["stages"]] == [
         "mnist_5k 10x10 (crop 20)"] * 3
     assert final["schedule"] == [{"entry": "pre", "index": [1, 0], "to": 0.0, "steps": 1000}]
-    assert _run_recipe("sgd_residual_steady.gin", tmp_path)[0] == stages
-    steady = json.load(open(tmp_path / "genome.json"))
-    assert steady["provenance"]["final_values"] == {"pre": {"(1, 0)": -0.1}}
-    assert steady["values"]["pre"][1][0] == float(np.float32(-0.1))
-    assert "schedule" not in steady
-    assert _run_recipe("sgd_residual_annealed.gin", tmp_path)[0] == stages
-    annealed = json.load(open(tmp_path / "genome.json"))
-    assert annealed["values"] == last["values"]
-    assert annealed["schedule"] == final["schedule"] + [
-        {"entry": "eta_syn", "index": None, "to": 0.0, "steps": 4000, "start": 1000}]
 
 
-@pytest.mark.parametrize("name", ["general", "sgd_residual", "sgd_residual_steady",
-                                  "sgd_residual_scheduled", "sgd_residual_robust",
-                                  "sgd_residual_annealed",
-                                  "sgd_residual_deep", "sgd_residual_deep_annealed", "softmax_residual"])
+@pytest.mark.parametrize("name", ["general", "sgd_residual_robust", "sgd_residual_deep",
+                                  "softmax_residual"])
 def test_recipe_config_is_the_shipped_genomes_config(name):
     """gin/<name>.gin builds the BlurConfig its shipped genome file records."""
     from blur_keras import Genome
@@ -242,14 +229,11 @@ def test_robust_recipe_is_the_scheduled_one_with_a_pull_and_label_noise(name, re
     assert tasks["long"] == tasks["longer"] == [t + " label noise 0.3" for t in tasks["fast"]]
 
 
-@pytest.mark.parametrize("deep, shallow, sizes", [
-    ("sgd_residual_deep", "sgd_residual_scheduled", (32, 32)),
-    ("sgd_residual_deep_annealed", "sgd_residual_annealed", (32, 32))])
-def test_deep_recipes_are_the_shallow_ones_through_two_hidden_layers(deep, shallow, sizes):
-    """gin/*sgd_residual_deep*.gin change only the hidden sizes of the recipe they follow."""
-    deep_keys = _recipe(deep, _RECIPE_KEYS + ("Objective.hidden_sizes",))
-    assert deep_keys.pop("Objective.hidden_sizes") == sizes
-    assert deep_keys == _recipe(shallow)
+def test_deep_recipe_is_the_scheduled_one_through_two_hidden_layers():
+    """gin/sgd_residual_deep.gin changes only the hidden sizes of the recipe it follows."""
+    deep_keys = _recipe("sgd_residual_deep", _RECIPE_KEYS + ("Objective.hidden_sizes",))
+    assert deep_keys.pop("Objective.hidden_sizes") == (32, 32)
+    assert deep_keys == _recipe("sgd_residual_scheduled")
 
 
 def test_toy2d_runs_small(tmp_path):
@@ -311,7 +295,7 @@ def test_a_relative_gin_file_parses_without_error_lines(caplog, monkeypatch):
     train/meta.py hands it absolute paths."""
     monkeypatch.chdir(REPO)
     with caplog.at_level("ERROR"):
-        CLI.parse_gin([os.path.join("gin", "sgd_residual_steady.gin")], [])
+        CLI.parse_gin([os.path.join("gin", "sgd_residual_deep.gin")], [])
     gin.clear_config()
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 

@@ -114,7 +114,7 @@ def fit_accuracies(genome, digits):
     return np.array(out)
 
 
-_START_ACCURACIES = {}  # rules with the same start (the three sgd_residual files) share its run
+_START_ACCURACIES = {}  # rules with the same start (the sgd_residual files) share its run
 
 
 def start_accuracies(genome, digits):
@@ -151,22 +151,6 @@ def test_shipped_genome_learns(name, digits):
     check_beats_start(Genome.pretrained(name), digits)
 
 
-def test_annealed_rule_learns_until_its_ramp_ends_and_not_after(digits):
-    """sgd_residual_annealed's synapse step reaches 0 at step 5,000: a model whose rule has
-    taken 4,999 steps still changes its synapses, one that has taken 5,000 no longer does."""
-    genome = Genome.pretrained("sgd_residual_annealed")
-    (x, y), _ = digits
-    model = st.build_model(genome, (x.shape[1], 32, 10), jit_compile=False)
-    for taken, moves in ((4999, True), (5000, False)):
-        st.reset_synapses(model, 0)
-        model.rule_step.assign(taken)
-        before = [t.numpy() for pair in model.synapses() for t in pair]
-        model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
-        after = [t.numpy() for pair in model.synapses() for t in pair]
-        assert any(np.any(a != b) for a, b in zip(after, before)) == moves, taken
-        assert int(model.rule_step.numpy()) == taken + 1
-
-
 def test_the_learning_check_itself(genome_dir, digits):
     # the check of the shipped genomes, on a temp copy of docs/genomes/default.json
     check_beats_start(Genome._pretrained_from("mnist_default", genome_dir), digits)
@@ -191,24 +175,8 @@ def test_start_genome_from_provenance():
 # ---------------------------------------------------------------------- (c) genomes are shipped
 
 def test_genomes_are_shipped():
-    assert {"general", "sgd_residual", "sgd_residual_steady", "sgd_residual_scheduled",
-            "sgd_residual_robust", "sgd_residual_annealed", "sgd_residual_deep",
-            "sgd_residual_deep_annealed", "softmax_residual"} <= set(
-                Genome.pretrained_names())
-
-
-@pytest.mark.parametrize("variant", sorted(pretrained.VARIANTS))
-def test_a_variant_is_its_genome_with_more_ramps(variant):
-    """A variant is an option, not a file: its shipped genome plus schedule ramps."""
-    base_name, ramps = pretrained.VARIANTS[variant]
-    base, other = Genome.pretrained(base_name), Genome.pretrained(variant)
-    assert not (pretrained.genome_dir() / f"{variant}.json").is_file()
-    for name, value in base.numpy().items():
-        np.testing.assert_array_equal(other.numpy()[name], value)
-    assert other.config == base.config and other.init_scale == base.init_scale
-    assert [r.to_json() for r in other.schedule] == \
-        [r.to_json() for r in base.schedule] + [dict(r) for r in ramps]
-    assert other.provenance["variant_of"] == base_name
+    assert Genome.pretrained_names() == ["general", "sgd_residual_deep", "sgd_residual_robust",
+                                         "softmax_residual"]
 
 
 def test_the_default_rule_needs_no_name():

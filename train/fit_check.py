@@ -2,7 +2,7 @@
 
     python train/fit_check.py --rule=docs/genomes/default.json --out_dir=/tmp/fit_default
     python train/fit_check.py --rule=genome.json --gin_param='fit_check.epochs=5'
-    python train/fit_check.py --rule=sgd_residual \
+    python train/fit_check.py --rule=sgd_residual_robust \
         --gin_param="fit_check.baselines={'sgd': (0.1, 0.3, 1.0), 'adam': (1e-3, 3e-3, 1e-2)}"
 
 ``--rule``: a genome ``.json`` file (it carries its config). Tasks, architectures, seeds,
