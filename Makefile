@@ -20,11 +20,11 @@ run: install
 
 # the whole suite (what CI runs), on two worker processes
 test: install data
-	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n 2 tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n 2 --dist loadfile tests
 
 # the edit loop: no test marked slow or starting other processes
 test-fast: install data
-	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n 2 -m "not slow and not process" tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PYTHON) -m pytest -q -n 2 --dist loadfile -m "not slow and not process" tests
 
 bench: install data
 	$(PYTHON) benchmarks/inner_step.py

@@ -271,3 +271,40 @@ def meta_parts(**settings):
             raise TypeError(f"No part of meta_train has a field {key!r}.")
         grouped.setdefault(owners[0], {})[key] = value
     return {name: PARTS[name](**fields) for name, fields in grouped.items()}
+
+
+# -- tiny meta-training runs (the 'and' task through one hidden layer of 4, no XLA, no report) --
+META_SCRIPT = os.path.join(REPO, "train", "meta.py")
+
+TINY_GIN_HEAD = """
+import blur_keras.data
+import blur_keras.meta.run.experiment
+
+Objective.task = @preset_task()
+preset_task.name = 'and'
+Objective.hidden_sizes = (4,)
+Objective.species = 2
+Schedule.jit_compile = False
+Report.final_eval = False
+Report.export = False
+"""
+
+TINY_RUN = dict(hidden_sizes=(4,), species=2, replicas=1, batch_size=8, num_steps=2,
+                checkpoint_every=1, eval_every=10, log_every=10, jit_compile=False,
+                final_eval=False, export=False)
+
+
+def tiny_gin(bindings):
+    """A gin file's text for a tiny ``train/meta.py`` run: ``TINY_GIN_HEAD`` then
+    ``bindings`` (gin lines: the run's own steps, seed, periods, ...)."""
+    return TINY_GIN_HEAD + bindings
+
+
+def tiny_run(model_dir, **overrides):
+    """``meta_train`` in this process: ``TINY_RUN`` on the 'and' task, fields overridden by
+    ``overrides`` (any part's field, ``helpers.meta_parts``)."""
+    from blur_keras.data import preset_task
+    from blur_keras.meta import meta_train
+
+    settings = {"task": preset_task("and"), **TINY_RUN, **overrides}
+    return meta_train(str(model_dir), **meta_parts(**settings))

@@ -154,3 +154,33 @@ def test_no_module_level_mutable_state_in_the_core():
                 if names != ["__all__"]:
                     found.append(f"{module}: {names}")
     assert not found, found
+
+
+def _tf_function_calls(tree):
+    """``tf.function(...)`` calls (decorators included) of a module's syntax tree."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute) and node.func.attr == "function"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "tf"]
+
+
+def test_the_library_traces_without_autograph():
+    """Every ``tf.function`` of the package passes ``autograph=False``, and the public step
+    functions are marked ``do_not_convert``: a user's ``tf.function`` traces them as written."""
+    import blur_keras as bk
+    from blur_keras.core import network, step
+
+    converted = []
+    for path in _python_files():
+        with open(path) as fh:
+            tree = ast.parse(fh.read())
+        for call in _tf_function_calls(tree):
+            flags = {k.arg: k.value for k in call.keywords}
+            if not (isinstance(flags.get("autograph"), ast.Constant)
+                    and flags["autograph"].value is False):
+                converted.append(f"{os.path.relpath(path, PACKAGE)}:{call.lineno}")
+    assert not converted, converted
+    public = [bk.inner_step, bk.forward_pass, bk.predict] + [
+        getattr(module, name) for module in (step, network)
+        for name in ("forward_states", "backward_states", "update_synapses", "step",
+                     "inner_step", "forward_pass", "predict")]
+    assert all(hasattr(fn, "autograph_info__") for fn in public)

@@ -13,17 +13,9 @@ from blur_keras.meta.run.experiment import meta_train
 
 import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "train", "meta.py")
-
-TINY = dict(hidden_sizes=(4,), species=2, replicas=1, batch_size=8, num_steps=2,
-            checkpoint_every=1, eval_every=10, log_every=10, jit_compile=False,
-            final_eval=False, export=False)
-
-
-def tiny_run(model_dir, **overrides):
-    return meta_train(str(model_dir), **helpers.meta_parts(task=preset_task("and"),
-                                                           **{**TINY, **overrides}))
+REPO = helpers.REPO
+SCRIPT = helpers.META_SCRIPT
+tiny_run = helpers.tiny_run
 
 
 # -- item 1: the start genome file must fit k, per_layer and the depth ---------------------------

@@ -12,17 +12,9 @@ import tensorflow as tf
 
 import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "train", "meta.py")
+SCRIPT = helpers.META_SCRIPT
 
-TINY_GIN = """
-import blur_keras.data
-import blur_keras.meta.run.experiment
-
-Objective.task = @preset_task()
-preset_task.name = 'and'
-Objective.hidden_sizes = (4,)
-Objective.species = 2
+TINY_GIN = helpers.tiny_gin("""
 Objective.replicas = 2
 Objective.batch_size = 16
 Schedule.num_steps = 40
@@ -37,10 +29,7 @@ Schedule.checkpoint_every = 5
 Schedule.keep_checkpoints = 2
 Schedule.eval_every = 20
 Schedule.log_every = 10
-Schedule.jit_compile = False
-Report.final_eval = False
-Report.export = False
-"""
+""")
 
 
 def _env():

@@ -10,8 +10,7 @@ import pytest
 
 import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "train", "meta.py")
+SCRIPT = helpers.META_SCRIPT
 KILLED = 57  # the exit code of a process killed at the write
 
 # train/meta.py with os.replace (the rename that ends every write_atomic) ending the process
@@ -29,15 +28,8 @@ sys.argv = [{SCRIPT!r}] + sys.argv[1:]
 runpy.run_path({SCRIPT!r}, run_name="__main__")
 """
 
-TINY_STAGED_GIN = """
-import blur_keras.data
-import blur_keras.meta.run.experiment
-
+TINY_STAGED_GIN = helpers.tiny_gin("""
 meta_train.stages = ['a', 'b']
-Objective.task = @preset_task()
-preset_task.name = 'and'
-Objective.hidden_sizes = (4,)
-Objective.species = 2
 Objective.replicas = 1
 Objective.batch_size = 8
 Schedule.num_steps = 3
@@ -46,10 +38,7 @@ Schedule.checkpoint_every = 1
 Schedule.eval_every = 1000
 Schedule.log_every = 1000
 Schedule.seed = 3
-Schedule.jit_compile = False
-Report.final_eval = False
-Report.export = False
-"""
+""")
 
 # in the order the run writes them; each kill is resumed by the next process
 KILL_POINTS = ("a/run_settings.json", "a/operative_config.gin", "a/genome_population.json",

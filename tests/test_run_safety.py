@@ -10,25 +10,19 @@ import time
 
 import pytest
 
-from blur_keras.data import preset_task
 from blur_keras.files import PARTIAL_SUFFIX, write_atomic, write_json
 from blur_keras.meta.run import checkpoint as checkpoint_mod
 from blur_keras.meta.run.checkpoint import UnreadableCheckpoint, checkpoint_candidates
-from blur_keras.meta.run.experiment import meta_train
 from blur_keras.meta.run.lock import LOCK_NAME, RunDirLock, RunDirLocked
 
 import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "train", "meta.py")
-
-TINY = dict(task=preset_task("and"), hidden_sizes=(4,), species=2, replicas=1, batch_size=8,
-            num_steps=4, checkpoint_every=1, keep_checkpoints=5, eval_every=10, log_every=10,
-            jit_compile=False, final_eval=False, export=False)
+REPO = helpers.REPO
+SCRIPT = helpers.META_SCRIPT
 
 
 def tiny_run(model_dir, **overrides):
-    return meta_train(str(model_dir), **helpers.meta_parts(**{**TINY, **overrides}))
+    return helpers.tiny_run(model_dir, **{"num_steps": 4, "keep_checkpoints": 5, **overrides})
 
 
 def genome_values(model_dir):
@@ -153,21 +147,11 @@ def test_a_lock_held_on_another_host_is_refused_naming_the_file(tmp_path):
     assert not (run / "checkpoints").exists()
 
 
-TINY_GIN = """
-import blur_keras.data
-import blur_keras.meta.run.experiment
-
-Objective.task = @preset_task()
-preset_task.name = 'and'
-Objective.hidden_sizes = (4,)
-Objective.species = 2
+TINY_GIN = helpers.tiny_gin("""
 Objective.batch_size = 8
-Schedule.jit_compile = False
-Report.final_eval = False
-Report.export = False
 Schedule.eval_every = 1000
 Schedule.log_every = 1000
-"""
+""")
 
 
 def _cli(model_dir, *extra):

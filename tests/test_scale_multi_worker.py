@@ -20,17 +20,9 @@ import pytest
 
 import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "train", "meta.py")
+SCRIPT = helpers.META_SCRIPT
 
-TINY_GIN = """
-import blur_keras.data
-import blur_keras.meta.run.experiment
-
-Objective.task = @preset_task()
-preset_task.name = 'and'
-Objective.hidden_sizes = (4,)
-Objective.species = 2
+TINY_GIN = helpers.tiny_gin("""
 Objective.replicas = 2
 GradientTrainer.shard_axis = 'species'
 Objective.batch_size = 8
@@ -44,10 +36,7 @@ Schedule.checkpoint_every = 2
 Schedule.eval_every = 4
 Schedule.eval_replicas = 1
 Schedule.log_every = 2
-Schedule.jit_compile = False
-Report.final_eval = False
-Report.export = False
-"""
+""")
 
 
 def _env(**extra):

@@ -78,6 +78,7 @@ def _forward(lower, w, p, config, activation, stage):
     return conv.conv_forward_layer(lower, w, p, config, activation, layer)
 
 
+@tf.autograph.experimental.do_not_convert
 def forward_states(params, synapses, x, stages, config=BlurConfig(), per_layer=False,
                    forward_activations=None):
     """Reset and forward (internal layout): ``(states [a⁰ … a^L], routes per pair)``."""
@@ -100,6 +101,7 @@ def _drive(a_above, v, p, config, stage):
     return conv.conv_backward_drive(a_above, v, p, config, stage.layer, stage.lower)
 
 
+@tf.autograph.experimental.do_not_convert
 def backward_states(params, synapses, states, routes, stages, config=BlurConfig(),
                     per_layer=False, backward_activations=None):
     """Backward, l = L−1 … 1 (internal layout): ``a^l = rule(a^l, T_lᵀ g^l)``."""
@@ -114,6 +116,7 @@ def backward_states(params, synapses, states, routes, stages, config=BlurConfig(
     return states
 
 
+@tf.autograph.experimental.do_not_convert
 def update_synapses(params, synapses, states, routes, stages, config=BlurConfig(),
                     per_layer=False):
     """Update of every pair from ``T_l a^l`` and ``a^{l+1}`` (internal layout); V⁰ is kept."""
@@ -131,6 +134,7 @@ def update_synapses(params, synapses, states, routes, stages, config=BlurConfig(
     return tuple(new)
 
 
+@tf.autograph.experimental.do_not_convert
 def step(params, synapses, x, targets, stages, config=BlurConfig(), per_layer=False,
          forward_activations=None, backward_activations=None):
     """One inner step in the internal layout, without checks: ``(new synapses, states)``."""
@@ -146,6 +150,7 @@ def _states_out(a):
     return tf.transpose(a, list(range(1, a.shape.rank)) + [0])
 
 
+@tf.autograph.experimental.do_not_convert
 def inner_step(params, synapses, x, targets, specs, config=BlurConfig(), per_layer=False,
                forward_activations=None, backward_activations=None):
     """One inner step of the network ``specs`` on a batch (docs/conv.md).
@@ -162,6 +167,7 @@ def inner_step(params, synapses, x, targets, specs, config=BlurConfig(), per_lay
     return pairs_out(new), [_states_out(a) for a in states]
 
 
+@tf.autograph.experimental.do_not_convert
 def forward_pass(params, synapses, x, specs, config=BlurConfig(), per_layer=False,
                  forward_activations=None):
     """Reset and forward: the states ``[a⁰ … a^L]``, public layout."""
@@ -172,6 +178,7 @@ def forward_pass(params, synapses, x, specs, config=BlurConfig(), per_layer=Fals
     return [_states_out(a) for a in states]
 
 
+@tf.autograph.experimental.do_not_convert
 def predict(params, synapses, x, specs, config=BlurConfig(), per_layer=False,
             forward_activations=None):
     """State 0 of the last layer after a forward pass, ``[B, *output_shape]``."""

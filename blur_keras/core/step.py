@@ -59,6 +59,7 @@ def _num_population_axes(synapses):
     return len(synapses[0][0].shape) - 3
 
 
+@tf.autograph.experimental.do_not_convert
 def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
                  forward_activations=None, moments=None):
     """Reset and forward (docs/spec.md §2 steps 1–2). Returns the states ``[a^0, …, a^L]``,
@@ -75,6 +76,7 @@ def forward_pass(params, synapses, x, config=BlurConfig(), per_layer=False,
     return [states_out(a) for a in states]
 
 
+@tf.autograph.experimental.do_not_convert
 def forward_states(params, synapses, x, config=BlurConfig(), per_layer=False,
                    forward_activations=None, moments=None):
     """``forward_pass`` in the internal layout (``blur_keras.core.layout``), without its checks."""
@@ -103,6 +105,7 @@ def _forward(layer_p, synapses, x, config, fwd, moments=None):
     return states, parts
 
 
+@tf.autograph.experimental.do_not_convert
 def forward_moments(params, synapses, x, config=BlurConfig(), per_layer=False,
                     forward_activations=None):
     """The batch statistics of every layer's forward pre-activation in the forward pass on
@@ -141,6 +144,7 @@ def _k(synapses):
     return synapses[0][0].shape[-3]
 
 
+@tf.autograph.experimental.do_not_convert
 def backward_states(params, synapses, states, config=BlurConfig(), per_layer=False,
                     backward_activations=None):
     """Backward (docs/spec.md §2 step 4), l = L−1 … 1; the input layer is never changed.
@@ -161,6 +165,7 @@ def _backward(layer_p, synapses, states, config, bwd):
     return states, parts
 
 
+@tf.autograph.experimental.do_not_convert
 def update_synapses(params, synapses, states, config=BlurConfig(), per_layer=False):
     """Hebbian update of every pair (docs/spec.md §2 step 5). Internal layout.
 
@@ -203,6 +208,7 @@ def run_step(layer_p, synapses, x, targets, config, forward_activations, backwar
 REVERSES = ("hand", "autodiff")
 
 
+@tf.autograph.experimental.do_not_convert
 def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
                forward_activations=None, backward_activations=None, reverse="hand"):
     """One inner step on a batch: reset, forward, feedback, backward, synapse update.
@@ -226,6 +232,7 @@ def inner_step(params, synapses, x, targets, config=BlurConfig(), per_layer=Fals
     return pairs_out(new), [states_out(a) for a in states]
 
 
+@tf.autograph.experimental.do_not_convert
 def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
          forward_activations=None, backward_activations=None, reverse="hand"):
     """``inner_step`` in the internal layout, without its checks: synapses in and out, and
@@ -246,6 +253,7 @@ def step(params, synapses, x, targets, config=BlurConfig(), per_layer=False,
     return new, [input_states(x, _k(synapses))] + states
 
 
+@tf.autograph.experimental.do_not_convert
 def predict(params, synapses, x, config=BlurConfig(), per_layer=False, forward_activations=None,
             moments=None):
     """A forward pass on new inputs; the output is state 0 of the last layer

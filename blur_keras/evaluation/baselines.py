@@ -30,7 +30,7 @@ DEFAULT_LEARNING_RATES = {
     "momentum": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
     "adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1),
 }
-# the sweep of ``sgd_accuracy`` (meta-training's ``sgd_learning_rates``)
+# the sweep of ``sgd_accuracy``
 DEFAULT_SGD_LEARNING_RATES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 # Keras's SGD(momentum=0.9) and Adam's defaults (the fit check builds those optimizers with them)
 MOMENTUM = 0.9
@@ -176,7 +176,7 @@ def task_tensors(data):
                                           data.test_x, data.test_y))
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _baseline_run(weights, lrs, pool_x, pool_y, val_x, val_y, test_x, test_y, idx, slots,
                   method, hidden, last, loss, reduction, num_records):
     hidden_fn, last_fn = activations.get(hidden), activations.get(last)

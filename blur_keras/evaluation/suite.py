@@ -37,7 +37,7 @@ from blur_keras.core.feedback import pm1_targets
 from blur_keras.files import write_atomic, write_json
 from blur_keras.rules.genome import Genome, resolve_config
 from blur_keras.core.layout import pairs_in
-from blur_keras.core.normalization import start_moments, track_moments
+from blur_keras.core.normalization import INFERENCE_MOMENTUM, start_moments, track_moments
 from blur_keras.core.step import forward_moments, inner_step, moments_out, predict
 from blur_keras.rules.schedule import at_step
 from blur_keras.core.synapses import init_synapses
@@ -69,7 +69,7 @@ class Rule:
     # how the rule's network predicts under activation_norm (``blur_keras.keras.inference``):
     # "batch" statistics of the evaluated set, or "moving" ones tracked while it trains
     inference: str = "batch"
-    inference_momentum: float = 0.9
+    inference_momentum: float = INFERENCE_MOMENTUM
 
     @property
     def k(self):
@@ -224,7 +224,7 @@ def record_steps(horizons, every=None, dense_until=0):
 
 # ---------------------------------------------------------------------------------- curves
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _blur_run(params, synapses, pool_x, pool_y, val_x, val_y, test_x, test_y, idx, slots,
               config, per_layer, num_records, schedule=(), momentum=None):
     """The rule's curves; ``momentum`` not None: inference with tracked statistics."""

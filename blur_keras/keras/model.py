@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.errors import NonFiniteError
+from blur_keras.core.normalization import INFERENCE_MOMENTUM
 from blur_keras.rules.genome import Genome, resolve_config
 from blur_keras.core.step import forward_pass, inner_step, layer_activations
 from blur_keras.keras.inference import check_inference, record_moments, step_moments
@@ -119,7 +120,7 @@ class BlurModel(keras.Model):
     """
 
     def __init__(self, network, genome, config=None, targets="pm1", check_finite=True,
-                 inference="moving", inference_momentum=0.9, **kwargs):
+                 inference="moving", inference_momentum=INFERENCE_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         check_inference(inference, inference_momentum)
         if isinstance(genome, str):  # a genome file: it carries its config

@@ -24,7 +24,6 @@ import numpy as np
 
 from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
-from blur_keras.evaluation.baselines import DEFAULT_SGD_LEARNING_RATES
 from blur_keras.meta.objective.unroll import LOSSES
 from blur_keras.meta.outer.base import RUN_OPTIONS, TRAINERS, OuterTrainer, trainer_parameters
 from blur_keras.meta.run.checks import first_task
@@ -230,8 +229,8 @@ class Schedule:
 class Report:
     """What a finished run writes and judges. ``final_eval``: the final comparison (the
     evaluation suite, ``blur_keras.meta.run.report``) on ``final_eval_task`` (default: the
-    objective's task), ``final_eval_replicas`` seeds, ``final_eval_examples`` test examples,
-    the baselines at ``sgd_learning_rates``; ``export``: the SavedModel. With
+    objective's task), ``final_eval_replicas`` seeds, ``final_eval_examples`` test examples
+    (the baselines' learning rates: ``evaluate_suite.learning_rates``); ``export``: the SavedModel. With
     ``meta_train.stages`` only: ``final_values`` and ``final_schedule`` edit the final genome
     (``blur_keras.meta.run.stages``)."""
 
@@ -239,7 +238,6 @@ class Report:
     final_eval_task: Any = None
     final_eval_replicas: int = 8
     final_eval_examples: int = 2000
-    sgd_learning_rates: Sequence[float] = DEFAULT_SGD_LEARNING_RATES
     export: bool = True
     final_values: Optional[dict] = None
     final_schedule: Optional[Sequence[Any]] = None

@@ -26,9 +26,8 @@ def _gin_bound(name):
         return False
 
 
-def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples, seed,
-            init_scale, per_layer, sgd_learning_rates, jit_compile, make_eval_arrays,
-            make_task_stream, out_dir=None, provenance=None, start_name="random start",
+def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples,
+            init_scale, per_layer, out_dir=None, provenance=None, start_name="random start",
             schedule=(), name="learned genome"):
     """The evaluation suite (``blur_keras.evaluation.suite``) on the run's transfer tasks.
 
@@ -100,18 +99,14 @@ def _baselines_at(res, at, steps):
 def run_comparison(run, values, start, out_dir, origin, schedule=(), name="learned genome"):
     """``compare`` of the genome ``values`` with the settings of the run ``run`` (an
     ``experiment.Run``: its parts), on its ``Report.final_eval_task`` (default: its task)."""
-    from blur_keras.data import make_eval_arrays, make_task_stream
-
     objective, report = run.objective, run.report
     task = objective.task if report.final_eval_task is None else report.final_eval_task
     return compare(
         values, start, objective.blur_config, run.sizes, first_task(task),
         objective.curriculum.unroll_at(run.schedule.num_steps - 1),
         batch_size=objective.batch_size, replicas=report.final_eval_replicas,
-        examples=report.final_eval_examples, seed=run.schedule.seed,
-        init_scale=objective.init_scale, per_layer=run.start.per_layer,
-        sgd_learning_rates=report.sgd_learning_rates, jit_compile=run.schedule.jit_compile,
-        make_eval_arrays=make_eval_arrays, make_task_stream=make_task_stream, out_dir=out_dir,
+        examples=report.final_eval_examples, init_scale=objective.init_scale,
+        per_layer=run.start.per_layer, out_dir=out_dir,
         provenance=origin, start_name=start_name(run.start.genome_init), schedule=schedule,
         name=name)
 
