@@ -93,6 +93,19 @@ def test_shared_synapses_and_a_shared_data_species_axis():
     assert abs(float(unshared[0] - unshared[1])) > 1e-6
 
 
+def test_a_per_layer_genome_reads_each_layer_pair_its_own_entries():
+    shared, data = population(2), batch_of(2, 2, 1, 4, 5)
+    net = Chain((6, 6, 1), (Conv2D(3, 3), Pool2D("max"), Flatten(), Dense(5), Dense(4)))
+    per_layer = {n: tf.stack([v, v, v], axis=1) for n, v in shared.items()}
+
+    def loss(p, flag):
+        return meta_loss(p, tf.constant([5, 6], tf.int64), data, SOFTMAX, net, per_layer=flag)[0]
+
+    np.testing.assert_allclose(loss(per_layer, True), loss(shared, False), rtol=1e-6)
+    other = dict(per_layer, eta_syn=per_layer["eta_syn"] * tf.constant([1.0, 1.0, 0.5]))
+    assert np.all(np.abs(loss(other, True) - loss(shared, False)) > 1e-6)
+
+
 def test_meta_gradient_is_finite_differences_in_float64():
     params = population(2, dtype=tf.float64)
     data = batch_of(2, 2, 1, 4, 5)
