@@ -239,3 +239,17 @@ def test_a_run_through_a_conv_network_checks_its_bindings(tmp_path, bindings, ma
         gin_run(tmp_path, GIN_RUN + bindings)
     assert re.search(match, str(err.value).splitlines()[0])  # gin adds where it was called
     assert not (tmp_path / "genome.json").exists()
+
+
+def test_stages_through_a_conv_network_export_the_final_genome_on_its_chain(tmp_path):
+    staged = [b for b in GIN_RUN if not b.startswith("Schedule.num_steps")] + [
+        "meta_train.stages = ['fast', 'long']", "Schedule.num_steps = 1",
+        "fast/Outer.trainer = @GradientTrainer", "long/Outer.trainer = @CMAESTrainer",
+        "Report.final_values = {'eta_syn': -0.25}"]
+    results = gin_run(tmp_path, staged)
+    assert [r["steps_done"] for r in results["stages"]] == [1, 1]
+    final = json.load(open(tmp_path / "genome.json"))
+    assert final["values"]["eta_syn"] == -0.25
+    saved = tf.saved_model.load(str(tmp_path / "saved_model"))
+    out = saved.predict(*saved.init(tf.constant(1, tf.int64)), tf.zeros([2, 8, 8, 1]))
+    assert out.shape == (2, 10)

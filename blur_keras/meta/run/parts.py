@@ -3,7 +3,8 @@ outer, schedule, report)``), each a small frozen dataclass and a gin configurabl
 it is built:
 
 * ``Objective``: what is meta-trained on: the task, the network (hidden sizes or layer specs
-  such as ``@conv_chain()``, k, ``BlurConfig``, scales), the meta-loss, the curriculum, batch sizes, species and replicas;
+  such as ``@conv_chain()``, k, ``BlurConfig``, scales), the meta-loss, the curriculum, batch
+  sizes, species and replicas;
 * ``Start``: the start genome (random, backprop or a file; entries set by hand);
 * ``Outer``: the outer trainer class (``@GradientTrainer``, ``@CMAESTrainer`` or a registered
   name); its hyperparameters are bound on the class (``GradientTrainer.learning_rate = 1e-3``);
