@@ -155,9 +155,21 @@ def _tiled_transpose(g, routes, spec, in_shape):
     """``pool_transpose`` of a tiled pool: ``r · g`` spread over each window, the remainder
     rows 0."""
     ph, pw = spec.pool_size
-    spread = routes * tf.repeat(tf.repeat(g, ph, axis=2), pw, axis=3)
+    spread = routes * _repeat(_repeat(g, ph, 2), pw, 3)
     rest_h, rest_w = in_shape[0] - spread.shape[2], in_shape[1] - spread.shape[3]
     return tf.pad(spread, [[0, 0], [0, 0], [0, rest_h], [0, rest_w], [0, 0]])
+
+
+def _repeat(x, times, axis):
+    """``tf.repeat(x, times, axis)`` through a tile and a reshape of static shapes where ``x``'s
+    are known (XLA then compiles its gradient inside loops)."""
+    shape = x.shape.as_list()
+    if sum(d is None for d in shape) > 1:
+        return tf.repeat(x, times, axis=axis)
+    tiled = tf.tile(x[(slice(None),) * (axis + 1) + (None,)],
+                    [1] * (axis + 1) + [times] + [1] * (len(shape) - axis - 1))
+    return tf.reshape(tiled, [-1 if d is None else d for d in shape[:axis]] + [
+        shape[axis] * times] + [-1 if d is None else d for d in shape[axis + 1:]])
 
 
 def transform_forward(a, spec, in_shape, routes=None):

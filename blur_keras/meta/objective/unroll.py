@@ -22,6 +22,8 @@ from blur_keras.core.normalization import start_moments, track_moments
 from blur_keras.core.step import forward_moments, moments_out, predict, step
 from blur_keras.core.layout import pairs_in, pairs_out, synapses_in, synapses_out
 from blur_keras.core.synapses import flatten_pairs, init_synapses, pair_up
+from blur_keras.meta.objective.chain import check_chain_options, is_chain
+from blur_keras.meta.objective.chain_unroll import chain_meta_loss
 
 __all__ = ["meta_loss", "unroll", "pm1_targets", "init_population_synapses", "LOSSES"]
 
@@ -247,7 +249,7 @@ def _unroll_end(flat, num_syn, v0, inner_acc, online):
 def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, per_layer=False,
               init_scale=1.0, logit_scale=1.0, shared_synapses=False, population_species=None,
               trajectory_weight=0.0, inference="batch", inference_momentum=0.9,
-              reverse="hand"):
+              reverse=None):
     """Meta-loss of a population of genomes on one batch of tasks (docs/spec.md §5).
 
     Fresh random synapses (``seed``), ``T`` inner steps on ``batch["train_*"]``,
@@ -259,7 +261,8 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
       seed: ``[2]`` or ``[R, 2]`` int seed of the synapse initialisation.
       batch: dict of ``train_x, train_y, query_x, query_y`` (module docstring).
       config: ``BlurConfig``.
-      sizes: layer sizes ``n_0 … n_L``.
+      sizes: layer sizes ``n_0 … n_L``, or a ``chain.Chain`` (layer specs: docs/conv.md;
+        ``chain_unroll``, which takes no ``recompute``, ``inference="moving"`` or hand reverse).
       loss: ``"xent"`` or ``"mse"``.
       recompute: gradient-checkpoint segment length (0: off).
       logit_scale: query logits are ``logit_scale ×`` state 0 (tanh outputs
@@ -275,8 +278,8 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
         over the query batch, or ``"moving"`` with statistics tracked over the T steps
         (momentum ``inference_momentum``), which is how ``BlurModel`` predicts by default:
         the rule is then judged as users run it (``blur_keras.keras.inference``).
-      reverse: ``"hand"`` (``step_reverse``) or ``"autodiff"``: how the meta-gradient
-        goes through each inner step (the same values to round-off).
+      reverse: ``"hand"`` (``step_reverse``; None: the default) or ``"autodiff"``: how the
+        meta-gradient goes through each inner step (the same values to round-off).
       population_species: when ``params`` hold a shard of a larger population
         (species sharded over devices): its size. The synapses are drawn for
         all of it and the shard's species, from ``batch["species_first"]`` on,
@@ -290,6 +293,21 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
       ``inner_accuracy`` ``[T, S]``, ``online_loss`` ``[S]`` and ``finite`` ``[S]`` (bool).
     """
     _check_meta_loss_args(loss, inference)
+    if is_chain(sizes):
+        check_chain_options(sizes, recompute=recompute, inference=inference, reverse=reverse)
+        return chain_meta_loss(params, seed, batch, config, sizes, loss=loss, per_layer=per_layer,
+                               init_scale=init_scale, logit_scale=logit_scale,
+                               shared_synapses=shared_synapses, trajectory_weight=trajectory_weight,
+                               population_species=population_species)
+    return _dense_meta_loss(params, seed, batch, config, sizes, loss, recompute, per_layer,
+                            init_scale, logit_scale, shared_synapses, population_species,
+                            trajectory_weight, inference, inference_momentum, reverse or "hand")
+
+
+def _dense_meta_loss(params, seed, batch, config, sizes, loss, recompute, per_layer, init_scale,
+                     logit_scale, shared_synapses, population_species, trajectory_weight,
+                     inference, inference_momentum, reverse):
+    """``meta_loss`` through the dense chain ``sizes`` (``unroll``)."""
     train_x = tf.cast(tf.convert_to_tensor(batch["train_x"]), params["nu"].dtype)
     synapses = _fresh_synapses(params, seed, batch, config, sizes, int(train_x.shape[2]),
                                init_scale, shared_synapses, population_species)

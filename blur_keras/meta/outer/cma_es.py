@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.core.genome_spec import NAMES, member, trainable_entries
+from blur_keras.meta.objective.chain import as_network, check_chain_options
 from blur_keras.meta.objective.batch import meta_batch
 from blur_keras.meta.outer.distribute import sharded_population_eval
 from blur_keras.meta.outer.base import (OuterTrainer, inference_options, inference_setting,
@@ -39,7 +40,8 @@ class CMAESTrainer(OuterTrainer, tf.Module):
     Args:
       genome: the start (the mean of the first search distribution); a
         species axis, if any, is ignored (species 0 is used).
-      config, sizes: the network (``BlurConfig``, layer sizes).
+      config, sizes: the network (``BlurConfig``, layer sizes or a ``Chain`` of layer specs,
+        ``blur_keras.meta.objective.chain``).
       population_size: ``λ`` (paper: 80).
       sigma0: initial step size σ₀.
       trainable: genome entries that evolve (default: the core entries and
@@ -65,7 +67,9 @@ class CMAESTrainer(OuterTrainer, tf.Module):
         if genome.species is not None:
             values = member(values, 0)
         self.base = values
-        self.config, self.sizes = config, tuple(int(s) for s in sizes)
+        self.config, self.sizes = config, as_network(sizes)
+        check_chain_options(self.sizes, recompute=recompute, inference=inference,
+                            owner="CMAESTrainer")
         self.trainable = trainable_entries(trainable, config)
         self.shapes = {n: values[n].shape for n in self.trainable}
         self.population_size = int(population_size)

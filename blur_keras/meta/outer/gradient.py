@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from blur_keras.core.genome_spec import NAMES, trainable_entries
 from blur_keras.meta.outer import distribute as dist
+from blur_keras.meta.objective.chain import as_network, check_chain_options
 from blur_keras.meta.objective.batch import BATCH_AXES, meta_batch
 from blur_keras.meta.outer.adam import adam_update, species_norm
 from blur_keras.meta.outer.base import (OuterTrainer, finite_stat, inference_options,
@@ -53,7 +54,8 @@ class GradientTrainer(OuterTrainer, tf.Module):
 
     Args:
       genome: a ``Genome`` with a species axis (its values are the start).
-      config: ``BlurConfig``; sizes: layer sizes ``n_0 … n_L``.
+      config: ``BlurConfig``; sizes: layer sizes ``n_0 … n_L`` or a ``Chain`` of layer specs
+        (``blur_keras.meta.objective.chain``; ``step_gradient="autodiff"`` only).
       learning_rate, clip_norm, beta1, beta2, epsilon: Adam (paper: 5e-4, 10).
       loss, recompute, init_scale, logit_scale: see ``meta_loss``.
       trainable: genome entries to train (default: ``genome_spec.trainable_entries``).
@@ -85,7 +87,10 @@ class GradientTrainer(OuterTrainer, tf.Module):
                              "(Genome(..., species=S)).")
         self.k, self.species, self.per_layer = genome.k, genome.species, genome.per_layer
         self.num_layers = genome.num_layers
-        self.config, self.sizes = config, tuple(int(s) for s in sizes)
+        self.config, self.sizes = config, as_network(sizes)
+        check_chain_options(self.sizes, recompute=recompute, inference=inference,
+                            reverse=step_gradient, owner="GradientTrainer",
+                            reverse_name="step_gradient")
         self.hparams = dict(learning_rate=float(learning_rate),
                             clip_norm=None if clip_norm is None else float(clip_norm),
                             beta1=float(beta1), beta2=float(beta2), epsilon=float(epsilon))

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from blur_keras.core.genome_spec import NAMES, member, trainable_entries
 from blur_keras.meta.objective.batch import meta_batch
+from blur_keras.meta.objective.chain import as_network
 from blur_keras.meta.outer.base import OuterTrainer, register_trainer
 from blur_keras.meta.objective.seeds import step_seeds
 from blur_keras.meta.objective.unroll import meta_loss
@@ -36,7 +37,7 @@ class SimpleESTrainer(OuterTrainer, tf.Module):
         super().__init__(name=name)
         values = genome.numpy()
         values = member(values, 0) if genome.species is not None else values
-        self.config, self.sizes = config, tuple(int(s) for s in sizes)
+        self.config, self.sizes = config, as_network(sizes)
         self.trainable = trainable_entries(trainable, config)
         self.species, self.sigma = int(population_size), float(sigma)
         self.elite, self.seed = min(int(elite), self.species), int(seed)

@@ -37,6 +37,7 @@ import blur_keras.meta.outer.gradient  # noqa: F401  (registers GradientTrainer,
 from blur_keras.core.config import BlurConfig, backprop_config
 from blur_keras.evaluation.plots import plot_run
 from blur_keras.files import write_atomic, write_json
+from blur_keras.meta.objective.chain import describe
 from blur_keras.meta.outer.base import build_trainer
 from blur_keras.meta.outer.strategy import describe_strategy, is_tpu
 from blur_keras.meta.run import chief
@@ -198,7 +199,8 @@ def _settings(run, trainer):
                           "genome_values", "backprop_learning_rate", "per_layer")),
              (run.schedule, ("seed", "jit_compile")))
     settings = {n: getattr(part, n) for part, names in parts for n in names}
-    return run_settings(outer=trainer.name, sizes=run.sizes, **settings, **trainer.settings())
+    return run_settings(outer=trainer.name, sizes=describe(run.sizes), **settings,
+                        **trainer.settings())
 
 
 def _streams(run, trainer):

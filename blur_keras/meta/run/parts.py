@@ -2,8 +2,9 @@
 outer, schedule, report)``), each a small frozen dataclass and a gin configurable, checked when
 it is built:
 
-* ``Objective``: what is meta-trained on: the task, the network (hidden sizes, k,
-  ``BlurConfig``, scales), the meta-loss, the curriculum, batch sizes, species and replicas;
+* ``Objective``: what is meta-trained on: the task, the network (hidden sizes or layer specs
+  such as ``@conv_chain()``, k, ``BlurConfig``, scales), the meta-loss, the curriculum, batch
+  sizes, species and replicas;
 * ``Start``: the start genome (random, backprop or a file; entries set by hand);
 * ``Outer``: the outer trainer class (``@GradientTrainer``, ``@CMAESTrainer`` or a registered
   name); its hyperparameters are bound on the class (``GradientTrainer.learning_rate = 1e-3``);
@@ -24,6 +25,9 @@ import numpy as np
 
 from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
+from blur_keras.meta.objective.chain import (Chain, check_chain_options, is_chain,
+                                             num_classes, num_features, num_pairs)
+from blur_keras.core.layer_specs import Conv2D, Dense, Flatten, Pool2D
 from blur_keras.meta.objective.unroll import LOSSES
 from blur_keras.meta.outer.base import RUN_OPTIONS, TRAINERS, OuterTrainer, trainer_parameters
 from blur_keras.meta.run.checks import first_task
@@ -31,7 +35,7 @@ from blur_keras.meta.run.curriculum import Curriculum
 from blur_keras.meta.run.start import make_start_genome
 from blur_keras.rules.genome_file import as_scale
 
-__all__ = ["Objective", "Start", "Outer", "Schedule", "Report", "Run"]
+__all__ = ["Objective", "Start", "Outer", "Schedule", "Report", "Run", "conv_chain"]
 
 GIN_MODULE = "blur_keras.meta"
 
@@ -56,7 +60,10 @@ def _is_task(task):
 class Objective:
     """What is meta-trained on. ``task``: a ``blur_keras.data`` Task or Mixture (phase 0 of the
     ``curriculum``, default ``Curriculum()``: T = 10 throughout); the network is ``task``'s
-    features -> ``hidden_sizes`` -> its classes, with ``k`` states, ``blur_config`` (default
+    features -> ``hidden_sizes`` (default ``(32,)``) -> its classes, or ``specs``: layer specs
+    (``blur_keras.core.layer_specs``, e.g. ``@conv_chain()``; docs/conv.md) on inputs of
+    ``input_shape`` (default: an image task's ``(r, r, 1)``, else flat), ending in a Dense
+    layer of one unit per class; with ``k`` states, ``blur_config`` (default
     ``BlurConfig()``), ``init_scale`` and ``logit_scale``; ``loss``: the meta-loss
     (``'xent'``; ``'mse'`` for trainers that take one, ``GradientTrainer``); ``recompute``: the
     gradient-checkpoint segment length of long unrolls (0: off); ``species`` genomes side by
@@ -64,7 +71,7 @@ class Objective:
     (queries: ``query_batch_size``, default ``batch_size``)."""
 
     task: Any = None
-    hidden_sizes: Sequence[int] = (32,)
+    hidden_sizes: Optional[Sequence[int]] = None
     k: int = 2
     blur_config: Optional[BlurConfig] = None
     loss: str = "xent"
@@ -76,6 +83,8 @@ class Objective:
     query_batch_size: Optional[int] = None
     species: int = 8
     replicas: int = 1
+    specs: Optional[Sequence[Any]] = None
+    input_shape: Optional[Sequence[int]] = None
 
     def __post_init__(self):
         if self.task is gin.REQUIRED or not _is_task(self.task):
@@ -99,7 +108,7 @@ class Objective:
                              "batch_size >= 2.")
         if self.loss not in LOSSES:
             raise ValueError(f"Objective.loss={self.loss!r}; expected one of {LOSSES}.")
-        _set(self, "hidden_sizes", check_layer_sizes(self.hidden_sizes, "Objective.hidden_sizes"))
+        self._check_network()
         for name in ("init_scale", "logit_scale"):
             try:
                 as_scale(getattr(self, name), name)
@@ -110,13 +119,68 @@ class Objective:
 
     @property
     def sizes(self):
-        """The layer sizes: the task's features, the hidden sizes, the most classes of a phase."""
+        """The network: the layer sizes (the task's features, the hidden sizes, the most classes
+        of a phase), or with ``specs`` a ``Chain`` (``blur_keras.meta.objective.chain``)."""
         phases = self.curriculum.phases(self.task)
         features = {t.num_features for t in phases}
         if len(features) != 1:
             raise ValueError(f"All curriculum tasks must have the same number of features; got "
                              f"{features}.")
+        if self.specs is not None:
+            return Chain(self.input_shape or _image_shape(phases[0]), self.specs)
         return (features.pop(), *self.hidden_sizes, max(int(t.num_classes) for t in phases))
+
+    def _check_network(self):
+        """``hidden_sizes`` (default ``(32,)``) or ``specs`` (with ``input_shape``), checked
+        against the task's features and classes."""
+        if self.specs is None:
+            if self.input_shape is not None:
+                raise ValueError("Objective.input_shape is the input of Objective.specs; a dense "
+                                 "network (Objective.hidden_sizes) takes flat inputs.")
+            sizes = (32,) if self.hidden_sizes is None else self.hidden_sizes
+            _set(self, "hidden_sizes", check_layer_sizes(sizes, "Objective.hidden_sizes"))
+            return
+        if self.hidden_sizes is not None:
+            raise ValueError("Objective.hidden_sizes and Objective.specs both give the network; "
+                             "bind one of them (Objective.hidden_sizes = None).")
+        if isinstance(self.specs, list):
+            _set(self, "specs", tuple(self.specs))
+        phases = self.curriculum.phases(self.task)
+        shape = self.input_shape or _image_shape(phases[0])
+        try:
+            network = Chain(shape, self.specs)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"Objective.specs on inputs of shape {tuple(shape)}: {err}") from None
+        check_chain_options(network, recompute=self.recompute, owner="Objective")
+        features, classes = phases[0].num_features, max(int(t.num_classes) for t in phases)
+        if num_features(network) != features:
+            raise ValueError(f"Objective.input_shape={tuple(shape)} holds "
+                             f"{num_features(network)} features; the task has {features}.")
+        if num_classes(network) != classes:
+            raise ValueError(f"Objective.specs end in {num_classes(network)} units; the task "
+                             f"has {classes} classes.")
+
+
+def _image_shape(task):
+    """A task's examples as the network ``specs`` read them: ``(r, r, 1)`` images, else flat."""
+    if getattr(task, "is_synthetic", True):
+        return (int(task.num_features),)
+    return (int(task.resolution), int(task.resolution), 1)
+
+
+@gin.configurable(module=GIN_MODULE)
+def conv_chain(filters=(8,), kernel_size=3, strides=1, padding="valid", pool="max",
+               pool_size=2, hidden=(), classes=10):
+    """Layer specs for ``Objective.specs``: for each entry of ``filters`` a
+    ``Conv2D(f, kernel_size, strides, padding)`` followed (``pool`` ``'max'`` or ``'avg'``;
+    None: none) by a ``Pool2D(pool, pool_size)``; then a ``Flatten``, a ``Dense`` per entry
+    of ``hidden`` and a ``Dense(classes)``."""
+    specs = []
+    for f in filters:
+        specs.append(Conv2D(f, kernel_size, strides, padding))
+        if pool is not None:
+            specs.append(Pool2D(pool, pool_size))
+    return (*specs, Flatten(), *(Dense(n) for n in hidden), Dense(classes))
 
 
 @gin.configurable(module=GIN_MODULE)
@@ -254,15 +318,18 @@ class Report:
 
     def check_task(self, sizes):
         """``final_eval_task``'s first task must fit the network ``sizes`` (its features, at
-        most its classes)."""
+        most its classes); the final comparison runs dense networks only."""
+        if self.final_eval and is_chain(sizes):
+            raise ValueError("Report.final_eval compares rules on dense networks; a layer-spec "
+                             "network (Objective.specs) needs Report.final_eval = False.")
         if self.final_eval_task is None:
             return
         judged = first_task(self.final_eval_task)
-        if judged.num_features != sizes[0] or judged.num_classes > sizes[-1]:
+        if judged.num_features != num_features(sizes) or judged.num_classes > num_classes(sizes):
             raise ValueError(f"Report.final_eval_task {judged.describe()} has "
                              f"{judged.num_features} features and {judged.num_classes} classes; "
-                             f"the run's network {tuple(sizes)} takes {sizes[0]} features and "
-                             f"{sizes[-1]} classes.")
+                             f"the run's network {sizes} takes {num_features(sizes)} features "
+                             f"and {num_classes(sizes)} classes.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,4 +351,4 @@ class Run:
     @property
     def num_layers(self):
         """The layer pairs of a per-layer genome (None: one genome shared by all)."""
-        return len(self.sizes) - 1 if self.start.per_layer else None
+        return num_pairs(self.sizes) if self.start.per_layer else None

@@ -10,6 +10,7 @@ from absl import logging
 
 from blur_keras.rules.genome import Genome
 from blur_keras.rules.export import export_saved_model
+from blur_keras.meta.objective.chain import describe, export_arguments
 
 __all__ = ["finished_results", "jsonable", "provenance", "start_name", "write_result"]
 
@@ -25,7 +26,7 @@ def provenance(task, sizes, unroll, num_steps, seed, genome_init, genome_seed, o
     """Where a learned genome comes from (stored in its files). ``start``: what rebuilds the
     start genome besides ``genome_init`` and ``genome_seed`` (``transform_std``,
     ``synapse_update``, ``genome_values``, ``backprop_learning_rate``)."""
-    return {"task": task.describe(), "sizes": list(sizes), "unroll": unroll,
+    return {"task": task.describe(), "sizes": describe(sizes), "unroll": unroll,
             "meta_steps": num_steps, "seed": seed, "genome_init": str(genome_init),
             "genome_seed": genome_seed, **(start or {}), "outer": outer, "species": species,
             "model_dir": os.path.abspath(model_dir), "package_version": _version()}
@@ -48,9 +49,10 @@ def write_result(model_dir, trainer, val_accuracy, *, k, num_layers, config, siz
     learned.save_json(os.path.join(model_dir, "genome.json"))
     files = {}
     if export:
+        shape, specs = export_arguments(sizes)
         files["saved_model"] = export_saved_model(
-            os.path.join(model_dir, "saved_model"), values, config, sizes, init_scale, per_layer,
-            metadata={"logit_scale": logit_scale, "provenance": provenance})
+            os.path.join(model_dir, "saved_model"), values, config, shape, init_scale, per_layer,
+            metadata={"logit_scale": logit_scale, "provenance": provenance}, specs=specs)
     return best, values, files
 
 

@@ -30,6 +30,7 @@ from absl import logging
 from blur_keras.files import write_json
 from blur_keras.meta.run import chief
 from blur_keras.meta.run.lock import RunDirLock
+from blur_keras.meta.objective.chain import export_arguments, from_description
 from blur_keras.rules.export import export_saved_model
 from blur_keras.rules.genome import Genome
 from blur_keras.meta.run.checks import check_model_dir
@@ -174,10 +175,12 @@ def _export_final(model_dir, genome_path):
     """``model_dir/saved_model``: the SavedModel of the final genome file (its values; the
     schedule stays in the file), sized as the last stage's network."""
     genome = Genome.load_json(genome_path)
+    shape, specs = export_arguments(from_description(genome.provenance["sizes"]))
     return export_saved_model(
-        os.path.join(model_dir, "saved_model"), genome.numpy(), genome.config,
-        genome.provenance["sizes"], genome.init_scale or 1.0, genome.per_layer,
-        metadata={"logit_scale": genome.logit_scale, "provenance": genome.provenance})
+        os.path.join(model_dir, "saved_model"), genome.numpy(), genome.config, shape,
+        genome.init_scale or 1.0, genome.per_layer,
+        metadata={"logit_scale": genome.logit_scale, "provenance": genome.provenance},
+        specs=specs)
 
 
 def _check_final_edits(start, final_values, final_schedule):

@@ -1,0 +1,174 @@
+"""The meta-loss through a network of layer specs (a ``chain.Chain``: convolutions, pooling,
+flatten, dense; docs/conv.md), with the population axes of ``unroll.meta_loss``.
+
+The population's ``S · R`` members (species s, replica r) are run one after another by
+``tf.map_fn``: member ``(s, r)`` takes species s's genome, its own fresh synapses
+(``blur_keras.core.network.init_synapses``) and its batches, reshaped from ``[..., F]`` to
+``[..., *input_shape]``, and runs T inner steps (``blur_keras.core.network.step``, a
+``tf.while_loop``) and a query. Its synapse seed is ``fold_in(seed_r, s_global)`` where
+``seed_r`` is ``seed[r]`` for ``[R, 2]`` seeds and ``fold_in(seed, r)`` for a ``[2]`` seed, and
+``s_global`` is s plus ``batch["species_first"]`` for a shard of a population; with
+``shared_synapses`` every species takes ``seed_r``. The meta-gradient is TensorFlow's
+(autodiff through the step); everything compiles with ``tf.function(jit_compile=True)``.
+"""
+
+import tensorflow as tf
+
+from blur_keras.core import network as chain_step
+from blur_keras.core.feedback import pm1_targets
+from blur_keras.core.layer_specs import synapse_shapes
+from blur_keras.core.layout import pairs_in
+
+__all__ = ["chain_meta_loss", "population_loss", "member_seeds", "member_synapses",
+           "member_batch"]
+
+
+def member_seeds(seed, species, replicas, shared=False, species_first=0):
+    """``[S · R, 2]`` synapse seeds of the members, species-major (module docstring)."""
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    fold = tf.random.experimental.stateless_fold_in
+    per_replica = [seed[r] if seed.shape.rank == 2 else fold(seed, r) for r in range(replicas)]
+    if seed.shape.rank == 2 and int(seed.shape[0]) != replicas:
+        raise ValueError(f"meta_loss: {int(seed.shape[0])} seeds for {replicas} replicas.")
+    first = tf.cast(species_first, tf.int32)
+    return tf.stack([base if shared else fold(base, first + s)
+                     for s in range(species) for base in per_replica])
+
+
+def member_batch(batch, species, input_shape, dtype):
+    """The batch per member: ``train_x [S·R, T, B, *input_shape]``, ``train_y [S·R, T, B]``,
+    ``query_x [S·R, Bq, *input_shape]``, ``query_y [S·R, Bq]`` (a species axis of 1 is
+    shared by all species)."""
+    def members(t, lead, rest):
+        t = tf.convert_to_tensor(t)
+        shape = t.shape.as_list()
+        t = tf.broadcast_to(t, shape[:lead] + [species] + shape[lead + 1:])
+        order = [lead, lead + 1] + list(range(lead)) + list(range(lead + 2, t.shape.rank))
+        t = tf.transpose(t, order)
+        return tf.reshape(t, [-1] + t.shape.as_list()[2:-1 if rest else None] + list(rest))
+
+    features = int(batch["train_x"].shape[-1])
+    want = 1
+    for s in input_shape:
+        want *= int(s)
+    if features != want:
+        raise ValueError(f"meta_loss: the data have {features} features per example; the "
+                         f"network's input shape {tuple(input_shape)} holds {want}.")
+    return {"train_x": tf.cast(members(batch["train_x"], 1, input_shape), dtype),
+            "train_y": tf.cast(members(batch["train_y"], 1, ()), tf.int32),
+            "query_x": tf.cast(members(batch["query_x"], 0, input_shape), dtype),
+            "query_y": tf.cast(members(batch["query_y"], 0, ()), tf.int32)}
+
+
+def _accuracy(out, labels):
+    hit = tf.equal(tf.argmax(out, axis=-1, output_type=tf.int32), labels)
+    hit = tf.logical_and(hit, tf.reduce_all(tf.math.is_finite(out), axis=-1))
+    return tf.reduce_mean(tf.cast(hit, tf.float32))
+
+
+def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale):
+    """T inner steps of one member: ``(synapses, online loss (mean over steps), [T] inner
+    accuracies)``; internal layout."""
+    stages, steps = network.stages, int(xs.shape[0])
+    classes = int(stages[-1].upper[0])
+
+    def body(t, synapses, loss_sum, accs):
+        x, y = tf.gather(xs, t), tf.gather(ys, t)
+        synapses, states = chain_step.step(params, synapses, x, pm1_targets(y, classes, x.dtype),
+                                           stages, config, per_layer)
+        guess = states[-1][0]
+        xent = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logit_scale * guess)
+        accs = accs + tf.one_hot(t, steps) * _accuracy(guess, y)
+        return t + 1, synapses, loss_sum + tf.reduce_mean(xent), accs
+
+    start = (tf.constant(0), synapses, tf.zeros([], xs.dtype), tf.zeros([steps]))
+    _, synapses, loss_sum, accs = tf.while_loop(lambda t, *_: t < steps, body, start,
+                                                maximum_iterations=steps)
+    return synapses, loss_sum / steps, accs
+
+
+def member_synapses(seeds, network, k, config=None, scale=1.0, dtype=tf.float32):
+    """Fresh synapses of the members, one per seed (``[M, 2]``): ``((W, V), …)`` each
+    ``[M, ...]``, public layout (``blur_keras.core.network.init_synapses``)."""
+    shapes = [tf.TensorSpec(shape, dtype) for stage in network.stages
+              for shape in synapse_shapes(stage, k)]
+
+    def draw(seed):
+        pairs = chain_step.init_synapses(seed, network.input_shape, network.specs, k, config,
+                                         scale, dtype)
+        return tuple(t for pair in pairs for t in pair)
+
+    flat = tf.map_fn(draw, seeds, fn_output_signature=tuple(shapes))
+    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
+def _member(network, config, per_layer, logit_scale, loss):
+    """The meta-loss of one member as a function of its genome, synapses and batch."""
+    stages = network.stages
+    classes = int(stages[-1].upper[0])
+
+    def run(args):
+        params, synapses, data = args
+        synapses, online, accs = _inner_steps(params, pairs_in(synapses), data["train_x"],
+                                              data["train_y"], network, config, per_layer,
+                                              logit_scale)
+        states, _ = chain_step.forward_states(params, synapses, data["query_x"], stages,
+                                              config, per_layer)
+        out, labels = states[-1][0], data["query_y"]
+        if loss == "xent":
+            query = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, logit_scale * out))
+        else:
+            query = tf.reduce_mean(tf.square(out - pm1_targets(labels, classes, out.dtype)))
+        finite = tf.reduce_all(tf.math.is_finite(out))
+        return query, _accuracy(out, labels), online, accs, finite
+
+    return run
+
+
+def population_loss(params, synapses, data, config, network, *, loss="xent", per_layer=False,
+                    logit_scale=1.0, trajectory_weight=0.0):
+    """The meta-loss of a population from given synapses: ``params`` ``[S, ...]``;
+    ``synapses`` and ``data`` per member (``member_synapses``, ``member_batch``: ``S · R``
+    members, species-major); returns ``chain_meta_loss``'s ``(loss [S], aux)``."""
+    dtype = params["nu"].dtype
+    species = int(params["nu"].shape[0])
+    replicas = int(data["train_x"].shape[0]) // species
+    member_params = {n: tf.repeat(v, replicas, axis=0) for n, v in params.items()}
+    steps = int(data["train_x"].shape[1])
+    signature = (tf.TensorSpec([], dtype), tf.TensorSpec([], tf.float32),
+                 tf.TensorSpec([], dtype), tf.TensorSpec([steps], tf.float32),
+                 tf.TensorSpec([], tf.bool))
+    query, acc, online, accs, finite = tf.map_fn(
+        _member(network, config, per_layer, logit_scale, loss),
+        (member_params, synapses, data), fn_output_signature=signature)
+
+    def per_species(t):
+        return tf.reshape(t, [species, replicas] + t.shape.as_list()[1:])
+
+    query, online = (tf.reduce_mean(per_species(t), axis=1) for t in (query, online))
+    per_loss = query if not trajectory_weight else \
+        (1.0 - trajectory_weight) * query + trajectory_weight * online
+    finite = tf.logical_and(tf.reduce_all(per_species(finite), axis=1),
+                            tf.math.is_finite(per_loss))
+    return per_loss, {"accuracy": tf.reduce_mean(per_species(acc), axis=1),
+                      "inner_accuracy": tf.transpose(tf.reduce_mean(per_species(accs), axis=1)),
+                      "online_loss": online, "finite": finite}
+
+
+def chain_meta_loss(params, seed, batch, config, network, *, loss="xent", per_layer=False,
+                    init_scale=1.0, logit_scale=1.0, shared_synapses=False,
+                    population_species=None, trajectory_weight=0.0):
+    """``unroll.meta_loss`` through ``network`` (a ``chain.Chain``): ``(loss [S], aux)`` with
+    ``aux`` holding ``accuracy [S]``, ``inner_accuracy [T, S]``, ``online_loss [S]`` and
+    ``finite [S]``; means over replicas and examples."""
+    dtype, k = params["nu"].dtype, int(params["nu"].shape[-1])
+    species, replicas = int(params["nu"].shape[0]), int(batch["train_x"].shape[2])
+    first = batch["species_first"] if population_species and \
+        population_species != species else 0
+    seeds = member_seeds(seed, species, replicas, shared_synapses, first)
+    synapses = member_synapses(seeds, network, k, config, init_scale, dtype)
+    data = member_batch(batch, species, network.input_shape, dtype)
+    return population_loss(params, synapses, data, config, network, loss=loss,
+                           per_layer=per_layer, logit_scale=logit_scale,
+                           trajectory_weight=trajectory_weight)

@@ -1,0 +1,255 @@
+"""Meta-training through a network of layer specs (convolution, pooling, flatten, dense): the
+population meta-loss against member-by-member inner steps, its gradient against finite
+differences, XLA against eager, small gin runs with both outer trainers, errors at the door."""
+
+import json
+import re
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from blur_keras.core import network
+from blur_keras.core.config import BlurConfig, backprop_config
+from blur_keras.core.feedback import pm1_targets
+from blur_keras.core.layer_specs import Conv2D, Dense, Flatten, Pool2D
+from blur_keras.meta.objective.chain import Chain
+from blur_keras.meta.objective.chain_unroll import (member_batch, member_seeds, member_synapses,
+                                                    population_loss)
+from blur_keras.meta.objective.unroll import meta_loss
+from blur_keras.rules.genome import Genome
+
+SPECS = (Conv2D(3, 3), Pool2D("max"), Flatten(), Dense(4))
+NET = Chain((6, 6, 1), SPECS)
+SOFTMAX = backprop_config(feedback="softmax", batch_reduction="mean")
+
+
+def population(species, k=2, seed=0, dtype=tf.float32, scale=0.05):
+    """Backprop genomes with a different small perturbation per species."""
+    values = Genome.backprop(0.3, k=k, species=species).numpy()
+    rng = np.random.default_rng(seed)
+    return {n: tf.constant(v + scale * rng.normal(size=v.shape), dtype) for n, v in values.items()}
+
+
+def batch_of(steps, species, replicas, batch, query, features=36, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"train_x": rng.normal(size=(steps, species, replicas, batch, features)).astype("f4"),
+            "train_y": rng.integers(0, classes, (steps, species, replicas, batch)),
+            "query_x": rng.normal(size=(species, replicas, query, features)).astype("f4"),
+            "query_y": rng.integers(0, classes, (species, replicas, query))}
+
+
+def member_loop(params, seed, data, config, trajectory_weight):
+    """The meta-loss member by member through ``core.network.inner_step`` and ``predict``."""
+    steps, species, replicas = data["train_x"].shape[:3]
+    fold = tf.random.experimental.stateless_fold_in
+    loss, acc, inner = np.zeros([species]), np.zeros([species]), np.zeros([steps, species])
+    for s in range(species):
+        p = {n: v[s] for n, v in params.items()}
+        for r in range(replicas):
+            syn = network.init_synapses(fold(fold(seed, r), s), NET.input_shape, SPECS, 2, config)
+            online = 0.0
+            for t in range(steps):
+                x = data["train_x"][t, s, r].reshape(-1, 6, 6, 1)
+                y = data["train_y"][t, s, r]
+                syn, states = network.inner_step(p, syn, x, pm1_targets(y, 4), SPECS, config)
+                guess = states[-1][..., 0].numpy()
+                online += np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, guess)) / steps
+                inner[t, s] += np.mean(guess.argmax(-1) == y) / replicas
+            out = network.predict(p, syn, data["query_x"][s, r].reshape(-1, 6, 6, 1), SPECS,
+                                  config).numpy()
+            y = data["query_y"][s, r]
+            query = np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, out))
+            loss[s] += ((1 - trajectory_weight) * query + trajectory_weight * online) / replicas
+            acc[s] += np.mean(out.argmax(-1) == y) / replicas
+    return loss, acc, inner
+
+
+@pytest.mark.parametrize("config", [SOFTMAX, BlurConfig(activation_norm=True)],
+                         ids=["softmax_sgd", "activation_norm"])
+def test_population_meta_loss_is_the_member_by_member_loop(config):
+    params = population(2)
+    data = batch_of(3, 2, 2, 5, 7)
+    seed = tf.constant([4, 9], tf.int64)
+    loss, aux = tf.function(lambda p: meta_loss(p, seed, data, config, NET,
+                                                 trajectory_weight=0.3))(params)
+    want_loss, want_acc, want_inner = member_loop(params, seed, data, config, 0.3)
+    np.testing.assert_allclose(loss, want_loss, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(aux["accuracy"], want_acc, atol=1e-6)
+    np.testing.assert_allclose(aux["inner_accuracy"], want_inner, atol=1e-6)
+    assert aux["finite"].numpy().all() and loss[0] != loss[1]
+
+
+def test_shared_synapses_and_a_shared_data_species_axis():
+    """CMA-ES's evaluation: every species from the same synapses, on the same batches."""
+    params = population(1)
+    params = {n: tf.concat([v, v], 0) for n, v in params.items()}
+    data = batch_of(2, 1, 2, 4, 6)
+    loss, _ = meta_loss(params, tf.constant([1, 2], tf.int64), data, SOFTMAX, NET,
+                        shared_synapses=True)
+    np.testing.assert_allclose(loss[0], loss[1], rtol=1e-6)
+    unshared, _ = meta_loss(params, tf.constant([1, 2], tf.int64), data, SOFTMAX, NET)
+    assert abs(float(unshared[0] - unshared[1])) > 1e-6
+
+
+def test_a_per_layer_genome_reads_each_layer_pair_its_own_entries():
+    shared, data = population(2), batch_of(2, 2, 1, 4, 5)
+    net = Chain((6, 6, 1), (Conv2D(3, 3), Pool2D("max"), Flatten(), Dense(5), Dense(4)))
+    per_layer = {n: tf.stack([v, v, v], axis=1) for n, v in shared.items()}
+
+    def loss(p, flag):
+        return meta_loss(p, tf.constant([5, 6], tf.int64), data, SOFTMAX, net, per_layer=flag)[0]
+
+    np.testing.assert_allclose(loss(per_layer, True), loss(shared, False), rtol=1e-6)
+    other = dict(per_layer, eta_syn=per_layer["eta_syn"] * tf.constant([1.0, 1.0, 0.5]))
+    assert np.all(np.abs(loss(other, True) - loss(shared, False)) > 1e-6)
+
+
+def test_meta_gradient_is_finite_differences_in_float64():
+    params = population(2, dtype=tf.float64)
+    data = batch_of(2, 2, 1, 4, 5)
+    seed = tf.constant([3, 1], tf.int64)
+
+    def total(p):
+        return tf.reduce_sum(meta_loss(p, seed, data, SOFTMAX, NET, trajectory_weight=0.5)[0])
+
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        value = total(params)
+    grads = tape.gradient(value, params)
+    for name, index in (("mu", (1, 0, 1)), ("eta_syn", (0,)), ("pre", (1, 1, 0))):
+        eps = 1e-6
+        bump = np.zeros(params[name].shape)
+        bump[index] = eps
+        plus = total(dict(params, **{name: params[name] + bump}))
+        minus = total(dict(params, **{name: params[name] - bump}))
+        numeric = float(plus - minus) / (2 * eps)
+        assert abs(numeric) > 1e-6, name
+        np.testing.assert_allclose(grads[name].numpy()[index], numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_xla_compiles_the_meta_loss_and_its_gradient_and_equals_eager():
+    params = population(2)
+    data = batch_of(2, 2, 1, 5, 7)
+    seed = tf.constant([4, 9], tf.int64)
+    seeds = member_seeds(seed, 2, 1)
+    synapses = member_synapses(seeds, NET, 2, SOFTMAX)
+    members = member_batch(data, 2, NET.input_shape, tf.float32)
+
+    def loss_and_grad(p, fixed):
+        with tf.GradientTape() as tape:
+            tape.watch(p)
+            loss = population_loss(p, synapses, members, SOFTMAX, NET)[0] if fixed else \
+                meta_loss(p, seed, data, SOFTMAX, NET, reverse="autodiff")[0]
+            total = tf.reduce_sum(loss)
+        return loss, tape.gradient(total, p, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    eager = loss_and_grad(params, True)
+    jitted = tf.function(lambda p: loss_and_grad(p, True), jit_compile=True)(params)
+    np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-5)
+    for name in params:
+        np.testing.assert_allclose(jitted[1][name], eager[1][name], rtol=2e-4, atol=1e-6)
+    # from a seed (XLA's Philox draws other synapses than TensorFlow's kernels do)
+    loss, grads = tf.function(lambda p: loss_and_grad(p, False), jit_compile=True)(params)
+    assert np.isfinite(loss.numpy()).all() and loss.shape == (2,)
+    assert all(np.isfinite(g.numpy()).all() for g in grads.values())
+
+
+def test_hand_reverse_recompute_moving_inference_and_shapes_fail_at_the_door():
+    from blur_keras.meta.outer.cma_es import CMAESTrainer
+    from blur_keras.meta.outer.gradient import GradientTrainer
+
+    params, data, seed = population(2), batch_of(2, 2, 1, 4, 5), tf.constant([1, 2], tf.int64)
+    genome = Genome.backprop(0.3, species=2)
+    for call, match in (
+            (lambda: meta_loss(params, seed, data, SOFTMAX, NET, reverse="hand"),
+             "reverse='hand'"),
+            (lambda: meta_loss(params, seed, data, SOFTMAX, NET, recompute=2), "recompute=2"),
+            (lambda: meta_loss(params, seed, data, SOFTMAX, NET, inference="moving"),
+             "inference='moving'"),
+            (lambda: meta_loss(params, seed, batch_of(2, 2, 1, 4, 5, features=25), SOFTMAX,
+                               NET), "input shape"),
+            (lambda: GradientTrainer(genome, SOFTMAX, NET), "step_gradient='hand'"),
+            (lambda: GradientTrainer(genome, SOFTMAX, NET, step_gradient="autodiff",
+                                     recompute=5), "recompute=5"),
+            (lambda: CMAESTrainer(genome, SOFTMAX, NET, inference="moving"), "inference"),
+            (lambda: Chain((6, 6, 1), (Conv2D(3, 3), Pool2D("max"))), "ends in"),
+            (lambda: Chain((6, 6, 1), (Conv2D(3, 3), Conv2D(2, 1))), "last layer"),
+            (lambda: Chain((4, 4, 1), (Conv2D(3, 5), Flatten(), Dense(4))), "larger than")):
+        with pytest.raises(ValueError, match=match) as err:
+            call()
+        assert "\n" not in str(err.value)
+
+
+TASK = ["import blur_keras.data", "import blur_keras.meta.run.experiment",
+        "Objective.task = @Task()", "Task.dataset = 'mnist_5k'", "Task.resolution = 8"]
+GIN_RUN = TASK + [
+    "Objective.specs = @conv_chain()", "conv_chain.filters = (4,)", "conv_chain.kernel_size = 3",
+    "Objective.blur_config = @backprop_config()", "backprop_config.feedback = 'softmax'",
+    "backprop_config.batch_reduction = 'mean'", "Start.genome_init = 'backprop'",
+    "Start.backprop_learning_rate = 0.3", "Objective.species = 2", "Objective.replicas = 2",
+    "Objective.batch_size = 8", "Curriculum.unroll_start = 3", "Schedule.num_steps = 2",
+    "Schedule.eval_every = 2", "Schedule.eval_replicas = 2", "Schedule.checkpoint_every = 2",
+    "Schedule.log_every = 1", "Report.final_eval = False", "Objective.curriculum = @Curriculum()",
+    "GradientTrainer.step_gradient = 'autodiff'", "GradientTrainer.learning_rate = 0.01",
+    "CMAESTrainer.population_size = 4", "CMAESTrainer.sigma0 = 0.02",
+    "Schedule.jit_compile = False"]
+
+
+def gin_run(path, bindings):
+    from blur_keras.meta.run.experiment import meta_train
+
+    gin.clear_config()
+    gin.parse_config(bindings)
+    try:
+        return meta_train(str(path))
+    finally:
+        gin.clear_config()
+
+
+@pytest.mark.parametrize("trainer", ["@GradientTrainer", "@CMAESTrainer"])
+def test_meta_train_from_gin_through_a_conv_network(tmp_path, trainer):
+    results = gin_run(tmp_path, GIN_RUN + [f"Outer.trainer = {trainer}"])
+    assert results["steps_done"] == 2 and np.isfinite(results["val_accuracy"]).all()
+    genome = json.load(open(tmp_path / "genome.json"))
+    assert genome["provenance"]["sizes"]["input_shape"] == [8, 8, 1]
+    assert [s["layer"] for s in genome["provenance"]["sizes"]["specs"]] == [
+        "Conv2D", "Pool2D", "Flatten", "Dense"]
+    metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert len(metrics) == 2
+    saved = tf.saved_model.load(str(tmp_path / "saved_model"))
+    synapses = saved.init(tf.constant(0, tf.int64))
+    out = saved.predict(*synapses, tf.zeros([3, 8, 8, 1]))
+    assert out.shape == (3, 10)
+
+
+@pytest.mark.parametrize("bindings, match", [
+    (["Objective.hidden_sizes = (4,)"], "Objective.hidden_sizes and Objective.specs"),
+    (["Objective.input_shape = (4, 4, 3)", "conv_chain.kernel_size = 2"],
+     "Objective.input_shape"),
+    (["conv_chain.classes = 5"], "5 units"),
+    (["Objective.recompute = 2"], "recompute=2"),
+    (["Report.final_eval = True"], "Report.final_eval"),
+    (["Outer.trainer = @GradientTrainer", "GradientTrainer.step_gradient = 'hand'"],
+     "GradientTrainer: step_gradient='hand'"),
+    (["conv_chain.kernel_size = 9"], "Objective.specs on inputs of shape \\(8, 8, 1\\)")])
+def test_a_run_through_a_conv_network_checks_its_bindings(tmp_path, bindings, match):
+    with pytest.raises(ValueError, match=match) as err:
+        gin_run(tmp_path, GIN_RUN + bindings)
+    assert re.search(match, str(err.value).splitlines()[0])  # gin adds where it was called
+    assert not (tmp_path / "genome.json").exists()
+
+
+def test_stages_through_a_conv_network_export_the_final_genome_on_its_chain(tmp_path):
+    staged = [b for b in GIN_RUN if not b.startswith("Schedule.num_steps")] + [
+        "meta_train.stages = ['fast', 'long']", "Schedule.num_steps = 1",
+        "fast/Outer.trainer = @GradientTrainer", "long/Outer.trainer = @CMAESTrainer",
+        "Report.final_values = {'eta_syn': -0.25}"]
+    results = gin_run(tmp_path, staged)
+    assert [r["steps_done"] for r in results["stages"]] == [1, 1]
+    final = json.load(open(tmp_path / "genome.json"))
+    assert final["values"]["eta_syn"] == -0.25
+    saved = tf.saved_model.load(str(tmp_path / "saved_model"))
+    out = saved.predict(*saved.init(tf.constant(1, tf.int64)), tf.zeros([2, 8, 8, 1]))
+    assert out.shape == (2, 10)
