@@ -308,3 +308,35 @@ def tiny_run(model_dir, **overrides):
 
     settings = {"task": preset_task("and"), **TINY_RUN, **overrides}
     return meta_train(str(model_dir), **meta_parts(**settings))
+
+
+def meta_cli():
+    """``train/meta.py`` as a module, loaded once per process (it defines absl flags)."""
+    import importlib.util
+    import sys
+
+    if "meta_cli" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("meta_cli", META_SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["meta_cli"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["meta_cli"]
+
+
+def run_meta_cli(*args):
+    """``train/meta.py <args>`` in this process: the message of the ``SystemExit`` it ends with
+    (``None`` if it returns). Flags and gin bindings are reset afterwards."""
+    import gin
+
+    cli = meta_cli()
+    flags = cli.FLAGS
+    flags.unparse_flags()
+    try:
+        argv = flags([META_SCRIPT, "--strategy=default", *args])
+        cli.main(argv)
+    except SystemExit as stop:
+        return str(stop.code)
+    finally:
+        flags.unparse_flags()
+        gin.clear_config()
+    return None

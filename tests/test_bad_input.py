@@ -42,7 +42,7 @@ def assert_unchanged(model, before):
         np.testing.assert_array_equal(a, b)
 
 
-# -- item 2: a Sequential network built without keras.Input -------------------------------------
+# -- a Sequential network built without keras.Input -----------------------------------------------
 def test_fit_on_network_without_input_layer():
     x, y = toy_data()
     model = make_model(with_input=False)
@@ -60,7 +60,7 @@ def test_fit_on_dataset_without_input_layer():
     assert model.built and model.blur_layers[0].input_width == 6
 
 
-# -- item 3: labels checked whatever the input pipeline ------------------------------------------
+# -- labels checked whatever the input pipeline ---------------------------------------------------
 @pytest.mark.parametrize("bad", [7, -1, 0.5], ids=["too_large", "negative", "fraction"])
 def test_bad_labels_through_tf_data(bad):
     x, y = toy_data()
@@ -83,7 +83,7 @@ def test_bad_labels_in_evaluate_dataset():
         model.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), verbose=0)
 
 
-# -- item 4: sample and class weights are refused, never dropped ---------------------------------
+# -- sample and class weights are refused, never dropped ------------------------------------------
 def test_sample_weight_and_class_weight_are_refused():
     x, y = toy_data()
     model = make_model()
@@ -98,7 +98,7 @@ def test_sample_weight_and_class_weight_are_refused():
     assert_unchanged(model, before)
 
 
-# -- item 6: float64 end to end -------------------------------------------------------------------
+# -- float64 end to end ---------------------------------------------------------------------------
 @pytest.fixture
 def float64():
     with _floatx("float64"):
@@ -160,7 +160,7 @@ class _floatx:
         keras.config.set_dtype_policy(self.old[1])
 
 
-# -- item 7: empty and non-finite batches ----------------------------------------------------------
+# -- empty and non-finite batches -----------------------------------------------------------------
 def _nan_at(x):
     x = x.copy()
     x[2, 3] = np.nan
@@ -193,7 +193,7 @@ def test_predict_on_empty_batch():
         model.predict(np.zeros((0, 6), "f4"), verbose=0)
 
 
-# -- item 8: steps_per_execution and the non-finite guard -----------------------------------------
+# -- steps_per_execution and the non-finite guard -------------------------------------------------
 def test_nonfinite_guard_with_steps_per_execution():
     keras.utils.set_random_seed(0)
     net = keras.Sequential([keras.Input((6,)), bk.BlurDense(8, k=K), bk.BlurDense(3, k=K)])
@@ -209,7 +209,7 @@ def test_nonfinite_guard_with_steps_per_execution():
     assert_unchanged(model, before)  # batches 1-3 of the same execution did not train
 
 
-# -- item 9: layers in front of the chain see training=True in fit --------------------------------
+# -- layers in front of the chain see training=True in fit ----------------------------------------
 def test_prefix_layers_run_in_training_mode_during_fit():
     x, y = toy_data()
     plain = make_model(seed=4)
@@ -223,7 +223,7 @@ def test_prefix_layers_run_in_training_mode_during_fit():
                                dropped(x, training=False).numpy(), atol=1e-6)
 
 
-# -- item 10: BlurConfig and BlurDense types ------------------------------------------------------
+# -- BlurConfig and BlurDense types ---------------------------------------------------------------
 @pytest.mark.parametrize("field,value,expected", [
     ("symmetric", "False", "bool"),
     ("oja", 1, "bool"),
@@ -249,7 +249,7 @@ def test_blur_dense_accepts_numpy_integers():
     assert layer.get_config()["units"] == 5
 
 
-# -- item 12: a sentence where a raw error was ----------------------------------------------------
+# -- a sentence where a raw error was -------------------------------------------------------------
 def test_step_with_mismatched_batches():
     model = make_model()
     x, y = toy_data(n=16)
@@ -324,7 +324,7 @@ def test_pure_api_refuses_fewer_than_two_states(k):
         bk.predict(params, ((w, v),), tf.zeros([4, 5]))
 
 
-# -- item 13: batch size 1 with activation normalisation --------------------------------------------
+# -- batch size 1 with activation normalisation ---------------------------------------------------
 def test_batch_of_one_with_activation_norm_is_refused():
     model = make_model(config=bk.BlurConfig(activation_norm=True))
     x, y = toy_data(n=8)
@@ -337,7 +337,7 @@ def test_batch_of_one_with_activation_norm_is_refused():
                   verbose=0)
 
 
-# -- item 14: Keras's own TensorBoard callback -----------------------------------------------------
+# -- Keras's own TensorBoard callback -------------------------------------------------------------
 def test_keras_tensorboard_callback_writes_events(tmp_path):
     model = make_model()
     x, y = toy_data()

@@ -80,23 +80,35 @@ def _one_error_line(proc, expected):
     return lines[0]
 
 
-@pytest.mark.slow
-@pytest.mark.process
+def _one_line(message, expected):
+    """A ``SystemExit`` message of the entry points: one line naming ``expected``."""
+    assert message is not None and "\n" not in message and expected in message, message
+    assert message.startswith(("Error: ", "Bad gin configuration: ")), message
+    assert message.endswith("(run with --verbosity=1 for the traceback)"), message
+    return message
+
+
 def test_meta_cli_refuses_bad_sizes_and_gin_syntax_in_one_line(tmp_path):
-    cases = {name: (_start(META, tmp_path / name, f"--gin_param=Objective.hidden_sizes = {v}"),
-                    "hidden_sizes")
-             for name, v in BAD_SIZES.items()}
-    cases["unclosed"] = (_start(META, tmp_path / "unclosed",
-                                "--gin_param=Schedule.num_steps = ("), "SyntaxError")
+    """train/meta.py's own code, in this process (the process boundary: the tests below)."""
     bad_file = tmp_path / "bad.gin"
     bad_file.write_text("Schedule.num_steps = 3\nObjective.k = = 2\n")
-    cases["bad_file"] = (_start(META, tmp_path / "bad_file", f"--gin_file={bad_file}"),
-                         "bad.gin")
-    for name, (proc, expected) in cases.items():
-        line = _one_error_line(proc, expected)
+    cases = {name: ([f"--gin_param=Objective.hidden_sizes = {v}"], "hidden_sizes")
+             for name, v in BAD_SIZES.items()}
+    cases["unclosed"] = (["--gin_param=Schedule.num_steps = ("], "SyntaxError")
+    cases["bad_file"] = ([f"--gin_file={bad_file}"], "bad.gin")
+    for name, (args, expected) in cases.items():
+        line = _one_line(helpers.run_meta_cli(f"--model_dir={tmp_path / name}", *args),
+                         expected)
         if name in BAD_SIZES:
             assert "whole number" in line, line
         assert not (tmp_path / name).exists(), name  # nothing written
+
+
+@pytest.mark.process
+def test_meta_cli_prints_one_line_and_exits_non_zero(tmp_path):
+    proc = _start(META, tmp_path / "run", "--gin_param=Objective.hidden_sizes = (0,)")
+    line = _one_error_line(proc, "hidden_sizes")
+    assert "whole number" in line and not (tmp_path / "run").exists()
 
 
 @pytest.mark.process

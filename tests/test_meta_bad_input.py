@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -14,11 +12,10 @@ from blur_keras.meta.run.experiment import meta_train
 import helpers
 
 REPO = helpers.REPO
-SCRIPT = helpers.META_SCRIPT
 tiny_run = helpers.tiny_run
 
 
-# -- item 1: the start genome file must fit k, per_layer and the depth ---------------------------
+# -- the start genome file must fit k, per_layer and the depth ------------------------------------
 def test_genome_file_with_other_k(tmp_path):
     path = tmp_path / "k3.json"
     bk.Genome.random(3, seed=0).save_json(str(path))
@@ -45,7 +42,7 @@ def test_genome_file_with_a_schedule(tmp_path):
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
-# -- item 11: a resumed run must have the settings it was started with --------------------------
+# -- a resumed run must have the settings it was started with -------------------------------------
 def test_resume_with_other_settings_names_every_difference(tmp_path):
     run = tmp_path / "run"
     tiny_run(run)
@@ -76,11 +73,7 @@ def test_meta_train_integer_settings(tmp_path, name, value):
     assert not (tmp_path / "run").exists()
 
 
-# -- item 12: the CLI prints one line for every configuration error -----------------------------
-def _env():
-    return helpers.subprocess_env()
-
-
+# -- the CLI prints one line for every configuration error ----------------------------------------
 CLI_CASES = {
     "negative_steps": (["--gin_param=fast/Schedule.num_steps = -5"], "num_steps must be an int"),
     "overridden_by_every_stage": (["--gin_param=Schedule.num_steps = 100"],
@@ -103,41 +96,24 @@ CLI_CASES = {
 }
 
 
-@pytest.mark.process
 def test_cli_configuration_errors_are_one_line(tmp_path):
+    """train/meta.py's checks, in this process (its one line on stderr from a real process:
+    tests/test_cli_errors.py)."""
     afile = tmp_path / "afile"
     afile.write_text("x")
-    procs = {}
-    for name, (args, _) in CLI_CASES.items():
+    for name, (args, expected) in CLI_CASES.items():
         args = [a.format(file=afile) for a in args]
         if not any(a.startswith("--model_dir") for a in args):
             args.append(f"--model_dir={tmp_path / name}")
-        procs[name] = subprocess.Popen([sys.executable, SCRIPT, "--strategy=default", *args],
-                                       env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True)
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        expected = CLI_CASES[name][1]
-        assert proc.returncode != 0, name
-        assert "Traceback" not in err, (name, err)
-        lines = [l for l in err.splitlines() if expected in l]
-        assert len(lines) == 1 and lines[0].startswith(("Error: ", "Bad gin configuration: ")), \
-            (name, err)
-        assert "--verbosity=1" in err
+        message = helpers.run_meta_cli(*args)
+        assert message is not None and "\n" not in message, (name, message)
+        assert expected in message and message.startswith(("Error: ", "Bad gin configuration: ")), \
+            (name, message)
+        assert message.endswith("(run with --verbosity=1 for the traceback)"), (name, message)
         assert not list((tmp_path / name).rglob("checkpoints")), name  # nothing trained
 
 
-@pytest.mark.process
-def test_cli_traceback_with_verbosity(tmp_path):
-    proc = subprocess.run([sys.executable, SCRIPT, "--strategy=default", "--verbosity=1",
-                           f"--model_dir={tmp_path / 'run'}",
-                           "--gin_param=fast/Schedule.num_steps = -5"],
-                          env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "Traceback" in proc.stderr and "num_steps must be an int" in proc.stderr
-
-
-# -- the final comparison's task must fit the run's network --------------------------------------
+# -- the final comparison's task must fit the run's network ---------------------------------------
 def test_final_eval_task_must_fit_the_network(tmp_path):
     with pytest.raises(ValueError, match=r"final_eval_task must be None .* or a blur_keras"):
         tiny_run(tmp_path / "run", final_eval_task="two_moons")

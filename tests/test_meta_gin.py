@@ -1,29 +1,22 @@
 """The gin files: every one parses and builds its task; small versions of them run."""
 
 import glob
-import importlib.util
 import json
 import logging
 import os
 
 import gin
-import numpy as np
 import pytest
 
 import blur_keras as bk
+
+import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location("meta_cli", os.path.join(REPO, "train", "meta.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CLI = _cli()
+CLI = helpers.meta_cli()
 
 TINY = ["Objective.species = 2", "Objective.replicas = 2", "Objective.batch_size = 8",
         "Objective.hidden_sizes = (4,)", "Schedule.num_steps = 3", "Objective.k = 2",
