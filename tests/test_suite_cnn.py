@@ -139,3 +139,19 @@ def test_cnn_specs_bind_in_gin_and_bad_chains_are_clear_errors(data, tmp_path):
                    bk.BlurConfig(activation_norm=True), inference="moving")
     with pytest.raises(ValueError, match="batch statistics only"):
         ev.evaluate_suite(norm, str(tmp_path), specs=[CHAIN], **run)
+
+
+def test_the_cnn_gin_file_binds_the_documented_chain():
+    import blur_keras.data  # noqa: F401  (registers Task)
+
+    gin.clear_config()
+    try:
+        gin.parse_config_file(os.path.join(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))), "gin", "eval", "cnn.gin"))
+        (chain,) = gin.query_parameter("evaluate_suite.specs")
+        specs = tuple(ref.scoped_configurable_fn() for ref in chain)
+        assert gin.query_parameter("evaluate_suite.horizons") == (10, 20, 50, 100, 1000)
+    finally:
+        gin.clear_config()
+    assert specs == (Reshape((28, 28, 1)), Conv2D(8, 3), Pool2D("max", 2), Conv2D(16, 3),
+                     Pool2D("max", 2), Flatten(), Dense(10))
