@@ -33,6 +33,11 @@ def test_readme_python_examples_run_as_written(tmp_path, monkeypatch):
                                    verbose=0)
     assert abs(sorted_scores["accuracy"] - scores["accuracy"]) <= 0.005
     assert namespace["cnn"].layers[-1].units == 10
+    # the CNN example's stated accuracy and step count (one epoch of batches of 32)
+    cnn = re.search(r"The CNN reaches test accuracy (0\.\d+) in (\d+) steps",
+                    open(os.path.join(REPO, "README.md")).read())
+    assert abs(namespace["cnn_scores"]["accuracy"] - float(cnn.group(1))) <= 0.01
+    assert int(cnn.group(2)) == -(-len(namespace["x_train"]) // 32)
     _check_the_saved_model(namespace, x[order], y[order])
 
 

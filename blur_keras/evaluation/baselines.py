@@ -9,6 +9,12 @@ gradient step of a whole learning-rate sweep (the rates a leading axis of the we
 evaluation suite, for the rule too); ``baseline_curves`` runs a sweep in one compiled call and
 ``select`` picks its rate on validation. ``sgd_accuracy`` is plain SGD from fresh weights
 (``init_weights``), one rate at a time: meta-training's reference.
+
+With ``specs`` (a chain of ``blur_keras.core.layer_specs`` on flat inputs, e.g. ``Reshape``,
+``Conv2D``, ``Pool2D``, ``Flatten``, ``Dense``) the network is that CNN instead: a
+convolution's weights ``[..., kh·kw·c_in + 1, c_out]`` are a Keras kernel ``[kh, kw, c_in,
+c_out]`` reshaped with the bias row below (the BLUR layout, docs/conv.md); it runs as one
+matmul over the window's taps, so every learning rate and seed keeps its own kernel.
 """
 
 import numpy as np
@@ -16,10 +22,13 @@ import tensorflow as tf
 
 from blur_keras.core import activations
 from blur_keras.core.feedback import pm1_targets
+from blur_keras.core.layer_specs import (Conv2D, Dense, Pool2D, conv_output_size, output_shape,
+                                         same_padding)
 
 __all__ = ["BASELINES", "DEFAULT_LEARNING_RATES", "DEFAULT_SGD_LEARNING_RATES", "MOMENTUM",
            "ADAM_BETA_1", "ADAM_BETA_2", "ADAM_EPSILON", "check_baseline",
-           "baseline_activations", "baseline_weights", "init_weights", "forward", "total_loss",
+           "baseline_activations", "baseline_weights", "init_weights", "forward", "chain_forward",
+           "total_loss",
            "optimizer_slots", "update", "train_step", "accuracy", "record_slots", "run_loop",
            "eval_both", "task_tensors", "baseline_curves", "select", "sgd_accuracy"]
 
@@ -70,12 +79,74 @@ def init_weights(seed, sizes, replicas, scale):
     return weights
 
 
-def forward(weights, x, hidden, last):
-    """The MLP's output: ``hidden``/``last`` are σ functions; weights ``[..., n+1, m]``."""
+def forward(weights, x, hidden, last, specs=None):
+    """The MLP's output: ``hidden``/``last`` are σ functions; weights ``[..., n+1, m]``.
+    With ``specs``: the output of that chain (``chain_forward``)."""
+    if specs is not None:
+        return chain_forward(weights, x, specs, hidden, last)
     h = x
     for l, w in enumerate(weights):
         h = tf.matmul(tf.concat([h, tf.ones_like(h[..., :1])], -1), w)
         h = hidden(h) if l < len(weights) - 1 else last(h)
+    return h
+
+
+def _with_bias(h, w):
+    """``[h, 1] @ w`` over the last axis of ``h``, leading axes broadcast as matmul does."""
+    return tf.matmul(tf.concat([h, tf.ones_like(h[..., :1])], -1), w)
+
+
+def _taps(h, conv):
+    """``[..., H, W, C]`` -> ``[..., H', W', kh·kw·C]``: each output position's window, taps
+    ``(dy, dx)`` row-major then channels, zero-padded as TensorFlow pads."""
+    (kh, kw), (sh, sw) = conv.kernel_size, conv.strides
+    size_h, size_w = h.shape[-3], h.shape[-2]
+    pad_h, pad_w = (same_padding(n, k, s, conv.padding)
+                    for n, k, s in ((size_h, kh, sh), (size_w, kw, sw)))
+    h = tf.pad(h, [[0, 0]] * (h.shape.rank - 3) + [list(pad_h), list(pad_w), [0, 0]])
+    out_h = conv_output_size(size_h, kh, sh, conv.padding)
+    out_w = conv_output_size(size_w, kw, sw, conv.padding)
+    return tf.concat([h[..., dy:dy + (out_h - 1) * sh + 1:sh, dx:dx + (out_w - 1) * sw + 1:sw, :]
+                      for dy in range(kh) for dx in range(kw)], -1)
+
+
+def _conv(h, w, conv):
+    """A convolution with weights ``[..., kh·kw·c_in + 1, c_out]`` on ``[..., B, H, W, c_in]``."""
+    taps = _taps(h, conv)
+    flat = tf.reshape(taps, tf.concat([tf.shape(taps)[:-4], [-1, taps.shape[-1]]], 0))
+    z = _with_bias(flat, w)
+    return tf.reshape(z, tf.concat([tf.shape(z)[:-2], tf.shape(taps)[-4:-1], [w.shape[-1]]], 0))
+
+
+def _pool(h, pool):
+    """Max or average pooling (padding not counted) of ``[..., H, W, C]``."""
+    fn = tf.nn.max_pool2d if pool.kind == "max" else tf.nn.avg_pool2d
+    maps = fn(tf.reshape(h, tf.concat([[-1], tf.shape(h)[-3:]], 0)), pool.pool_size,
+              pool.strides, pool.padding.upper())
+    return tf.reshape(maps, tf.concat([tf.shape(h)[:-3], tf.shape(maps)[1:]], 0))
+
+
+def chain_forward(weights, x, specs, hidden, last):
+    """The output of the chain ``specs`` on ``x`` ``[..., B, F]`` (flat examples): one weight
+    tensor per Dense/Conv2D spec (leading axes broadcast against ``x``'s); σ ``hidden`` after
+    every such layer but the last, ``last`` after it (a spec's own activation overrides)."""
+    h = tf.convert_to_tensor(x, tf.float32)
+    shape, pair = (int(h.shape[-1]),), 0
+    for spec in specs:
+        out = output_shape(spec, shape)
+        if isinstance(spec, (Dense, Conv2D)):
+            w = weights[pair]
+            h = _with_bias(h, w) if isinstance(spec, Dense) else _conv(h, w, spec)
+            pair += 1
+            fn = hidden if pair < len(weights) else last
+            if spec.activation is not None:
+                fn = activations.get(activations.strip_backprop(spec.activation))
+            h = fn(h)
+        elif isinstance(spec, Pool2D):
+            h = _pool(h, spec)
+        else:  # Flatten, Reshape
+            h = tf.reshape(h, tf.concat([tf.shape(h)[:h.shape.rank - len(shape)], out], 0))
+        shape = out
     return h
 
 
@@ -117,11 +188,13 @@ def update(method, weights, slots, grads, lrs, t):
              for w, m_, v_ in zip(weights, m, v)], (m, v))
 
 
-def train_step(method, weights, slots, x, y, lrs, t, hidden, last, loss, reduction):
-    """``(weights, slots)`` after gradient step ``t`` (1-based) on the batch ``x``, ``y``."""
+def train_step(method, weights, slots, x, y, lrs, t, hidden, last, loss, reduction,
+               specs=None):
+    """``(weights, slots)`` after gradient step ``t`` (1-based) on the batch ``x``, ``y``
+    (the MLP, or the chain ``specs``)."""
     with tf.GradientTape() as tape:
         tape.watch(weights)
-        total = total_loss(forward(weights, x, hidden, last), y, loss, reduction)
+        total = total_loss(forward(weights, x, hidden, last, specs), y, loss, reduction)
     return update(method, weights, slots, tape.gradient(total, weights), lrs, t)
 
 
@@ -178,33 +251,35 @@ def task_tensors(data):
 
 @tf.function(jit_compile=True, autograph=False)
 def _baseline_run(weights, lrs, pool_x, pool_y, val_x, val_y, test_x, test_y, idx, slots,
-                  method, hidden, last, loss, reduction, num_records):
+                  method, hidden, last, loss, reduction, num_records, specs=None):
     hidden_fn, last_fn = activations.get(hidden), activations.get(last)
     weights = [tf.broadcast_to(w, [lrs.shape[0]] + w.shape.as_list()) for w in weights]
 
     def step(state, x, y):
         t, ws, sl = state
         ws, sl = train_step(method, ws, sl, x, y, lrs, t + 1, hidden_fn, last_fn, loss,
-                            reduction)
+                            reduction, specs)
         return t + 1, ws, sl
 
-    forward_fn = lambda state, x: forward(state[1], x, hidden_fn, last_fn)  # noqa: E731
+    forward_fn = lambda state, x: forward(state[1], x, hidden_fn, last_fn, specs)  # noqa: E731
     return run_loop(step, eval_both(forward_fn, val_x, val_y, test_x, test_y),
                     (tf.constant(0), weights, optimizer_slots(method, weights)), pool_x, pool_y,
                     idx, slots, num_records)
 
 
 def baseline_curves(method, learning_rates, weights, data, idx, steps_to_record, hidden, last,
-                    loss="xent", reduction="mean"):
+                    loss="xent", reduction="mean", specs=None):
     """Accuracy ``[2 (val, test), records, learning rates, seeds]`` of ``method`` trained from
     ``weights`` (``[seeds, n+1, m]`` per layer) on the batches ``idx`` (``[steps, seeds,
-    batch]`` into ``data``'s pool), the whole sweep in one compiled call."""
+    batch]`` into ``data``'s pool), the whole sweep in one compiled call; ``specs``: the
+    network is that chain (its weights ``[seeds, rows, m]`` per Dense/Conv2D spec)."""
     check_baseline(method)
     pool_x, pool_y, *held_out = task_tensors(data)
     out = _baseline_run([tf.convert_to_tensor(w) for w in weights],
                         tf.constant(learning_rates, tf.float32), pool_x, pool_y, *held_out,
                         tf.constant(idx), record_slots(steps_to_record, idx.shape[0]), method,
-                        hidden, last, loss, reduction, len(steps_to_record))
+                        hidden, last, loss, reduction, len(steps_to_record),
+                        None if specs is None else tuple(specs))
     return np.transpose(out.numpy(), (1, 0, 2, 3))
 
 

@@ -31,7 +31,9 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from blur_keras.core import network
 from blur_keras.core.checks import check_layer_sizes
+from blur_keras.core.layer_specs import Conv2D, Dense, Flatten, Pool2D, Reshape, plan
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.feedback import pm1_targets
 from blur_keras.files import write_atomic, write_json
@@ -48,7 +50,8 @@ from blur_keras.evaluation.baselines import (BASELINES, DEFAULT_LEARNING_RATES,
 
 __all__ = ["Rule", "load_rule", "TaskData", "task_data", "batch_indices", "initial_synapses",
            "blur_curves", "mean_ci", "run_suite", "format_table", "record_steps", "evaluate_suite",
-           "synthetic_data", "plot_suite"]
+           "synthetic_data", "plot_suite", "check_chain", "chain_synapses", "chain_weights",
+           "chain_curves"]
 
 METHOD_NAMES = {"blur": "BLUR", "sgd": "SGD", "momentum": "SGD+momentum", "adam": "Adam"}
 
@@ -260,6 +263,102 @@ def blur_curves(rule, synapses, data, idx, steps_to_record):
     return np.transpose(out.numpy(), (1, 0, 2))
 
 
+# ---------------------------------------------------------------------------------- chains
+
+def _register_specs():
+    """The layer specs as gin configurables (``evaluate_suite.specs = [(@Reshape(), …)]``)."""
+    for spec in (Dense, Conv2D, Pool2D, Flatten, Reshape):
+        try:
+            gin.external_configurable(spec, module="blur_keras.layer_specs")
+        except ValueError:  # registered already (a reloaded module)
+            pass
+
+
+_register_specs()
+
+
+def _spec_name(spec):
+    """A short name of a layer spec: ``conv8x3``, ``maxpool2``, ``flatten``, ``28x28x1``, ``10``."""
+    if isinstance(spec, Dense):
+        return str(spec.units)
+    if isinstance(spec, Conv2D):
+        stride = "" if spec.strides == (1, 1) else "s" + "x".join(map(str, spec.strides))
+        return f"conv{spec.filters}x{'x'.join(map(str, spec.kernel_size))}{stride}" + \
+            ("same" if spec.padding == "same" else "")
+    if isinstance(spec, Pool2D):
+        return f"{spec.kind}pool{'x'.join(map(str, spec.pool_size))}"
+    if isinstance(spec, Reshape):
+        return "x".join(map(str, spec.target_shape))
+    return type(spec).__name__.lower()
+
+
+def _arch_name(data, arch, is_chain):
+    if is_chain:
+        return "-".join([str(data.num_features)] + [_spec_name(s) for s in arch])
+    return "-".join(map(str, (data.num_features, *[int(w) for w in arch], data.num_classes)))
+
+
+def check_chain(specs, data):
+    """The stages of the chain ``specs`` on ``data``'s flat examples; a ``ValueError`` unless
+    it ends in as many neurons as the task has classes."""
+    stages = plan((data.num_features,), specs)
+    if tuple(stages[-1].upper) != (data.num_classes,):
+        raise ValueError(f"evaluate_suite.specs chain ends in {stages[-1].upper} neurons; task "
+                         f"{data.name!r} has {data.num_classes} classes.")
+    return stages
+
+
+def chain_synapses(rule, data, specs, seeds, seed=0):
+    """The rule's fresh synapses of the chain ``specs``, one draw (public layout) per seed."""
+    check_chain(specs, data)
+    keys = tf.random.experimental.stateless_split(tf.constant([int(seed), 7919], tf.int64), seeds)
+    return [network.init_synapses(keys[r], (data.num_features,), specs, rule.k, rule.config,
+                                  rule.init_scale) for r in range(seeds)]
+
+
+def chain_weights(synapses):
+    """Baseline initial weights of a chain: state 0 of each seed's forward synapses,
+    ``[seeds, rows, m]`` per layer pair (a conv's rows: the Keras kernel reshaped, then bias)."""
+    return [tf.stack([pairs[l][0][..., 0] for pairs in synapses]) for l in range(len(synapses[0]))]
+
+
+@tf.function(jit_compile=True)
+def _chain_run(params, synapses, pool_x, pool_y, val_x, val_y, test_x, test_y, idx, slots, specs,
+               config, per_layer, num_records, schedule=()):
+    """One seed's curves of the rule on the chain ``specs`` (``idx``: ``[steps, batch]``)."""
+    num_classes = synapses[-1][0].shape[-2]
+
+    def step(state, x, y):
+        syn, t = state
+        new = network.inner_step(at_step(params, schedule, t), syn, x,
+                                 pm1_targets(y, num_classes), specs, config, per_layer)[0]
+        return new, t + 1
+
+    def forward(state, x):
+        return network.predict(params, state[0], x, specs, config, per_layer)
+
+    return run_loop(step, eval_both(forward, val_x, val_y, test_x, test_y),
+                    (synapses, tf.constant(0)), pool_x, pool_y, idx, slots, num_records)
+
+
+def chain_curves(rule, specs, synapses, data, idx, steps_to_record):
+    """Accuracy ``[2 (val, test), records, seeds]`` of the rule training the chain ``specs``
+    from ``synapses`` (``chain_synapses``), one compiled loop per seed. Predictions under
+    ``activation_norm`` use the statistics of the evaluated set (``inference="batch"``)."""
+    rule.check_depth(len(synapses[0]))
+    if rule.inference == "moving" and rule.config.activation_norm:
+        raise ValueError(f"Rule {rule.name!r} normalises activations; on a conv chain it "
+                         "predicts with batch statistics only: set evaluate_suite.inference="
+                         "'batch'.")
+    params = {n: tf.constant(v, tf.float32) for n, v in rule.values.items()}
+    tensors, slots = task_tensors(data), record_slots(steps_to_record, idx.shape[0])
+    out = [_chain_run(params, tuple(tuple(p) for p in synapses[r]), *tensors,
+                      tf.constant(idx[:, r]), slots, tuple(specs), rule.config, rule.per_layer,
+                      len(steps_to_record), rule.schedule).numpy()
+           for r in range(idx.shape[1])]
+    return np.transpose(np.stack(out, -1), (1, 0, 2))
+
+
 # ---------------------------------------------------------------------------------- statistics
 
 def mean_ci(values):
@@ -278,13 +377,16 @@ def mean_ci(values):
 
 def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 50, 100, 500),
               seeds=8, batch_size=32, learning_rates=None, baselines=BASELINES, loss="xent",
-              record_every=None, dense_until=0, seed=0, plot=True, log=print):
+              record_every=None, dense_until=0, seed=0, plot=True, log=print, specs=None):
     """Evaluate ``rule`` and the tuned baselines on every task × architecture.
 
     Args:
       rule: a ``Rule`` (``load_rule``).
       tasks: ``TaskData`` objects (``task_data``/``synthetic_data``).
       hidden_sizes: architectures: tuples of hidden widths (input/output follow the task).
+      specs: instead of ``hidden_sizes``, architectures that are chains of layer specs
+        (``blur_keras.core.layer_specs``) on the task's flat examples, e.g. ``(Reshape((28,
+        28, 1)), Conv2D(8, 3), Pool2D(), Flatten(), Dense(10))`` (``chain_curves``).
       horizons: the step counts reported in the table (learning rates chosen per horizon).
       seeds: independent runs (batches and initial weights) per configuration.
       learning_rates: dict method -> sweep (default ``DEFAULT_LEARNING_RATES``).
@@ -306,27 +408,23 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
                            "baseline_activations": [hidden, last],
                            "learning_rates": {m: list(learning_rates[m]) for m in baselines},
                            "results": []}
-    total, done, start = len(tasks) * len(hidden_sizes), 0, time.time()
+    archs = tuple(hidden_sizes) if specs is None else tuple(tuple(c) for c in specs)
+    total, done, start = len(tasks) * len(archs), 0, time.time()
     for data in tasks:
-        for widths in hidden_sizes:
-            sizes = (data.num_features, *[int(w) for w in widths], data.num_classes)
-            label = f"{data.name} {'-'.join(map(str, sizes))}"
+        for arch in archs:
+            label = f"{data.name} {_arch_name(data, arch, specs is not None)}"
             eta = "" if not done else \
                 f", ETA {(time.time() - start) / done * (total - done) / 60:.1f} min"
             log(f"[{done + 1}/{total}] {label}: {len(baselines) + 1} methods, {seeds} seeds, "
                 f"{max(horizons)} steps{eta}")
             done += 1
             t0 = time.time()
-            idx = batch_indices(len(data.pool_y), max(horizons), seeds, batch_size, seed)
-            synapses = initial_synapses(rule, sizes, seeds, seed)
             progress = _MethodProgress(log, f"[{done}/{total} {label}]",
                                        {m: len(learning_rates[m]) for m in baselines})
-            curves = {"blur": progress.run("blur", lambda: blur_curves(
-                rule, synapses, data, idx, steps))}
-            for method in baselines:
-                curves[method] = progress.run(method, lambda: baseline_curves(
-                    method, learning_rates[method], baseline_weights(synapses), data, idx,
-                    steps, hidden, last, loss, reduction))
+            sizes, curves = _arch_curves(rule, data, arch, specs is not None, horizons,
+                                         seeds=seeds, batch_size=batch_size, seed=seed,
+                                         steps=steps, loss=loss, learning_rates=learning_rates,
+                                         baselines=baselines, progress=progress)
             entry = _summarise(label, data.name, sizes, steps, curves, learning_rates)
             summary["results"].append(entry)
             points += _points(label, steps, curves, learning_rates)
@@ -335,6 +433,47 @@ def run_suite(rule, tasks, out_dir, *, hidden_sizes=((32,),), horizons=(10, 20, 
                                           for m in entry["methods"]) for h in horizons))
     _write(out_dir, summary, points, plot)
     return summary
+
+
+def _arch_curves(rule, data, arch, is_chain, horizons, **run):
+    """``(sizes, curves)`` of one architecture: MLP widths or a chain of layer specs."""
+    if is_chain:
+        return [_spec_name(s) for s in arch], _chain_curves(rule, data, arch, horizons, **run)
+    sizes = (data.num_features, *[int(w) for w in arch], data.num_classes)
+    return sizes, _mlp_curves(rule, data, sizes, horizons, **run)
+
+
+def _mlp_curves(rule, data, sizes, horizons, *, seeds, batch_size, seed, steps, loss,
+                learning_rates, baselines, progress):
+    """The curves of the rule and each baseline on the MLP ``sizes``, the same batches."""
+    hidden, last = baseline_activations(rule.config, loss)
+    reduction = rule.config.batch_reduction if loss == "mse" else "mean"
+    idx = batch_indices(len(data.pool_y), max(horizons), seeds, batch_size, seed)
+    synapses = initial_synapses(rule, sizes, seeds, seed)
+    curves = {"blur": progress.run("blur", lambda: blur_curves(rule, synapses, data, idx,
+                                                               steps))}
+    for method in baselines:
+        curves[method] = progress.run(method, lambda: baseline_curves(
+            method, learning_rates[method], baseline_weights(synapses), data, idx, steps,
+            hidden, last, loss, reduction))
+    return curves
+
+
+def _chain_curves(rule, data, specs, horizons, *, seeds, batch_size, seed, steps, loss,
+                  learning_rates, baselines, progress):
+    """The curves of the rule and each baseline on the chain ``specs``, the same batches."""
+    hidden, last = baseline_activations(rule.config, loss)
+    reduction = rule.config.batch_reduction if loss == "mse" else "mean"
+    idx = batch_indices(len(data.pool_y), max(horizons), seeds, batch_size, seed)
+    synapses = chain_synapses(rule, data, specs, seeds, seed)
+    curves = {"blur": progress.run("blur", lambda: chain_curves(rule, specs, synapses, data,
+                                                                idx, steps))}
+    weights = chain_weights(synapses)
+    for method in baselines:
+        curves[method] = progress.run(method, lambda: baseline_curves(
+            method, learning_rates[method], weights, data, idx, steps, hidden, last, loss,
+            reduction, specs))
+    return curves
 
 
 class _MethodProgress:
@@ -516,7 +655,7 @@ def _write(out_dir, summary, points, plot):
 
 
 @gin.configurable(module="blur_keras", denylist=["rule", "out_dir", "log"])
-def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,),),
+def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=None, specs=None,
                    horizons=(10, 20, 50, 100, 500), seeds=8, batch_size=32, learning_rates=None,
                    baselines=BASELINES, loss="xent", record_every=10, dense_until=20,
                    val_examples=500, test_examples=2000, seed=0, inference=None, log=print):
@@ -524,11 +663,16 @@ def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,),),
 
     ``rule``: a ``Rule`` or a ``load_rule`` spec. ``tasks``: ``Task`` objects (test split
     capped at ``test_examples``; validation: ``val_examples`` carved from the training split)
-    or ``TaskData``. ``inference``: ``"batch"`` or ``"moving"`` overrides the rule's
-    (``Rule.inference``).
+    or ``TaskData``. Architectures: ``hidden_sizes`` (MLPs; default ``[(32,)]``) or ``specs``
+    (chains of layer specs on the flat examples, e.g. a CNN, gin/eval/cnn.gin), not both.
+    ``inference``: ``"batch"`` or ``"moving"`` overrides the rule's (``Rule.inference``).
     """
+    if hidden_sizes is not None and specs is not None:
+        raise ValueError("evaluate_suite takes hidden_sizes or specs, not both.")
+    if specs is not None and not specs:
+        raise ValueError("evaluate_suite.specs is empty; expected at least one chain.")
     hidden_sizes = [check_layer_sizes(h, "evaluate_suite.hidden_sizes entry")
-                    for h in hidden_sizes]
+                    for h in (hidden_sizes or ((32,),))]
     if isinstance(rule, str):
         rule = load_rule(rule)
     if inference is not None:
@@ -540,7 +684,11 @@ def evaluate_suite(rule, out_dir, *, tasks=gin.REQUIRED, hidden_sizes=((32,),),
              for t in tasks]
     if not datas:
         raise ValueError("evaluate_suite needs at least one task.")
+    for chain in specs or ():
+        for data in datas:
+            check_chain(tuple(chain), data)
     return run_suite(rule, datas, out_dir, hidden_sizes=tuple(tuple(h) for h in hidden_sizes),
                      horizons=tuple(horizons), seeds=seeds, batch_size=batch_size,
                      learning_rates=learning_rates, baselines=tuple(baselines), loss=loss,
-                     record_every=record_every, dense_until=dense_until, seed=seed, log=log)
+                     record_every=record_every, dense_until=dense_until, seed=seed, log=log,
+                     specs=specs)
