@@ -322,7 +322,7 @@ def chain_weights(synapses):
     return [tf.stack([pairs[l][0][..., 0] for pairs in synapses]) for l in range(len(synapses[0]))]
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _chain_run(params, synapses, pool_x, pool_y, val_x, val_y, test_x, test_y, idx, slots, specs,
                config, per_layer, num_records, schedule=()):
     """One seed's curves of the rule on the chain ``specs`` (``idx``: ``[steps, batch]``)."""
