@@ -46,14 +46,19 @@ KILL_POINTS = ("a/run_settings.json", "a/operative_config.gin", "a/genome_popula
                "b/results.json", "genome.json", "results.json")
 
 
-def _run(gin_file, model_dir, kill_at=None):
-    env = helpers.subprocess_env()
-    cmd = [sys.executable, SCRIPT]
+def _command(gin_file, model_dir, kill_at=None):
+    """``(argv, extra environment)`` of train/meta.py, or of it killed at the write of
+    ``kill_at``."""
+    cmd, env = [sys.executable, SCRIPT], {}
     if kill_at is not None:
         env["KILL_AT"] = os.path.join(os.path.abspath(model_dir), kill_at)
         cmd = [sys.executable, "-c", CHILD]
-    return subprocess.run(cmd + [f"--gin_file={gin_file}", f"--model_dir={model_dir}",
-                                 "--strategy=default"], env=env, capture_output=True, text=True,
+    return cmd + [f"--gin_file={gin_file}", f"--model_dir={model_dir}", "--strategy=default"], env
+
+
+def _run(gin_file, model_dir, kill_at=None):
+    cmd, env = _command(gin_file, model_dir, kill_at)
+    return subprocess.run(cmd, env=helpers.subprocess_env(**env), capture_output=True, text=True,
                           timeout=600)
 
 
@@ -76,8 +81,10 @@ def test_kills_at_every_result_write_resume_to_the_uninterrupted_genome(tmp_path
     gin_file = tmp_path / "tiny_staged.gin"
     gin_file.write_text(TINY_STAGED_GIN)
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
-    straight = _run(gin_file, straight_dir)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    straight_log = tmp_path / "straight.log"
+    with open(straight_log, "w") as log:  # the uninterrupted run goes on beside the kills
+        straight = subprocess.Popen(_command(gin_file, straight_dir)[0],
+                                    env=helpers.subprocess_env(), stdout=log, stderr=log)
     for target in KILL_POINTS:
         path = killed_dir / target
         before = path.read_bytes() if path.exists() else None
@@ -85,6 +92,7 @@ def test_kills_at_every_result_write_resume_to_the_uninterrupted_genome(tmp_path
         assert proc.returncode == KILLED, (target, proc.stderr[-3000:])
         assert (path.read_bytes() if path.exists() else None) == before, target  # untouched
         _json_files_are_valid(killed_dir)
+    assert straight.wait(timeout=600) == 0, straight_log.read_text()[-3000:]
     resumed = _run(gin_file, killed_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Taking over the stale lock" in resumed.stderr
