@@ -28,9 +28,8 @@ SLOW = (
     "tests/test_momentum.py::test_the_mix_flows_through_the_saved_model_and_meta_training",
     "tests/test_inference.py::test_outer_trainers_meta_train_in_the_moving_mode",
     "tests/test_pretrained.py::test_shipped_genome",
-    "tests/test_conv_meta.py::test_meta_train_from_gin_through_a_conv_network",
-    "tests/test_conv_meta.py::test_stages_through_a_conv_network_export_the_final_genome_on_its_chain",
-    "tests/test_conv_meta.py::test_xla_compiles_the_meta_loss_and_its_gradient_and_equals_eager",
+    "tests/test_conv_meta.py::",
+    "tests/test_readme.py::",
 )
 
 
