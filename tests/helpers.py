@@ -340,3 +340,12 @@ def run_meta_cli(*args):
         flags.unparse_flags()
         gin.clear_config()
     return None
+
+
+def cli_one_line(message, expected):
+    """An entry point's ``SystemExit`` message (``run_meta_cli``): one line naming
+    ``expected``, with the entry points' prefix and the hint to the traceback."""
+    assert message is not None and "\n" not in message and expected in message, message
+    assert message.startswith(("Error: ", "Bad gin configuration: ")), message
+    assert message.endswith("(run with --verbosity=1 for the traceback)"), message
+    return message

@@ -80,14 +80,6 @@ def _one_error_line(proc, expected):
     return lines[0]
 
 
-def _one_line(message, expected):
-    """A ``SystemExit`` message of the entry points: one line naming ``expected``."""
-    assert message is not None and "\n" not in message and expected in message, message
-    assert message.startswith(("Error: ", "Bad gin configuration: ")), message
-    assert message.endswith("(run with --verbosity=1 for the traceback)"), message
-    return message
-
-
 def test_meta_cli_refuses_bad_sizes_and_gin_syntax_in_one_line(tmp_path):
     """train/meta.py's own code, in this process (the process boundary: the tests below)."""
     bad_file = tmp_path / "bad.gin"
@@ -97,8 +89,8 @@ def test_meta_cli_refuses_bad_sizes_and_gin_syntax_in_one_line(tmp_path):
     cases["unclosed"] = (["--gin_param=Schedule.num_steps = ("], "SyntaxError")
     cases["bad_file"] = ([f"--gin_file={bad_file}"], "bad.gin")
     for name, (args, expected) in cases.items():
-        line = _one_line(helpers.run_meta_cli(f"--model_dir={tmp_path / name}", *args),
-                         expected)
+        message = helpers.run_meta_cli(f"--model_dir={tmp_path / name}", *args)
+        line = helpers.cli_one_line(message, expected)
         if name in BAD_SIZES:
             assert "whole number" in line, line
         assert not (tmp_path / name).exists(), name  # nothing written
