@@ -17,13 +17,14 @@ from blur_keras.core import activations
 from blur_keras.core.backward import backward_preactivation
 from blur_keras.core.feedback import apply_feedback
 from blur_keras.core.layer_specs import conv_output_size, same_padding
-from blur_keras.core.neurons import neuron_update
-from blur_keras.core.normalization import synapse_view
+from blur_keras.core.neurons import neuron_update, preactivation
+from blur_keras.core.normalization import batch_moments, synapse_view
 from blur_keras.core.states import mix_states, state_vector
 from blur_keras.core.synapses import oja_coefficient, saturate, tie_channels
 
 __all__ = ["flat_view", "mix_maps", "kernels", "backward_filters", "conv_forward_layer",
-           "input_conv_forward_layer", "conv_backward_drive", "backward_update", "feedback",
+           "input_conv_forward_layer", "conv_forward_drive", "input_conv_forward_drive",
+           "layer_moments", "conv_backward_drive", "backward_update", "feedback",
            "hebbian_w", "input_hebbian_w", "hebbian_v", "oja_term", "symmetric_backward",
            "sync", "update_pair", "batch_size", "input_patches"]
 
@@ -75,23 +76,40 @@ def _bias_drive(w, m):
                       [w.shape[0], 1, 1, 1, w.shape[-1]])
 
 
-def _activate(z, current, params, config, activation):
-    """``σ(norm(f · current + η · z))`` on the flat view (``neurons.neuron_update``)."""
+def _activate(z, current, params, config, activation, moments=None):
+    """``σ(norm(f · current + η · z))`` on the flat view (``neurons.neuron_update``);
+    ``moments``: tracked statistics ``[k, 1, C]`` to normalise with, or None (the batch's)."""
     u = neuron_update(None if current is None else flat_view(current), flat_view(z), params,
-                      config)
+                      config, moments)
     return _unflat(activations.get(activation)(u), z)
 
 
-def conv_forward_layer(a_below, w, params, config, activation, spec):
-    """New states ``σ(η · z)`` of the upper map (after a reset), with
-    ``z[c, b, p, o] = Σ_{t, i} (Σ_d a[d, b, p·s + t, i] ν[d, c]) W[c, (t, i), o]
+def conv_forward_drive(a_below, w, params, config, spec):
+    """``z[c, b, p, o] = Σ_{t, i} (Σ_d a[d, b, p·s + t, i] ν[d, c]) W[c, (t, i), o]
     + (Σ_d ν[d, c]) W[c, bias, o]``: one convolution per state c of the ν-mixed states."""
     w = synapse_view(w, params, config)
     mixed, filters = mix_maps(a_below, params["nu"]), kernels(w, spec)
     strides, padding = _geometry(spec)
     z = tf.stack([tf.nn.conv2d(mixed[c], filters[c], strides, padding)
                   for c in range(w.shape[0])])
-    return _activate(z + _bias_drive(w, params["nu"]), None, params, config, activation)
+    return z + _bias_drive(w, params["nu"])
+
+
+def conv_forward_layer(a_below, w, params, config, activation, spec, moments=None):
+    """New states ``σ(η · z)`` of the upper map (after a reset), ``z`` the
+    ``conv_forward_drive``; ``moments``: as in ``_activate``."""
+    z = conv_forward_drive(a_below, w, params, config, spec)
+    return _activate(z, None, params, config, activation, moments)
+
+
+def layer_moments(below, w, params, config, spec, input_layer=False):
+    """The batch's mean and variance of the upper map's forward pre-activation ``η z`` over
+    batch and positions, ``[k, 1, c_out]`` each: what its activation normalisation uses in
+    training, and what inference tracks (``normalization.track_moments``).  ``below``: the
+    input map ``x`` when ``input_layer``, else the lower states."""
+    drive = input_conv_forward_drive if input_layer else conv_forward_drive
+    z = drive(below, w, params, config, spec)
+    return batch_moments(preactivation(None, flat_view(z), params))
 
 
 def input_patches(x, spec):
@@ -126,15 +144,22 @@ def _input_products(x, w, spec):
     return tf.transpose(tf.reshape(y, [-1, *out, k, c_out]), [3, 0, 1, 2, 4])
 
 
-def input_conv_forward_layer(x, w, params, config, activation, spec):
-    """``conv_forward_layer`` for the input layer ``a⁰ = [x, 0, …, 0]``:
+def input_conv_forward_drive(x, w, params, config, spec):
+    """``conv_forward_drive`` of the input layer ``a⁰ = [x, 0, …, 0]``:
     ``z[c] = ν[0, c] · Σ_{t, i} x[b, p·s + t, i] W[c, (t, i), o] + (Σ_d ν[d, c]) W[c, bias, o]``:
     one matmul of the input's patches with every state's W, or one convolution of ``x`` with
     the k filters side by side (``input_patches_fit``)."""
     w = synapse_view(w, params, config)
     y = _input_products(tf.cast(x, w.dtype), w, spec)
     z = tf.reshape(params["nu"][0, :], [w.shape[0], 1, 1, 1, 1]) * y
-    return _activate(z + _bias_drive(w, params["nu"]), None, params, config, activation)
+    return z + _bias_drive(w, params["nu"])
+
+
+def input_conv_forward_layer(x, w, params, config, activation, spec, moments=None):
+    """``conv_forward_layer`` for the input layer, from ``x`` alone
+    (``input_conv_forward_drive``)."""
+    z = input_conv_forward_drive(x, w, params, config, spec)
+    return _activate(z, None, params, config, activation, moments)
 
 
 def conv_backward_drive(a_above, v, params, config, spec, lower_shape):

@@ -17,6 +17,12 @@ kernel's window:
 
 Public layout: states ``[B, *shape, k]``, synapses as ``layer_specs.synapse_shapes``.
 Population axes are not supported yet (synapses carry none).
+
+Under ``BlurConfig.activation_norm`` a step normalises each layer's forward pre-activation
+over the batch, and for a convolution over its positions too (per channel and state).
+``step_moments`` gives those statistics, ``[(mean, var) [n, k], …]`` per layer pair (``n``:
+units or channels); ``forward_pass`` and ``predict`` normalise with given ones
+(``moments=``, e.g. tracked across steps, docs/spec.md §9) instead of the batch's.
 """
 
 import tensorflow as tf
@@ -24,16 +30,17 @@ import tensorflow as tf
 from blur_keras.core import conv, pooling
 from blur_keras.core.config import BlurConfig
 from blur_keras.core.checks import check_k
-from blur_keras.core.forward import forward_layer, input_forward_layer
+from blur_keras.core.forward import forward_layer, input_forward_layer, layer_moments
 from blur_keras.core.layer_specs import Dense, plan, synapse_shapes
 from blur_keras.core.layout import pairs_in, pairs_out
 from blur_keras.core.normalization import synapse_view
 from blur_keras.core.states import mix_states, per_state_matmul
-from blur_keras.core.step import layer_activations, layer_params
+from blur_keras.core.step import layer_activations, layer_params, moments_in, moments_out
 from blur_keras.core.synapses import sync as dense_sync, update_pair as dense_update_pair
 
-__all__ = ["forward_states", "backward_states", "update_synapses", "step", "inner_step",
-           "forward_pass", "predict", "init_synapses", "activations_of", "check_network"]
+__all__ = ["forward_states", "forward_moments", "backward_states", "update_synapses", "step",
+           "inner_step", "forward_pass", "predict", "step_moments", "init_synapses",
+           "activations_of", "check_network", "check_moments"]
 
 
 def activations_of(stages, config, forward=None, backward=None):
@@ -66,22 +73,35 @@ def lower_states(a, stage, routes=None):
     return a, tuple(found)
 
 
-def _forward(lower, w, p, config, activation, stage):
-    """Layer l+1 from the states it reads; pair 0 reads only ``x`` (state 0 of the input)."""
+def _forward(lower, w, p, config, activation, stage, moments=None):
+    """Layer l+1 from the states it reads; pair 0 reads only ``x`` (state 0 of the input).
+    ``moments``: the statistics to normalise with (internal ``[k, 1, n]``), None: the batch's."""
     first, layer = stage.index == 0, stage.layer
     if isinstance(layer, Dense):
         if first:
-            return input_forward_layer(lower[0], w, p, config, activation)
-        return forward_layer(lower, w, p, config, activation)
+            return input_forward_layer(lower[0], w, p, config, activation, moments)
+        return forward_layer(lower, w, p, config, activation, moments=moments)
     if first:
-        return conv.input_conv_forward_layer(lower[0], w, p, config, activation, layer)
-    return conv.conv_forward_layer(lower, w, p, config, activation, layer)
+        return conv.input_conv_forward_layer(lower[0], w, p, config, activation, layer, moments)
+    return conv.conv_forward_layer(lower, w, p, config, activation, layer, moments)
+
+
+def _moments(lower, w, p, config, stage):
+    """The batch's ``(mean, var)`` of layer l+1's forward pre-activation, ``[k, 1, n]``: over
+    the batch (dense), over batch and positions per channel (conv)."""
+    first, layer = stage.index == 0, stage.layer
+    below = lower[0] if first else lower
+    if isinstance(layer, Dense):
+        return layer_moments(below, w, p, config, input_layer=first)
+    return conv.layer_moments(below, w, p, config, layer, input_layer=first)
 
 
 @tf.autograph.experimental.do_not_convert
 def forward_states(params, synapses, x, stages, config=BlurConfig(), per_layer=False,
-                   forward_activations=None):
-    """Reset and forward (internal layout): ``(states [a⁰ … a^L], routes per pair)``."""
+                   forward_activations=None, moments=None):
+    """Reset and forward (internal layout): ``(states [a⁰ … a^L], routes per pair)``.
+    ``moments``: per pair the ``(mean, var)`` ``[k, 1, n]`` to normalise with (under
+    ``config.activation_norm``), or None: the batch's, as a training step does."""
     fwd = forward_activations or activations_of(stages, config)[0]
     k = synapses[0][0].shape[0]
     states, routes = [input_states(tf.cast(x, synapses[0][0].dtype), k)], []
@@ -89,8 +109,28 @@ def forward_states(params, synapses, x, stages, config=BlurConfig(), per_layer=F
         lower, r = lower_states(states[-1], stage)
         routes.append(r)
         states.append(_forward(lower, w, _params(params, stage.index, per_layer), config,
-                               fwd[stage.index], stage))
+                               fwd[stage.index], stage,
+                               None if moments is None else moments[stage.index]))
     return states, routes
+
+
+@tf.autograph.experimental.do_not_convert
+def forward_moments(params, synapses, x, stages, config=BlurConfig(), per_layer=False,
+                    forward_activations=None):
+    """The statistics a training step on ``x`` normalises with (internal layout): per pair
+    the batch's ``(mean, var)`` ``[k, 1, n]`` of its forward pre-activation in the forward
+    pass from ``synapses`` (``_moments``), each layer normalised over the batch as in
+    training."""
+    fwd = forward_activations or activations_of(stages, config)[0]
+    k = synapses[0][0].shape[0]
+    a, out = input_states(tf.cast(x, synapses[0][0].dtype), k), []
+    for stage, (w, _) in zip(stages, synapses):
+        lower = lower_states(a, stage)[0]
+        p = _params(params, stage.index, per_layer)
+        out.append(_moments(lower, w, p, config, stage))
+        if stage.index + 1 < len(stages):
+            a = _forward(lower, w, p, config, fwd[stage.index], stage)
+    return out
 
 
 def _drive(a_above, v, p, config, stage):
@@ -169,24 +209,46 @@ def inner_step(params, synapses, x, targets, specs, config=BlurConfig(), per_lay
 
 @tf.autograph.experimental.do_not_convert
 def forward_pass(params, synapses, x, specs, config=BlurConfig(), per_layer=False,
-                 forward_activations=None):
-    """Reset and forward: the states ``[a⁰ … a^L]``, public layout."""
+                 forward_activations=None, moments=None):
+    """Reset and forward: the states ``[a⁰ … a^L]``, public layout.
+
+    ``moments``: under ``config.activation_norm``, per layer pair the ``(mean, var)``
+    ``[n, k]`` (``step_moments``' layout) to normalise with, so that one example's states do
+    not depend on the rest of its batch; None normalises over the batch, as training does.
+    """
     x = tf.convert_to_tensor(x)
-    stages = check_network(params, synapses, x, specs)
+    stages = check_network(params, synapses, x, specs, moments=moments)
     fwd = activations_of(stages, config, forward_activations)[0]
-    states, _ = forward_states(params, pairs_in(synapses), x, stages, config, per_layer, fwd)
+    states, _ = forward_states(params, pairs_in(synapses), x, stages, config, per_layer, fwd,
+                               moments_in(moments))
     return [_states_out(a) for a in states]
 
 
 @tf.autograph.experimental.do_not_convert
 def predict(params, synapses, x, specs, config=BlurConfig(), per_layer=False,
-            forward_activations=None):
-    """State 0 of the last layer after a forward pass, ``[B, *output_shape]``."""
+            forward_activations=None, moments=None):
+    """State 0 of the last layer after a forward pass, ``[B, *output_shape]``; ``moments``:
+    as in ``forward_pass``."""
     return forward_pass(params, synapses, x, specs, config, per_layer,
-                        forward_activations)[-1][..., 0]
+                        forward_activations, moments)[-1][..., 0]
 
 
-def check_network(params, synapses, x, specs, targets=None):
+@tf.autograph.experimental.do_not_convert
+def step_moments(params, synapses, x, specs, config=BlurConfig(), per_layer=False,
+                 forward_activations=None):
+    """The batch statistics a training step on ``x`` normalises with: per layer pair the
+    ``(mean, var)`` ``[n, k]`` of its forward pre-activation ``η z`` (``n``: units, or a
+    convolution's channels, reduced over batch and positions), computed from ``synapses``
+    (the ones the step starts from).  What inference tracks (``normalization.track_moments``)
+    and normalises with (``predict(..., moments=...)``)."""
+    x = tf.convert_to_tensor(x)
+    stages = check_network(params, synapses, x, specs)
+    fwd = activations_of(stages, config, forward_activations)[0]
+    return moments_out(forward_moments(params, pairs_in(synapses), x, stages, config, per_layer,
+                                       fwd))
+
+
+def check_network(params, synapses, x, specs, targets=None, moments=None):
     """Trace-time checks of a network call; returns the stages (``layer_specs.plan``)."""
     stages = plan(tuple(x.shape[1:]), specs)
     if not isinstance(synapses, (tuple, list)) or len(synapses) != len(stages):
@@ -207,7 +269,23 @@ def check_network(params, synapses, x, specs, targets=None):
     if targets is not None and tuple(targets.shape[1:]) != tuple(stages[-1].upper):
         raise ValueError(f"targets have shape {tuple(targets.shape)}; the last layer has "
                          f"per-example shape {stages[-1].upper}.")
+    if moments is not None:
+        check_moments(moments, stages, k)
     return stages
+
+
+def check_moments(moments, stages, k):
+    """``moments`` holds a ``(mean, var)`` pair ``[n, k]`` per layer pair (``n``: its units or
+    channels)."""
+    if not isinstance(moments, (tuple, list)) or len(moments) != len(stages):
+        count = len(moments) if isinstance(moments, (tuple, list)) else type(moments).__name__
+        raise ValueError(f"The network has {len(stages)} layer pairs but got {count} moments.")
+    for stage, pair in zip(stages, moments):
+        want = (stage.upper[-1], k)
+        shapes = [tuple(tf.convert_to_tensor(t).shape) for t in pair]
+        if len(shapes) != 2 or any(s != want for s in shapes):
+            raise ValueError(f"Layer pair {stage.index} ({type(stage.layer).__name__}) has "
+                             f"moments of shapes {shapes}; expected (mean, var) of {want}.")
 
 
 def init_synapses(seed, input_shape, specs, k, config=None, scale=1.0, dtype=tf.float32):

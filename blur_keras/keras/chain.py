@@ -15,7 +15,7 @@ from blur_keras.keras.layers import BlurDense
 
 __all__ = ["BLUR_LAYERS", "is_blur_layer", "has_synapses", "is_dense_chain", "chain_specs",
            "chain_input_shape", "check_features",
-           "check_chain", "sync_layer", "inner_step", "predict"]
+           "check_chain", "sync_layer", "inner_step", "predict", "step_moments"]
 
 BLUR_LAYERS = (BlurDense, BlurConv2D, BlurMaxPooling2D, BlurAveragePooling2D, BlurFlatten,
                BlurReshape)
@@ -89,6 +89,13 @@ def inner_step(params, synapses, features, targets, chain, config, per_layer, fw
 def predict(params, synapses, features, chain, config, per_layer, fwd):
     """``network.predict`` of the chain on a batch of features (state 0 of the last layer)."""
     return network.predict(params, synapses, features, chain_specs(chain), config, per_layer, fwd)
+
+
+def step_moments(params, synapses, features, chain, config, per_layer, fwd):
+    """``network.step_moments`` of the chain: the batch statistics a training step on
+    ``features`` normalises with, ``[(mean, var) [n, k], …]`` per BLUR layer with synapses."""
+    return network.step_moments(params, synapses, features, chain_specs(chain), config,
+                                per_layer, fwd)
 
 
 def chain_input_shape(chain):

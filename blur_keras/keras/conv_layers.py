@@ -14,7 +14,7 @@ import tensorflow as tf
 from blur_keras.core import activations as activations_lib
 from blur_keras.core import conv, layer_specs, pooling
 from blur_keras.core.config import BlurConfig
-from blur_keras.core.layout import synapses_in
+from blur_keras.core.layout import states_in, synapses_in
 from blur_keras.core.step import layer_params
 
 __all__ = ["BlurConv2D", "BlurMaxPooling2D", "BlurAveragePooling2D", "BlurFlatten",
@@ -60,7 +60,11 @@ class BlurConv2D(keras.layers.Layer):
         ``[kh, kw, c_out, c_in]``.
 
     Weights: ``forward_synapses`` ``[kh·kw·c_in + 1, c_out, k]`` (the kernel's rows
-    ``(dy, dx, i)``, then the bias row), ``backward_synapses`` ``[kh·kw·c_out, c_in, k]``.
+    ``(dy, dx, i)``, then the bias row), ``backward_synapses`` ``[kh·kw·c_out, c_in, k]``, and
+    ``moving_mean``, ``moving_variance`` ``[c_out, k]``: under ``BlurConfig.activation_norm``
+    the statistics of its forward pre-activation (per channel and state, over batch and
+    positions) tracked while the rule trains (``BlurModel``), which inference
+    (``training=False``) normalises with, as ``BlurDense`` does.
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", k=2, activation=None,
@@ -118,14 +122,25 @@ class BlurConv2D(keras.layers.Layer):
         self.backward_synapses = self.add_weight(
             name="backward_synapses", shape=(kh * kw * c_out, c_in, k),
             initializer=backward_init, trainable=False)
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(c_out, k),
+                                           initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(c_out, k),
+                                               initializer="ones", trainable=False)
 
     def compute_output_shape(self, input_shape):
         shape = layer_specs.output_shape(self.spec, self._map_shape(input_shape), repr(self.name))
         return (input_shape[0],) + shape + (self.k,)
 
-    def attach(self, genome, config, index, activation, *_, **__):
-        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with."""
-        self._context = _Context(genome, config, index, activation)
+    def attach(self, genome, config, index, activation, inference="moving"):
+        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with,
+        and its inference mode (``"moving"``: tracked statistics, ``"batch"``: the batch's)."""
+        self._context = _Context(genome, config, index, activation, inference)
+
+    @property
+    def moments(self):
+        """``(moving_mean, moving_variance)`` in the core's internal layout ``[k, 1, c_out]``."""
+        return tuple(states_in(tf.convert_to_tensor(t)[None]) for t in
+                     (self.moving_mean, self.moving_variance))
 
     @property
     def kernel(self):
@@ -138,13 +153,18 @@ class BlurConv2D(keras.layers.Layer):
         """``[c_out, k]`` (a copy)."""
         return tf.convert_to_tensor(self.forward_synapses[-1])
 
-    def call(self, inputs, genome=None):
-        """Forward states of this layer after a reset (docs/conv.md): ``[B, H', W', c_out, k]``."""
+    def call(self, inputs, genome=None, training=False):
+        """Forward states of this layer after a reset (docs/conv.md): ``[B, H', W', c_out, k]``.
+
+        With activation normalisation, ``training=False`` normalises with the tracked
+        statistics when the model's inference mode is ``"moving"`` (the default), else over
+        the batch and positions."""
         if genome is None and self._context is None:
             raise ValueError(f"BlurConv2D {self.name!r} has no genome: wrap the network in "
                              "blur_keras.BlurModel(network, genome=...) or call it with genome=.")
-        context = self._context.values if self._context else (None, BlurConfig(), 0, None)
-        ctx_genome, config, index, activation = context
+        context = self._context.values if self._context else (None, BlurConfig(), 0, None,
+                                                               "batch")
+        ctx_genome, config, index, activation, inference = context
         genome = genome if genome is not None else ctx_genome
         activation = self.activation or activation or config.hidden_activation
         dtype = self.forward_synapses.dtype
@@ -152,11 +172,14 @@ class BlurConv2D(keras.layers.Layer):
                               genome.per_layer, 0)
         w = synapses_in(tf.convert_to_tensor(self.forward_synapses))
         inputs = tf.cast(inputs, dtype)
+        moving = not training and config.activation_norm and inference == "moving"
+        moments = self.moments if moving else None
         if inputs.shape.rank == 4:
-            out = conv.input_conv_forward_layer(inputs, w, params, config, activation, self.spec)
+            out = conv.input_conv_forward_layer(inputs, w, params, config, activation, self.spec,
+                                                moments)
         else:
             out = conv.conv_forward_layer(_to_internal(inputs), w, params, config, activation,
-                                          self.spec)
+                                          self.spec, moments)
         return _to_public(out)
 
     def get_config(self):

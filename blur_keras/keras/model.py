@@ -141,12 +141,6 @@ class BlurModel(keras.Model):
         genome.check_finite()
         network, features, chain_layers = _split_network(network)
         blur_layers = [l for l in chain_layers if blur_chain.has_synapses(l)]
-        if not blur_chain.is_dense_chain(chain_layers) and config.activation_norm \
-                and inference == "moving":
-            raise ValueError("A network with BlurConv2D/pooling/BlurFlatten layers normalises "
-                             "activations over the batch at inference too: pass "
-                             "inference='batch' (tracked statistics exist for BlurDense "
-                             "chains only).")
         for layer in blur_layers:
             if layer.k != genome.k:
                 raise ValueError(f"Genome has k={genome.k} states but BlurDense {layer.name!r} has "
@@ -310,14 +304,21 @@ class BlurModel(keras.Model):
             new, states = blur_chain.inner_step(params, synapses, feats, self.encode_targets(y),
                                                 self._stack.chain, self.config,
                                                 self.genome.per_layer, fwd, bwd)
-            return new, states, None, self._outputs_after(params, new, feats, fwd)
-        new, states = inner_step(params, synapses, feats, self.encode_targets(y), self.config,
-                                 self.genome.per_layer, fwd, bwd)
-        moments = None
-        if self.moments_count is not None:
-            moments = step_moments(params, synapses, feats, self.config, self.genome.per_layer,
-                                   fwd)
-        return new, states, moments, self._outputs_after(params, new, feats, fwd)
+        else:
+            new, states = inner_step(params, synapses, feats, self.encode_targets(y),
+                                     self.config, self.genome.per_layer, fwd, bwd)
+        return new, states, self._step_moments(params, synapses, feats, fwd), \
+            self._outputs_after(params, new, feats, fwd)
+
+    def _step_moments(self, params, synapses, feats, fwd):
+        """The batch statistics a step on ``feats`` normalises with (``inference``), per BLUR
+        layer with synapses, ``[(mean, var) [n, k], …]``; None without ``activation_norm``."""
+        if self.moments_count is None:
+            return None
+        if self._conv_chain:
+            return blur_chain.step_moments(params, synapses, feats, self._stack.chain,
+                                           self.config, self.genome.per_layer, fwd)
+        return step_moments(params, synapses, feats, self.config, self.genome.per_layer, fwd)
 
     def _outputs_after(self, params, synapses, feats, fwd):
         """With ``check_finite``: every BLUR layer's output (state 0, ``[B, n]``) on the step's
