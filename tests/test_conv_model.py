@@ -168,6 +168,16 @@ def test_dense_after_a_feature_map_needs_a_flatten():
                           bk.BlurDense(2, name="dense_on_map")])
 
 
-def test_activation_norm_conv_chain_needs_batch_inference():
-    with pytest.raises(ValueError, match="inference='batch'"):
-        bk.BlurModel(conv_net(), bk.Genome.random(2), bk.BlurConfig(activation_norm=True))
+def test_activation_norm_conv_chain_predicts_a_batch_of_one():
+    """Tracked statistics (tests/test_conv_inference.py): a batch of one is fine by default,
+    refused under ``inference="batch"``."""
+    x, y = data(16)
+    for inference in ("moving", "batch"):
+        model = bk.BlurModel(conv_net(), bk.Genome.random(2), bk.BlurConfig(activation_norm=True),
+                             inference=inference)
+        model.step(x, y)
+        if inference == "moving":
+            assert model.predict(x[:1], verbose=0).shape == (1, 3)
+        else:
+            with pytest.raises(ValueError, match="batch of 1"):
+                model.predict(x[:1], verbose=0)
