@@ -231,3 +231,17 @@ def test_keras_round_trip_keeps_the_statistics(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     np.testing.assert_array_equal(loaded.predict(x[:1], verbose=0),
                                   model.predict(x[:1], verbose=0))
+
+
+def test_a_file_without_the_statistics_loads_the_synapses():
+    """A BlurConv2D saved before it tracked statistics stored two variables, the synapses."""
+    layer = conv_net().layers[0]
+    w, v = (np.random.default_rng(3).normal(size=t.shape).astype("f4")
+            for t in (layer.forward_synapses, layer.backward_synapses))
+    layer.load_own_variables({"0": w, "1": v})
+    np.testing.assert_array_equal(layer.forward_synapses.numpy(), w)
+    np.testing.assert_array_equal(layer.backward_synapses.numpy(), v)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), np.zeros((3, K)))
+    np.testing.assert_array_equal(layer.moving_variance.numpy(), np.ones((3, K)))
+    with pytest.raises(ValueError):
+        layer.load_own_variables({"0": w})
