@@ -4,7 +4,8 @@ Under ``BlurConfig.activation_norm`` a training step normalises each layer's
 pre-activation over its batch (the rule is meta-trained that way). Inference cannot: one
 example's prediction would then depend on the rest of its batch, and a batch of one would
 predict ``σ(β)`` for every input. So every training step also records the batch's mean and
-variance of each layer's forward pre-activation (``core.step.forward_moments``, from the
+variance of each layer's forward pre-activation (``core.step.forward_moments``; a chain with
+convolutions: ``core.network.step_moments``, per channel over batch and positions; from the
 synapses the step started from) into the layers' ``moving_mean`` / ``moving_variance``
 (``core.normalization.track_moments``), and inference normalises with those, as Keras's
 ``BatchNormalization`` does.

@@ -274,7 +274,8 @@ class BlurModel(keras.Model):
         Each ``BlurDense.call`` is ``forward.forward_layer`` on its synapses with the genome
         entries of its position, the same function ``inner_step`` runs for every layer, so
         ``model(x)`` equals ``core.step.predict`` on the same synapses (and, in the
-        ``"moving"`` inference mode, the tracked statistics; tested).
+        ``"moving"`` inference mode, the tracked statistics; tested); a chain with
+        convolutions: ``core.network.predict``, likewise.
         """
         check_numeric_dtype("x", tf.convert_to_tensor(x).dtype)
         if self._batch_statistics(training) and tf.convert_to_tensor(x).shape[:1] == (1,):
