@@ -180,7 +180,7 @@ def test_model_tracks_what_its_steps_normalised_with():
 def test_fit_then_predict_does_not_depend_on_the_batch():
     model = conv_model()
     x, y = data()
-    model.compile(jit_compile=True)
+    model.compile(jit_compile=True)  # the step, its statistics and predict under XLA
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert int(model.moments_count.numpy()) == 8
     full = model.predict(x, batch_size=64, verbose=0)
