@@ -273,7 +273,7 @@ def meta_parts(**settings):
     return {name: PARTS[name](**fields) for name, fields in grouped.items()}
 
 
-# -- tiny meta-training runs (the 'and' task through one hidden layer of 4, no XLA, no report) --
+# -- tiny meta-training runs (the 'and' task through one hidden layer of 4; no XLA, report or plots)
 META_SCRIPT = os.path.join(REPO, "train", "meta.py")
 
 TINY_GIN_HEAD = """
@@ -287,11 +287,12 @@ Objective.species = 2
 Schedule.jit_compile = False
 Report.final_eval = False
 Report.export = False
+Report.plots = False
 """
 
 TINY_RUN = dict(hidden_sizes=(4,), species=2, replicas=1, batch_size=8, num_steps=2,
                 checkpoint_every=1, eval_every=10, log_every=10, jit_compile=False,
-                final_eval=False, export=False)
+                final_eval=False, export=False, plots=False)
 
 
 def tiny_gin(bindings):

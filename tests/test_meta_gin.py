@@ -22,7 +22,7 @@ TINY = ["Objective.species = 2", "Objective.replicas = 2", "Objective.batch_size
         "Objective.hidden_sizes = (4,)", "Schedule.num_steps = 3", "Objective.k = 2",
         "Curriculum.unroll_start = 2", "Curriculum.unroll_delta = 0",
         "Objective.recompute = 0", "Schedule.jit_compile = False",
-        "Report.final_eval = False", "Report.export = False",
+        "Report.final_eval = False", "Report.export = False", "Report.plots = False",
         "Schedule.checkpoint_every = 3", "Schedule.eval_every = 3"]
 
 

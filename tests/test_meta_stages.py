@@ -45,7 +45,8 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
                               "long/Report.final_eval_task = @judge/Task()",
                               "judge/Task.dataset = 'two_moons'",
                               "evaluate_suite.baselines = []",
-                              "long/Report.export = True"])
+                              "long/Report.export = True",
+                              "Report.plots = True"])
     fast, long = (json.load(open(tmp_path / s / "run_settings.json")) for s in ("fast", "long"))
     assert fast["outer"] == "adam" and fast["trajectory_weight"] == 0.5
     assert long["outer"] == "cma" and long["population_size"] == 4

@@ -148,3 +148,15 @@ def test_the_final_report_records_momentum_and_the_curves_it_draws():
     fig = plots.comparison_figure({"unroll": 5, "learned": 0.3, "start": 0.1, **out})
     assert "SGD+momentum\n(lr=0.03)" in [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert len(fig.axes[1].get_lines()) == 5  # four methods and T
+
+
+def test_a_run_draws_its_pictures_unless_told_not_to(tmp_path):
+    import helpers
+
+    helpers.tiny_run(tmp_path / "drawn", plots=True)
+    drawn = sorted(p.name for p in (tmp_path / "drawn").glob("*.png"))
+    assert drawn == ["genome.png", "meta_history.png", "validation.png"], drawn
+    assert all(_is_png(tmp_path / "drawn" / name) for name in drawn)
+    helpers.tiny_run(tmp_path / "bare")  # helpers.TINY_RUN: plots=False
+    assert (tmp_path / "bare" / "genome.json").exists()
+    assert not list((tmp_path / "bare").rglob("*.png"))

@@ -150,7 +150,8 @@ def _run(run, trainer, start_genome):
         last_val, _ = validation(trainer, schedule.num_steps - 1)
     results.update(_finish(run, model_dir, trainer, last_val, start_values(start_genome)))
     write_json(os.path.join(model_dir, "results.json"), results, indent=2)
-    logging.info("pictures: %s", ", ".join(plot_run(model_dir)))
+    if run.report.plots:
+        logging.info("pictures: %s", ", ".join(plot_run(model_dir)))
     return results
 
 

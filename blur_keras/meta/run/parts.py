@@ -294,15 +294,17 @@ class Report:
     """What a finished run writes and judges. ``final_eval``: the final comparison (the
     evaluation suite, ``blur_keras.meta.run.report``) on ``final_eval_task`` (default: the
     objective's task), ``final_eval_replicas`` seeds, ``final_eval_examples`` test examples
-    (the baselines' learning rates: ``evaluate_suite.learning_rates``); ``export``: the SavedModel. With
-    ``meta_train.stages`` only: ``final_values`` and ``final_schedule`` edit the final genome
-    (``blur_keras.meta.run.stages``)."""
+    (the baselines' learning rates: ``evaluate_suite.learning_rates``); ``export``: the SavedModel;
+    ``plots``: the run's pictures (``evaluation.plots.plot_run``: meta-history, validation,
+    genome, comparison). With ``meta_train.stages`` only: ``final_values`` and
+    ``final_schedule`` edit the final genome (``blur_keras.meta.run.stages``)."""
 
     final_eval: bool = True
     final_eval_task: Any = None
     final_eval_replicas: int = 8
     final_eval_examples: int = 2000
     export: bool = True
+    plots: bool = True
     final_values: Optional[dict] = None
     final_schedule: Optional[Sequence[Any]] = None
 

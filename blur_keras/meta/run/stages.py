@@ -167,7 +167,8 @@ def _run_stages(run_stage, model_dir, names, edits):
         if comparison is not None:
             final["comparison"] = comparison
     write_json(os.path.join(model_dir, "results.json"), final, indent=2)
-    logging.info("pictures of the final genome: %s", ", ".join(plot_run(model_dir)))
+    if edits.plots:
+        logging.info("pictures of the final genome: %s", ", ".join(plot_run(model_dir)))
     return final
 
 
