@@ -2,20 +2,33 @@
 (``blur_keras.core.layer_specs``: ``Conv2D``, ``Pool2D``, ``Flatten``, ``Reshape``, ``Dense``;
 docs/conv.md), run by ``blur_keras.core.network``.
 
-Written by ``export_saved_model(path, values, config, input_shape, specs=...)``. Its functions,
-with the synapses as a flat list ``W^0, V^0, …`` (shapes ``layer_specs.synapse_shapes``):
+Written by ``export_saved_model(path, values, config, input_shape, specs=...)``. Its functions
+take a flat list of *state* tensors: the synapses ``W^0, V^0, …`` (shapes
+``layer_specs.synapse_shapes``) and, for a rule with ``activation_norm``, the tracked
+statistics after them (below).
 
-* ``init(seed)`` -> the synapses of a fresh network (``network.init_synapses``);
-* ``train_step(*synapses, x, y)`` -> the synapses after one inner step on ``x
+* ``init(seed)`` -> the state of a fresh network (``network.init_synapses``);
+* ``train_step(*state, x, y)`` -> the state after one inner step on ``x
   [B, *input_shape]`` (float32/float64) with integer labels ``y [B]`` (int32/int64) in
   ``[0, units of the last Dense)``;
-* ``predict(*synapses, x)`` -> ``[B, units]``, state 0 of the last layer;
-* ``genome()``; ``metadata_json`` holds the input shape and the specs.
+* ``predict(*state, x)`` -> ``[B, units]``, state 0 of the last layer;
+* ``genome()``; ``metadata_json`` holds the input shape, the specs and the inference.
 
-The shapes are those of the export (no other sizes). Under ``activation_norm`` a forward pass
-normalises over its batch, as a ``BlurModel`` of such a chain does at inference
-(``inference="batch"``): a batch of one is refused. Every wrong input is a one-line
-``InvalidArgumentError`` before any computation; nothing of blur_keras is imported at load.
+Under ``activation_norm`` the rule predicts as a ``BlurModel`` of the chain does
+(``inference="moving"``), as ``export.LearnedRule`` does: the state holds, after the synapses,
+each layer pair's tracked mean and variance of its forward pre-activation (``mean^1, var^1, …,
+mean^L, var^L``, ``[n_l, k]`` each, ``n_l`` its units or channels, a convolution's reduced over
+batch and positions) and ``steps``, the number of steps they have seen (a float32 scalar).
+``train_step`` folds the batch's statistics (``network.step_moments``, from the synapses it
+starts from) into them with ``core.normalization.track_moments`` and ``inference_momentum``;
+``predict`` normalises with them, so a batch of one is fine. ``predict_batch(*synapses, x)``
+normalises over the batch, as training does (a batch of one is refused), and
+``init_moments(*synapses)`` -> the start statistics (zeros and ones, ``steps`` 0). A rule
+without ``activation_norm`` has only the synapses as its state.
+
+The shapes are those of the export (no other sizes). Every wrong input (shapes, labels, the
+number of state tensors) is a one-line ``InvalidArgumentError`` before any computation; nothing
+of blur_keras is imported at load.
 """
 
 import dataclasses
