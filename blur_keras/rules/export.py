@@ -26,7 +26,8 @@ does not depend on the rest of its batch and a batch of one is fine.  Two more f
 only the synapses as its state.
 
 With ``specs`` (a chain of ``blur_keras.core.layer_specs``: Conv2D, Pool2D, Flatten, Reshape,
-Dense) the export is a network rule (``blur_keras.rules.export_network``).
+Dense) the export is a network rule (``blur_keras.rules.export_network``), with the same state
+and functions (``init_sized`` aside).
 
 The layer sizes are given at export time; with ``dynamic=True`` (default) the
 functions accept any widths with the export depth. Wrong shapes, widths and
