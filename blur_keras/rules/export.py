@@ -26,7 +26,8 @@ does not depend on the rest of its batch and a batch of one is fine.  Two more f
 only the synapses as its state.
 
 With ``specs`` (a chain of ``blur_keras.core.layer_specs``: Conv2D, Pool2D, Flatten, Reshape,
-Dense) the export is a network rule (``blur_keras.rules.export_network``).
+Dense) the export is a network rule (``blur_keras.rules.export_network``), with the same state
+and functions (``init_sized`` aside).
 
 The layer sizes are given at export time; with ``dynamic=True`` (default) the
 functions accept any widths with the export depth. Wrong shapes, widths and
@@ -42,8 +43,8 @@ import tensorflow as tf
 
 from blur_keras.core.feedback import pm1_targets
 from blur_keras.core.layout import pairs_in
-from blur_keras.core.normalization import INFERENCE_MOMENTUM, start_moments, track_moments
-from blur_keras.core.step import forward_moments, inner_step, moments_in, moments_out, predict
+from blur_keras.core.normalization import INFERENCE_MOMENTUM
+from blur_keras.core.step import forward_moments, inner_step, predict
 from blur_keras.core.synapses import flatten_pairs, init_synapses, pair_up, sync
 from blur_keras.rules.export_base import RuleModule, after, check, dims, join_shape
 
@@ -65,101 +66,26 @@ class LearnedRule(RuleModule):
     def __init__(self, genome_values, config, sizes, init_scale=1.0, per_layer=False,
                  dynamic=True, metadata=None, inference_momentum=INFERENCE_MOMENTUM):
         self.sizes = tuple(int(s) for s in sizes)
-        self.dynamic, self.moving = bool(dynamic), bool(config.activation_norm)
-        self.momentum = float(inference_momentum)
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"inference_momentum={inference_momentum!r}; expected a number "
-                             "in [0, 1).")
+        self.dynamic = bool(dynamic)
         super().__init__(genome_values, config, {
             "init_scale": float(init_scale), "per_layer": bool(per_layer),
-            "sizes": list(self.sizes), "dynamic": self.dynamic,
-            "inference": "moving" if self.moving else "batch",
-            "inference_momentum": self.momentum, **(metadata or {})})
+            "sizes": list(self.sizes), "dynamic": self.dynamic}, metadata, inference_momentum)
         self._per_layer, self._init_scale = per_layer, float(init_scale)
         self.init = tf.function(self._init, input_signature=[tf.TensorSpec([], tf.int64)],
                                 autograph=False)
         self.init_sized = tf.function(
             self._init_sized, autograph=False,
             input_signature=[tf.TensorSpec([], tf.int64), tf.TensorSpec([len(self.sizes)], tf.int32)])
-        self._train_math_fn = tf.function(self._train_math, autograph=False)
-        self._predict_math_fn = tf.function(self._predict_math, autograph=False)
-        self.train_step = self.variadic("train_step", self._train_step, ("x", "y"),
-                                        lambda state, x, y: state)
-        self.predict = self.variadic("predict", self._predict, ("x",), lambda state, x: x)
-        if self.moving:
-            self.predict_batch = self.variadic("predict_batch", self._predict_batch, ("x",),
-                                               lambda state, x: x)
-            self.init_moments = self.variadic("init_moments", self._init_moments, (),
-                                              lambda state: [tf.zeros([])])
-        self._trace_all()
+        self._register()
 
-    # -- the state ------------------------------------------------------------
     @property
     def depth(self):
         return len(self.sizes) - 1
 
-    def _synapse_names(self):
-        return [f"{s}^{l}" for l in range(self.depth) for s in ("W", "V")]
-
-    def _moment_names(self):
-        return [f"{s}^{l}" for l in range(1, self.depth + 1) for s in ("mean", "var")] + ["steps"]
-
-    def state_names(self, name):
-        plain = not self.moving or name in ("predict_batch", "init_moments")
-        return self._synapse_names() + ([] if plain else self._moment_names())
-
-    def describe_state(self, name):
-        syn, names = self._synapse_names(), self.state_names(name)
-        if len(names) == len(syn):
-            return f"{len(syn)} synapse tensors ({', '.join(syn)})"
-        return (f"{len(names)} state tensors (the synapses {', '.join(syn)}, then the tracked "
-                f"statistics {', '.join(self._moment_names())})")
-
     def depth_note(self):
         return f"(this rule has {self.depth} layer pairs)"
 
-    def _trace_all(self):
-        """One concrete function per accepted dtype and state count (``RuleModule``);
-        shapes, even ranks, are checked inside, so the caller gets a sentence rather than
-        a dump of the arguments."""
-        for x_dtype in (tf.float32, tf.float64):
-            x_spec = tf.TensorSpec(None, x_dtype, name="x")
-            for name in ("train_step", "predict") + (("predict_batch",) if self.moving else ()):
-                for count in self.trace_counts(name):
-                    state = [tf.TensorSpec(None, tf.float32)] * count
-                    fn = getattr(self, name)
-                    if name != "train_step":
-                        fn.get_concrete_function(*state, x_spec)
-                        continue
-                    for y_dtype in (tf.int32, tf.int64):
-                        fn.get_concrete_function(*state, x_spec,
-                                                 tf.TensorSpec(None, y_dtype, name="y"))
-        for count in self.trace_counts("init_moments") if self.moving else ():
-            self.init_moments.get_concrete_function(*[tf.TensorSpec(None, tf.float32)] * count)
-
-    def signature_functions(self):
-        """The serving signatures (float32 ``x``, int32 ``y``)."""
-        def spec(name):
-            return [tf.TensorSpec(None, tf.float32)] * len(self.state_names(name))
-        x_spec = tf.TensorSpec(None, tf.float32, name="x")
-        out = {"train_step": self.train_step.get_concrete_function(
-                   *spec("train_step"), x_spec, tf.TensorSpec(None, tf.int32, name="y")),
-               "predict": self.predict.get_concrete_function(*spec("predict"), x_spec)}
-        if self.moving:
-            out["predict_batch"] = self.predict_batch.get_concrete_function(
-                *spec("predict_batch"), x_spec)
-            out["init_moments"] = self.init_moments.get_concrete_function(*spec("init_moments"))
-        return out
-
     # -- init -----------------------------------------------------------------
-    def _with_moments(self, flat):
-        """The state of fresh synapses ``flat``: they, then (tracking) their start statistics."""
-        return list(flat) + (self._start_moments(flat) if self.moving else [])
-
-    def _start_moments(self, flat):
-        internal = start_moments([w for w, _ in pairs_in(pair_up(flat))])
-        return [t for m in moments_out(internal) for t in m] + [tf.zeros([])]
-
     def _init(self, seed):
         return self._with_moments(flatten_pairs(init_synapses(
             seed, self.sizes, self.k, (), self._config, self._init_scale)))
@@ -186,10 +112,6 @@ class LearnedRule(RuleModule):
                         self._config.velocity_channel)
             flat += [w, v]
         return self._with_moments(flat)
-
-    def _init_moments(self, flat):
-        flat = after(self._synapse_checks("init_moments", flat)[0], flat)[0]
-        return self._start_moments(self._static(flat))
 
     # -- checks ---------------------------------------------------------------
     def _synapse_checks(self, name, flat):
@@ -220,20 +142,6 @@ class LearnedRule(RuleModule):
                                     tf.strings.as_string(tf.stack(widths)), separator=","), "]."))
         return checks, widths
 
-    def _moment_checks(self, name, moments, widths):
-        """Each ``mean^l`` / ``var^l`` is ``[n_l, k]``, ``steps`` a scalar."""
-        checks = []
-        for sym, t, n in zip(self._moment_names(), moments,
-                             [w for w in widths[1:] for _ in range(2)]):
-            ok = tf.equal(tf.rank(t), 2) & tf.reduce_all(tf.equal(dims(t, 2), tf.stack([n, self.k])))
-            checks.append(check(ok, f"{name}: tracked statistic {sym} must have shape [", n,
-                                f", {self.k}] (units of layer {sym.split('^')[1]}, k); got [",
-                                join_shape(t), "]."))
-        checks.append(check(tf.equal(tf.rank(moments[-1]), 0), f"{name}: steps (the last "
-                            "state tensor) must be a scalar; got shape [",
-                            join_shape(moments[-1]), "]."))
-        return checks
-
     def _checked(self, name, state, x, y=None):
         """Assert every shape, width and label with one-line messages; return the state and
         tensors, usable only after every check passed (x cast to float32, y to int32)."""
@@ -258,9 +166,6 @@ class LearnedRule(RuleModule):
     def _static(self, flat):
         return [tf.ensure_shape(t, [None, None, self.k]) for t in flat]
 
-    # The math runs in a nested function: a loaded SavedModel re-derives shapes from the
-    # caller's arguments, and a bad shape must meet the checks above, not a static shape
-    # error deep inside the math (a nested call's outputs have unknown shapes).
     def _train_math(self, *args):
         *state, x, y = args
         flat = self._static(state[:2 * self.depth])
@@ -273,18 +178,10 @@ class LearnedRule(RuleModule):
             out += self._tracked(synapses, state[2 * self.depth:], x)
         return out
 
-    def _tracked(self, synapses, moments, x):
-        """The tracked statistics after a step from ``synapses`` on ``x`` (as ``BlurModel``)."""
-        batch = forward_moments(self._params(), pairs_in(synapses), x, self._config,
-                                self._per_layer)
-        moving = moments_in(self._moment_pairs(moments))
-        steps = tf.ensure_shape(moments[-1], [])
-        new = track_moments(moving, batch, steps, self.momentum)
-        return [t for m in moments_out(new) for t in m] + [steps + 1.0]
-
-    def _moment_pairs(self, moments):
-        return [(tf.ensure_shape(moments[2 * l], [None, self.k]),
-                 tf.ensure_shape(moments[2 * l + 1], [None, self.k])) for l in range(self.depth)]
+    def _batch_moments(self, synapses, x):
+        """The batch statistics a step from ``synapses`` on ``x`` normalises with (internal)."""
+        return forward_moments(self._params(), pairs_in(synapses), x, self._config,
+                               self._per_layer)
 
     def _predict_math(self, *args):
         *state, x = args
@@ -293,20 +190,8 @@ class LearnedRule(RuleModule):
         return predict(self._params(), pair_up(flat), x, self._config, self._per_layer,
                        moments=moments)
 
-    def _train_step(self, state, x, y):
-        state, x, y = self._checked("train_step", state, x, y)
-        # a cond keeps the caller's static shapes away from the math (see above)
-        return tf.cond(tf.size(y) >= 0, lambda: self._train_math_fn(*state, x, y),
-                       lambda: list(state))
-
-    def _predict(self, state, x, name="predict"):
-        state, x = self._checked(name, state, x)
-        return tf.cond(tf.size(x) >= 0, lambda: self._predict_math_fn(*state, x),
-                       lambda: tf.zeros(tf.stack([tf.shape(x)[0],
-                                                 tf.shape(state[2 * self.depth - 2])[1]])))
-
-    def _predict_batch(self, state, x):
-        return self._predict(state, x, "predict_batch")
+    def _classes(self, state):
+        return tf.shape(state[2 * self.depth - 2])[1]
 
 
 def export_saved_model(path, genome_values, config, sizes, init_scale=1.0, per_layer=False,
@@ -325,7 +210,7 @@ def export_saved_model(path, genome_values, config, sizes, init_scale=1.0, per_l
     if specs is not None:
         from blur_keras.rules.export_network import NetworkRule
         module = NetworkRule(genome_values, config, sizes, specs, init_scale, per_layer,
-                             metadata)
+                             metadata, inference_momentum)
     else:
         module = LearnedRule(genome_values, config, sizes, init_scale, per_layer, dynamic,
                              metadata, inference_momentum)

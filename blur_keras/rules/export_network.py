@@ -2,20 +2,33 @@
 (``blur_keras.core.layer_specs``: ``Conv2D``, ``Pool2D``, ``Flatten``, ``Reshape``, ``Dense``;
 docs/conv.md), run by ``blur_keras.core.network``.
 
-Written by ``export_saved_model(path, values, config, input_shape, specs=...)``. Its functions,
-with the synapses as a flat list ``W^0, V^0, …`` (shapes ``layer_specs.synapse_shapes``):
+Written by ``export_saved_model(path, values, config, input_shape, specs=...)``. Its functions
+take a flat list of *state* tensors: the synapses ``W^0, V^0, …`` (shapes
+``layer_specs.synapse_shapes``) and, for a rule with ``activation_norm``, the tracked
+statistics after them (below).
 
-* ``init(seed)`` -> the synapses of a fresh network (``network.init_synapses``);
-* ``train_step(*synapses, x, y)`` -> the synapses after one inner step on ``x
+* ``init(seed)`` -> the state of a fresh network (``network.init_synapses``);
+* ``train_step(*state, x, y)`` -> the state after one inner step on ``x
   [B, *input_shape]`` (float32/float64) with integer labels ``y [B]`` (int32/int64) in
   ``[0, units of the last Dense)``;
-* ``predict(*synapses, x)`` -> ``[B, units]``, state 0 of the last layer;
-* ``genome()``; ``metadata_json`` holds the input shape and the specs.
+* ``predict(*state, x)`` -> ``[B, units]``, state 0 of the last layer;
+* ``genome()``; ``metadata_json`` holds the input shape, the specs and the inference.
 
-The shapes are those of the export (no other sizes). Under ``activation_norm`` a forward pass
-normalises over its batch, as a ``BlurModel`` of such a chain does at inference
-(``inference="batch"``): a batch of one is refused. Every wrong input is a one-line
-``InvalidArgumentError`` before any computation; nothing of blur_keras is imported at load.
+Under ``activation_norm`` the rule predicts as a ``BlurModel`` of the chain does
+(``inference="moving"``), as ``export.LearnedRule`` does: the state holds, after the synapses,
+each layer pair's tracked mean and variance of its forward pre-activation (``mean^1, var^1, …,
+mean^L, var^L``, ``[n_l, k]`` each, ``n_l`` its units or channels, a convolution's reduced over
+batch and positions) and ``steps``, the number of steps they have seen (a float32 scalar).
+``train_step`` folds the batch's statistics (``network.step_moments``, from the synapses it
+starts from) into them with ``core.normalization.track_moments`` and ``inference_momentum``;
+``predict`` normalises with them, so a batch of one is fine. ``predict_batch(*synapses, x)``
+normalises over the batch, as training does (a batch of one is refused), and
+``init_moments(*synapses)`` -> the start statistics (zeros and ones, ``steps`` 0). A rule
+without ``activation_norm`` has only the synapses as its state.
+
+The shapes are those of the export (no other sizes). Every wrong input (shapes, labels, the
+number of state tensors) is a one-line ``InvalidArgumentError`` before any computation; nothing
+of blur_keras is imported at load.
 """
 
 import dataclasses
@@ -25,6 +38,8 @@ import tensorflow as tf
 from blur_keras.core import network
 from blur_keras.core.feedback import pm1_targets
 from blur_keras.core.layer_specs import Dense, plan, synapse_shapes
+from blur_keras.core.layout import pairs_in
+from blur_keras.core.normalization import INFERENCE_MOMENTUM
 from blur_keras.core.synapses import flatten_pairs, pair_up
 from blur_keras.rules.export_base import RuleModule, after, check, dims, join_shape
 
@@ -38,10 +53,12 @@ def describe_specs(specs):
 
 class NetworkRule(RuleModule):
     """A genome with ``init``/``train_step``/``predict`` on the network ``specs`` over inputs of
-    per-example shape ``input_shape`` (module docstring)."""
+    per-example shape ``input_shape`` (module docstring). Under ``activation_norm`` the state
+    also carries tracked statistics, updated with ``inference_momentum``, and the rule has
+    ``predict_batch`` and ``init_moments``, as ``export.LearnedRule``."""
 
     def __init__(self, genome_values, config, input_shape, specs, init_scale=1.0,
-                 per_layer=False, metadata=None):
+                 per_layer=False, metadata=None, inference_momentum=INFERENCE_MOMENTUM):
         self.input_shape, self.specs = tuple(int(s) for s in input_shape), tuple(specs)
         self.stages = plan(self.input_shape, self.specs)
         last = self.stages[-1]
@@ -50,63 +67,49 @@ class NetworkRule(RuleModule):
                              "rule needs a Dense last layer (its units are the classes).")
         super().__init__(genome_values, config, {
             "init_scale": float(init_scale), "per_layer": bool(per_layer),
-            "input_shape": list(self.input_shape), "specs": describe_specs(self.specs),
-            "inference": "batch", **(metadata or {})})
+            "input_shape": list(self.input_shape), "specs": describe_specs(self.specs)},
+            metadata, inference_momentum)
         if per_layer and genome_values["nu"].shape[0] != len(self.stages):
             raise ValueError(f"Per-layer genome has {genome_values['nu'].shape[0]} layers but "
                              f"the network has {len(self.stages)} layer pairs.")
         self._per_layer, self._init_scale = per_layer, float(init_scale)
         self.shapes = [s for stage in self.stages for s in synapse_shapes(stage, self.k)]
+        self.widths = [None] + [stage.upper[-1] for stage in self.stages]
         self.init = tf.function(self._init, input_signature=[tf.TensorSpec([], tf.int64)],
                                 autograph=False)
-        self._train_math_fn = tf.function(self._train_math, autograph=False)
-        self._predict_math_fn = tf.function(self._predict_math, autograph=False)
-        self.train_step = self.variadic("train_step", self._train_step, ("x", "y"),
-                                        lambda state, x, y: state)
-        self.predict = self.variadic("predict", self._predict, ("x",), lambda state, x: x)
-        self._trace_all()
+        self._register()
 
-    def state_names(self, name):
-        return [f"{s}^{l}" for l in range(len(self.stages)) for s in ("W", "V")]
-
-    def describe_state(self, name):
-        names = self.state_names(name)
-        return f"{len(names)} synapse tensors ({', '.join(names)})"
+    @property
+    def depth(self):
+        return len(self.stages)
 
     def depth_note(self):
-        return f"(this network has {len(self.stages)} layer pairs)"
+        return f"(this network has {self.depth} layer pairs)"
 
-    def _trace_all(self):
-        """One concrete function per accepted dtype and synapse count (``RuleModule``)."""
-        for x_dtype in (tf.float32, tf.float64):
-            x_spec = tf.TensorSpec(None, x_dtype, name="x")
-            for count in self.trace_counts("predict"):
-                state = [tf.TensorSpec(None, tf.float32)] * count
-                self.predict.get_concrete_function(*state, x_spec)
-                for y_dtype in (tf.int32, tf.int64):
-                    self.train_step.get_concrete_function(*state, x_spec,
-                                                          tf.TensorSpec(None, y_dtype, name="y"))
-
-    def signature_functions(self):
-        """The serving signatures (float32 ``x``, int32 ``y``)."""
-        state = [tf.TensorSpec(None, tf.float32)] * len(self.shapes)
-        x_spec = tf.TensorSpec(None, tf.float32, name="x")
-        return {"train_step": self.train_step.get_concrete_function(
-                    *state, x_spec, tf.TensorSpec(None, tf.int32, name="y")),
-                "predict": self.predict.get_concrete_function(*state, x_spec)}
+    def _unit_word(self, layer):
+        return "units" if isinstance(self.stages[layer - 1].layer, Dense) else "channels"
 
     def _init(self, seed):
-        return flatten_pairs(network.init_synapses(seed, self.input_shape, self.specs, self.k,
-                                                   self._config, self._init_scale))
+        return self._with_moments(flatten_pairs(network.init_synapses(
+            seed, self.input_shape, self.specs, self.k, self._config, self._init_scale)))
 
-    def _checked(self, name, flat, x, y=None):
-        """Every shape and label, with one-line messages; the tensors once they passed (x
-        cast to float32, y to int32)."""
+    def _synapse_checks(self, name, flat):
+        """Each synapse has its export shape: ``(checks, widths)`` (``n_l``: units or channels
+        of neuron layer l; None for the input)."""
         checks = []
-        for sym, t, want in zip(self.state_names(name), flat, self.shapes):
+        for sym, t, want in zip(self._synapse_names(), flat, self.shapes):
             ok = tf.equal(tf.rank(t), len(want)) & tf.reduce_all(tf.equal(dims(t, 3), want))
             checks.append(check(ok, f"{name}: synapse {sym} must have shape "
                                 f"[{', '.join(map(str, want))}]; got [", join_shape(t), "]."))
+        return checks, self.widths
+
+    def _checked(self, name, state, x, y=None):
+        """Every shape and label, with one-line messages; the tensors once they passed (x
+        cast to float32, y to int32)."""
+        moments = state[2 * self.depth:]
+        checks = self._synapse_checks(name, state[:2 * self.depth])[0]
+        if moments:
+            checks += self._moment_checks(name, moments, self.widths)
         rank_ok = tf.equal(tf.rank(x), 1 + len(self.input_shape))
         per_example = ", ".join(map(str, self.input_shape))
         shape_ok = rank_ok & tf.reduce_all(tf.equal(dims(x, 1 + len(self.input_shape))[1:],
@@ -114,40 +117,47 @@ class NetworkRule(RuleModule):
         checks.append(check(shape_ok, f"{name}: x must have shape [batch, {per_example}]; got [",
                             join_shape(x), "]."))
         batch = dims(x, 1)[0]
-        checks += self.batch_checks(name, x, batch, rank_ok, one_allowed=False)
+        one_allowed = bool(moments) and name == "predict"
+        checks += self.batch_checks(name, x, batch, rank_ok, one_allowed)
         x = tf.cast(x, tf.float32)
         if y is None:
-            return after(checks, list(flat), x)
-        checks += self.label_checks(name, y, batch, self.stages[-1].upper[0])
-        return after(checks, list(flat), x, tf.cast(y, tf.int32))
+            return after(checks, list(state), x)
+        checks += self.label_checks(name, y, batch, self._classes(state))
+        return after(checks, list(state), x, tf.cast(y, tf.int32))
 
-    def _static(self, flat, x):
+    def _static(self, flat):
         """Static shapes for the math (``network`` plans the chain from them)."""
-        flat = [tf.ensure_shape(t, want) for t, want in zip(flat, self.shapes)]
-        return pair_up(flat), tf.ensure_shape(x, (None,) + self.input_shape)
+        return [tf.ensure_shape(t, want) for t, want in zip(flat, self.shapes)]
 
-    # as in ``LearnedRule``: the math is a nested function, behind a cond, so that a loaded
-    # SavedModel meets the checks before any static shape of the math
+    def _inputs(self, state, x):
+        """The synapse pairs and ``x`` with static shapes."""
+        return (pair_up(self._static(state[:2 * self.depth])),
+                tf.ensure_shape(x, (None,) + self.input_shape))
+
     def _train_math(self, *args):
-        *flat, x, y = args
-        synapses, x = self._static(flat, x)
-        targets = pm1_targets(tf.ensure_shape(y, [None]), self.stages[-1].upper[0])
+        *state, x, y = args
+        synapses, x = self._inputs(state, x)
+        targets = pm1_targets(tf.ensure_shape(y, [None]), self._classes(state))
         new, _ = network.inner_step(self._params(), synapses, x, targets, self.specs,
                                     self._config, self._per_layer)
-        return flatten_pairs(new)
+        out = flatten_pairs(new)
+        if self.moving:
+            out += self._tracked(synapses, state[2 * self.depth:], x)
+        return out
+
+    def _batch_moments(self, synapses, x):
+        """The batch statistics a step from ``synapses`` on ``x`` normalises with (internal)."""
+        return network.forward_moments(self._params(), pairs_in(synapses), x, self.stages,
+                                       self._config, self._per_layer)
 
     def _predict_math(self, *args):
-        *flat, x = args
-        synapses, x = self._static(flat, x)
+        *state, x = args
+        synapses, x = self._inputs(state, x)
+        moments = None
+        if len(state) > 2 * self.depth:
+            moments = self._moment_pairs(state[2 * self.depth:], self.widths[1:])
         return network.predict(self._params(), synapses, x, self.specs, self._config,
-                               self._per_layer)
+                               self._per_layer, moments=moments)
 
-    def _train_step(self, flat, x, y):
-        flat, x, y = self._checked("train_step", flat, x, y)
-        return tf.cond(tf.size(y) >= 0, lambda: self._train_math_fn(*flat, x, y),
-                       lambda: list(flat))
-
-    def _predict(self, flat, x):
-        flat, x = self._checked("predict", flat, x)
-        return tf.cond(tf.size(x) >= 0, lambda: self._predict_math_fn(*flat, x),
-                       lambda: tf.zeros(tf.stack([tf.shape(x)[0], self.stages[-1].upper[0]])))
+    def _classes(self, state):
+        return self.stages[-1].upper[0]
