@@ -93,6 +93,7 @@ CLI_CASES = {
                                 "backprop_config.activation_norm would be ignored: this "
                                 "configuration's Objective.blur_config is @BlurConfig()"),
     "model_dir_is_file": (["--model_dir={file}"], "is a file"),
+    "unknown_binding": (["--gin_param=meta_train.no_such_option = 3"], "no_such_option"),
 }
 
 
