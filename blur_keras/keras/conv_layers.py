@@ -14,8 +14,9 @@ import tensorflow as tf
 from blur_keras.core import activations as activations_lib
 from blur_keras.core import conv, layer_specs, pooling
 from blur_keras.core.config import BlurConfig
-from blur_keras.core.layout import states_in, synapses_in
+from blur_keras.core.layout import synapses_in
 from blur_keras.core.step import layer_params
+from blur_keras.keras.layers import TrackedLayer, LayerContext
 
 __all__ = ["BlurConv2D", "BlurMaxPooling2D", "BlurAveragePooling2D", "BlurFlatten",
            "BlurReshape"]
@@ -32,13 +33,6 @@ def _to_public(states):
     return tf.transpose(states, list(range(1, states.shape.rank)) + [0])
 
 
-class _Context:
-    """What a BLUR layer needs from its model to run alone (kept out of Keras tracking)."""
-
-    def __init__(self, *values):
-        self.values = values
-
-
 def _checked(owner, name, make):
     try:
         return make()
@@ -47,7 +41,7 @@ def _checked(owner, name, make):
 
 
 @keras.saving.register_keras_serializable(package="blur_keras")
-class BlurConv2D(keras.layers.Layer):
+class BlurConv2D(TrackedLayer, keras.layers.Layer):
     """Convolutional BLUR layer: every position of the output map holds k states.
 
     Args:
@@ -122,25 +116,11 @@ class BlurConv2D(keras.layers.Layer):
         self.backward_synapses = self.add_weight(
             name="backward_synapses", shape=(kh * kw * c_out, c_in, k),
             initializer=backward_init, trainable=False)
-        self.moving_mean = self.add_weight(name="moving_mean", shape=(c_out, k),
-                                           initializer="zeros", trainable=False)
-        self.moving_variance = self.add_weight(name="moving_variance", shape=(c_out, k),
-                                               initializer="ones", trainable=False)
+        self.add_moving_statistics(c_out)
 
     def compute_output_shape(self, input_shape):
         shape = layer_specs.output_shape(self.spec, self._map_shape(input_shape), repr(self.name))
         return (input_shape[0],) + shape + (self.k,)
-
-    def attach(self, genome, config, index, activation, inference="moving"):
-        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with,
-        and its inference mode (``"moving"``: tracked statistics, ``"batch"``: the batch's)."""
-        self._context = _Context(genome, config, index, activation, inference)
-
-    @property
-    def moments(self):
-        """``(moving_mean, moving_variance)`` in the core's internal layout ``[k, 1, c_out]``."""
-        return tuple(states_in(tf.convert_to_tensor(t)[None]) for t in
-                     (self.moving_mean, self.moving_variance))
 
     @property
     def kernel(self):
@@ -162,11 +142,10 @@ class BlurConv2D(keras.layers.Layer):
         if genome is None and self._context is None:
             raise ValueError(f"BlurConv2D {self.name!r} has no genome: wrap the network in "
                              "blur_keras.BlurModel(network, genome=...) or call it with genome=.")
-        context = self._context.values if self._context else (None, BlurConfig(), 0, None,
-                                                               "batch")
-        ctx_genome, config, index, activation, inference = context
-        genome = genome if genome is not None else ctx_genome
-        activation = self.activation or activation or config.hidden_activation
+        ctx = self._context or LayerContext(None, BlurConfig(), 0, None, "batch")
+        genome = genome if genome is not None else ctx.genome
+        config, index, inference = ctx.config, ctx.index, ctx.inference
+        activation = self.activation or ctx.activation or config.hidden_activation
         dtype = self.forward_synapses.dtype
         params = layer_params(genome.params(dtype), index if genome.per_layer else 0,
                               genome.per_layer, 0)

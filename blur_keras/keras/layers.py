@@ -20,12 +20,37 @@ from blur_keras.core.layout import states_in, states_out, synapses_in
 __all__ = ["BlurDense"]
 
 
-class _Context:
-    """What a BlurDense needs from its model to run alone (not Keras-tracked)."""
+class LayerContext:
+    """What a BLUR layer needs from its model to run alone (not Keras-tracked)."""
 
     def __init__(self, genome, config, index, activation, inference="moving"):
         self.genome, self.config, self.index, self.activation = genome, config, index, activation
         self.inference = inference
+
+
+class TrackedLayer:
+    """What the BLUR layers with synapses (``BlurDense``, ``BlurConv2D``) share towards
+    ``BlurModel``: the context it attaches and, under activation normalisation, the statistics
+    ``moving_mean`` / ``moving_variance`` ``[units or channels, k]`` tracked while the rule
+    trains (docs/spec.md §9)."""
+
+    def add_moving_statistics(self, units):
+        """The tracked statistics' weights (built with the synapses)."""
+        self.moving_mean = self.add_weight(name="moving_mean", shape=(units, self.k),
+                                           initializer="zeros", trainable=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=(units, self.k),
+                                               initializer="ones", trainable=False)
+
+    def attach(self, genome, config, index, activation, inference="moving"):
+        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with,
+        and its inference mode (``"moving"``: tracked statistics, ``"batch"``: the batch's)."""
+        self._context = LayerContext(genome, config, index, activation, inference)
+
+    @property
+    def moments(self):
+        """``(moving_mean, moving_variance)`` in the core's internal layout ``[k, 1, n]``."""
+        return tuple(states_in(tf.convert_to_tensor(t)[None]) for t in
+                     (self.moving_mean, self.moving_variance))
 
 
 def _checked_int(name, value, low, expected):
@@ -36,7 +61,7 @@ def _checked_int(name, value, low, expected):
 
 
 @keras.saving.register_keras_serializable(package="blur_keras")
-class BlurDense(keras.layers.Layer):
+class BlurDense(TrackedLayer, keras.layers.Layer):
     """Densely connected BLUR layer with k-state neurons and synapses.
 
     Args:
@@ -113,24 +138,10 @@ class BlurDense(keras.layers.Layer):
         self.backward_synapses = self.add_weight(
             name="backward_synapses", shape=(self.units, n, self.k),
             initializer=backward_init, trainable=False)
-        self.moving_mean = self.add_weight(name="moving_mean", shape=(self.units, self.k),
-                                           initializer="zeros", trainable=False)
-        self.moving_variance = self.add_weight(name="moving_variance", shape=(self.units, self.k),
-                                               initializer="ones", trainable=False)
+        self.add_moving_statistics(self.units)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units, self.k)
-
-    def attach(self, genome, config, index, activation, inference="moving"):
-        """Called by ``BlurModel``: the genome, switches, position and σ this layer runs with,
-        and its inference mode (``"moving"``: tracked statistics, ``"batch"``: the batch's)."""
-        self._context = _Context(genome, config, index, activation, inference)
-
-    @property
-    def moments(self):
-        """``(moving_mean, moving_variance)`` in the core's internal layout ``[k, 1, units]``."""
-        return tuple(states_in(tf.convert_to_tensor(t)[None]) for t in
-                     (self.moving_mean, self.moving_variance))
 
     def call(self, inputs, genome=None, training=False):
         """Forward states of this layer from its input (docs/spec.md §2 step 2), after a reset.
