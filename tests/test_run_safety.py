@@ -91,6 +91,7 @@ def test_an_unreadable_results_file_is_written_again(tmp_path):
     again = tiny_run(run, num_steps=2)
     assert again["steps_done"] == 2 == first["steps_done"]
     assert json.loads((run / "results.json").read_text())["steps_done"] == 2
+    assert not list(run.rglob("*.png"))  # helpers.TINY_RUN: Report.plots = False
 
 
 # -- a lock on the run directory ----------------------------------------------------------------
