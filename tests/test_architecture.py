@@ -184,3 +184,17 @@ def test_the_library_traces_without_autograph():
         for name in ("forward_states", "backward_states", "update_synapses", "step",
                      "inner_step", "forward_pass", "predict")]
     assert all(hasattr(fn, "autograph_info__") for fn in public)
+
+
+def test_every_slow_prefix_names_a_test():
+    """``conftest.SLOW`` marks tests by node-id prefix: each names a test file, or a test
+    function of it, that exists (a renamed test would silently join the fast tier)."""
+    from conftest import SLOW
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    for prefix in SLOW:
+        path, _, name = prefix.partition("::")
+        assert path.startswith("tests/") and os.path.exists(os.path.join(tests, path[6:])), prefix
+        with open(os.path.join(tests, path[6:])) as fh:
+            functions = {n.name for n in ast.parse(fh.read()).body if isinstance(n, ast.FunctionDef)}
+        assert not name or any(f.startswith(name) for f in functions), prefix

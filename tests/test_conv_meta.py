@@ -208,22 +208,6 @@ def gin_run(path, bindings):
         gin.clear_config()
 
 
-@pytest.mark.parametrize("trainer", ["@GradientTrainer", "@CMAESTrainer"])
-def test_meta_train_from_gin_through_a_conv_network(tmp_path, trainer):
-    results = gin_run(tmp_path, GIN_RUN + [f"Outer.trainer = {trainer}"])
-    assert results["steps_done"] == 2 and np.isfinite(results["val_accuracy"]).all()
-    genome = json.load(open(tmp_path / "genome.json"))
-    assert genome["provenance"]["sizes"]["input_shape"] == [8, 8, 1]
-    assert [s["layer"] for s in genome["provenance"]["sizes"]["specs"]] == [
-        "Conv2D", "Pool2D", "Flatten", "Dense"]
-    metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    assert len(metrics) == 2
-    saved = tf.saved_model.load(str(tmp_path / "saved_model"))
-    synapses = saved.init(tf.constant(0, tf.int64))
-    out = saved.predict(*synapses, tf.zeros([3, 8, 8, 1]))
-    assert out.shape == (3, 10)
-
-
 @pytest.mark.parametrize("bindings, match", [
     (["Objective.hidden_sizes = (4,)"], "Objective.hidden_sizes and Objective.specs"),
     (["Objective.input_shape = (4, 4, 3)", "conv_chain.kernel_size = 2"],
@@ -241,15 +225,25 @@ def test_a_run_through_a_conv_network_checks_its_bindings(tmp_path, bindings, ma
     assert not (tmp_path / "genome.json").exists()
 
 
-def test_stages_through_a_conv_network_export_the_final_genome_on_its_chain(tmp_path):
-    staged = [b for b in GIN_RUN if not b.startswith("Schedule.num_steps")] + [
-        "meta_train.stages = ['fast', 'long']", "Schedule.num_steps = 1",
-        "fast/Outer.trainer = @GradientTrainer", "long/Outer.trainer = @CMAESTrainer",
-        "Report.final_values = {'eta_syn': -0.25}"]
+def test_meta_train_from_gin_through_a_conv_network_in_stages_of_both_trainers(tmp_path):
+    """A gradient stage, then a CMA-ES stage, each of 2 meta-steps through a conv network; the
+    final genome, edited, is exported on its chain."""
+    staged = GIN_RUN + ["meta_train.stages = ['fast', 'long']",
+                        "fast/Outer.trainer = @GradientTrainer",
+                        "long/Outer.trainer = @CMAESTrainer",
+                        "Report.final_values = {'eta_syn': -0.25}"]
     results = gin_run(tmp_path, staged)
-    assert [r["steps_done"] for r in results["stages"]] == [1, 1]
+    assert [r["steps_done"] for r in results["stages"]] == [2, 2]
+    for stage, outer in zip(("fast", "long"), ("adam", "cma")):
+        assert np.isfinite(results["stages"][0 if stage == "fast" else 1]["val_accuracy"]).all()
+        assert json.load(open(tmp_path / stage / "run_settings.json"))["outer"] == outer
+        sizes = json.load(open(tmp_path / stage / "genome.json"))["provenance"]["sizes"]
+        assert sizes["input_shape"] == [8, 8, 1]
+        assert [s["layer"] for s in sizes["specs"]] == ["Conv2D", "Pool2D", "Flatten", "Dense"]
+        assert len(open(tmp_path / stage / "metrics.jsonl").readlines()) == 2
     final = json.load(open(tmp_path / "genome.json"))
     assert final["values"]["eta_syn"] == -0.25
     saved = tf.saved_model.load(str(tmp_path / "saved_model"))
-    out = saved.predict(*saved.init(tf.constant(1, tf.int64)), tf.zeros([2, 8, 8, 1]))
-    assert out.shape == (2, 10)
+    assert float(saved.genome()["eta_syn"].numpy()) == -0.25
+    out = saved.predict(*saved.init(tf.constant(1, tf.int64)), tf.zeros([3, 8, 8, 1]))
+    assert out.shape == (3, 10)

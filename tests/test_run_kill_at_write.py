@@ -1,5 +1,5 @@
-"""A staged run killed while it writes each of its result files (at the write, not by time)
-resumes and ends with valid files and the genome of an uninterrupted run."""
+"""A staged run killed while it writes its result files (at the write, not by time), once at
+each kind of write, resumes and ends with valid files and the genome of an uninterrupted run."""
 
 import json
 import os
@@ -40,10 +40,12 @@ Schedule.log_every = 1000
 Schedule.seed = 3
 """)
 
-# in the order the run writes them; each kill is resumed by the next process
-KILL_POINTS = ("a/run_settings.json", "a/operative_config.gin", "a/genome_population.json",
-               "a/genome.json", "a/results.json", "b/run_settings.json", "b/genome.json",
-               "b/results.json", "genome.json", "results.json")
+# in the order the run writes them; each kill is resumed by the next process. One write of
+# each kind and of each place in the run: a stage's start (its settings, the operative gin),
+# its end (the population, the results after its genome), the next stage's start, and the
+# run's final genome and results.
+KILL_POINTS = ("a/operative_config.gin", "a/genome_population.json", "a/results.json",
+               "b/run_settings.json", "genome.json", "results.json")
 
 
 def _command(gin_file, model_dir, kill_at=None):

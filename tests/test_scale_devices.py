@@ -1,13 +1,18 @@
-"""Species (and CMA-ES candidates) sharded over logical CPU devices give the genomes of one device.
+"""The meta-step on several logical CPU devices gives the genomes of one device; choosing the
+strategy by name.
 
-Runs in a fresh process (logical devices must be configured before TensorFlow starts): the
-gradient trainer with ``shard_axis="species"`` on 2 logical CPU devices, fed through
-``distribute_datasets_from_function`` as ``meta_train`` feeds several devices; CMA-ES with 5
-candidates over 2 devices (3 + 3, the last candidate repeated): equal to the default
-single-device strategy to 1e-5. The second test (the slow part, a few minutes on 2 cores: each
-MirroredStrategy traces the meta-gradient once per device) checks one replica per species
-through ``train_step`` and ``shard_axis="both"`` on 4 devices (2 species blocks × 2 replica
-blocks). Both read one run of the script (the second part runs after the first has printed).
+Runs in a fresh process (logical devices must be configured before TensorFlow starts), equal to
+the default single-device strategy to 1e-5:
+
+* the gradient trainer with ``shard_axis="species"`` on 2 devices, fed through
+  ``distribute_datasets_from_function`` as ``meta_train`` feeds several devices;
+* the replicas split over 2 devices (``MirroredStrategy``, the default shard axis);
+* CMA-ES with 5 candidates over 2 devices (3 + 3, the last candidate repeated);
+* one replica per species through ``train_step``, and ``shard_axis="both"`` on 4 devices
+  (2 species blocks x 2 replica blocks);
+* ``choose_strategy``: mirrored over the devices, an absent TPU, ``auto``, an unknown name.
+
+Every test reads one run of the script (each part prints its tag when it has passed).
 """
 
 import os
@@ -32,6 +37,7 @@ devices = [d.name for d in tf.config.list_logical_devices("CPU")]
 from blur_keras import BlurConfig, Genome
 from blur_keras.meta.outer.cma_es import CMAESTrainer
 from blur_keras.meta.outer.gradient import GradientTrainer
+from blur_keras.meta.outer.strategy import NoTPUError, choose_strategy
 
 JIT = bool(int(os.environ.get("BLUR_TEST_JIT", "0")))  # tracing dominates: XLA only adds to it
 rng = np.random.default_rng(0)
@@ -81,6 +87,17 @@ assert sp.layout == (2, 1), sp.layout
 same(ref, sp, "species on 2 devices"); same_metrics(ref_out, sp_out, "species on 2 devices")
 print("SPECIES_OK", f"{time.time() - T0:.1f} s", flush=True)
 
+# replicas split over 2 devices (the default shard axis); the variables are mirrored
+b24 = [batch(2, 4) for _ in range(3)]
+ref_r, ref_r_out = gradient_run(one, 2, b24)
+rep, rep_out = gradient_run(two, 2, b24, "replicas")
+assert rep.layout == (1, 2), rep.layout
+same(ref_r, rep, "replicas on 2 devices"); same_metrics(ref_r_out, rep_out, "replicas")
+assert int(rep.step.numpy()) == 3
+values = rep.params["nu"].values
+np.testing.assert_array_equal(values[0].numpy(), values[1].numpy())  # each device, one update
+print("REPLICAS_OK", f"{time.time() - T0:.1f} s", flush=True)
+
 try:
     GradientTrainer(Genome.random(2, seed=0, species=3), BlurConfig(), (2, 6, 2), strategy=two,
                     shard_axis="species")
@@ -119,6 +136,26 @@ both, both_out = gradient_run(four, 2, b22, "both", via_dataset=True)
 assert both.layout == (2, 2), both.layout
 same(ref, both, "both on 4 devices"); same_metrics(ref_out, both_out, "both on 4 devices")
 print("BOTH_OK", f"{time.time() - T0:.1f} s", flush=True)
+
+# choosing the strategy: mirrored over the logical devices; a TPU asked for and absent
+assert choose_strategy("mirrored").num_replicas_in_sync == 4
+os.environ.pop("TPU_NAME", None)
+os.environ.pop("COLAB_TPU_ADDR", None)
+for tpu in (None, "local"):
+    try:
+        choose_strategy("tpu", tpu)
+    except NoTPUError as err:
+        assert "TPU was requested" in str(err) and "--strategy=auto" in str(err), err
+    else:
+        raise AssertionError("no error for an absent TPU")
+assert choose_strategy("auto").num_replicas_in_sync == 1
+try:
+    choose_strategy("gpu")
+except ValueError as err:
+    assert "Unknown strategy" in str(err)
+else:
+    raise AssertionError("no error for an unknown strategy")
+print("STRATEGY_OK", flush=True)
 '''
 
 
@@ -141,7 +178,19 @@ def test_species_and_candidates_sharded_over_devices_equal_one_device(script_run
 
 
 @pytest.mark.process
+def test_replicas_split_over_devices_equal_one_device(script_run):
+    _, stdout, out = script_run
+    assert "REPLICAS_OK" in stdout, out[-4000:]
+
+
+@pytest.mark.process
 def test_one_replica_per_species_and_a_two_by_two_grid_equal_one_device(script_run):
     """4 species x 1 replica over 2 devices through train_step; shard_axis="both" on 4 devices."""
+    _, stdout, out = script_run
+    assert "BOTH_OK" in stdout, out[-4000:]
+
+
+@pytest.mark.process
+def test_the_strategy_is_chosen_by_name_and_an_absent_tpu_is_an_error(script_run):
     returncode, stdout, out = script_run
-    assert returncode == 0 and "BOTH_OK" in stdout, out[-4000:]
+    assert returncode == 0 and "STRATEGY_OK" in stdout, out[-4000:]
