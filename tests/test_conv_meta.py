@@ -40,8 +40,10 @@ def batch_of(steps, species, replicas, batch, query, features=36, classes=4, see
             "query_y": rng.integers(0, classes, (species, replicas, query))}
 
 
-def member_loop(params, seed, data, config, trajectory_weight):
-    """The meta-loss member by member through ``core.network.inner_step`` and ``predict``."""
+def member_loop(params, seed, data, config, trajectory_weight, momentum=None):
+    """The meta-loss member by member through ``core.network.inner_step`` and ``predict``;
+    with ``momentum``, the query normalised with ``core.network.step_moments`` of every step
+    folded in NumPy (from zeros and ones, ``normalization.track_moments``)."""
     steps, species, replicas = data["train_x"].shape[:3]
     fold = tf.random.experimental.stateless_fold_in
     loss, acc, inner = np.zeros([species]), np.zeros([species]), np.zeros([steps, species])
@@ -49,16 +51,26 @@ def member_loop(params, seed, data, config, trajectory_weight):
         p = {n: v[s] for n, v in params.items()}
         for r in range(replicas):
             syn = network.init_synapses(fold(fold(seed, r), s), NET.input_shape, SPECS, 2, config)
-            online = 0.0
+            online, tracked = 0.0, None
             for t in range(steps):
                 x = data["train_x"][t, s, r].reshape(-1, 6, 6, 1)
                 y = data["train_y"][t, s, r]
+                if momentum is not None:
+                    batch = [tuple(np.asarray(m, np.float64) for m in pair)
+                             for pair in network.step_moments(p, syn, x, SPECS, config)]
+                    if tracked is None:
+                        tracked = [(np.zeros_like(m), np.ones_like(v)) for m, v in batch]
+                    a = max(1 - momentum, 1 / (t + 1))
+                    tracked = [tuple(old + a * (new - old) for old, new in zip(pair, b))
+                               for pair, b in zip(tracked, batch)]
                 syn, states = network.inner_step(p, syn, x, pm1_targets(y, 4), SPECS, config)
                 guess = states[-1][..., 0].numpy()
                 online += np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, guess)) / steps
                 inner[t, s] += np.mean(guess.argmax(-1) == y) / replicas
+            moments = None if tracked is None else [
+                tuple(tf.constant(m, tf.float32) for m in pair) for pair in tracked]
             out = network.predict(p, syn, data["query_x"][s, r].reshape(-1, 6, 6, 1), SPECS,
-                                  config).numpy()
+                                  config, moments=moments).numpy()
             y = data["query_y"][s, r]
             query = np.mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, out))
             loss[s] += ((1 - trajectory_weight) * query + trajectory_weight * online) / replicas
@@ -79,6 +91,26 @@ def test_population_meta_loss_is_the_member_by_member_loop(config):
     np.testing.assert_allclose(aux["accuracy"], want_acc, atol=1e-6)
     np.testing.assert_allclose(aux["inner_accuracy"], want_inner, atol=1e-6)
     assert aux["finite"].numpy().all() and loss[0] != loss[1]
+
+
+def test_the_query_with_tracked_statistics_is_the_member_by_member_loop():
+    """``inference="moving"``: the query is normalised as ``BlurModel`` predicts, with the
+    statistics of the T steps tracked (here at momentum 0.5, so that the last steps weigh
+    more than a plain mean), not over the query batch."""
+    config, params = BlurConfig(activation_norm=True), population(2)
+    data = batch_of(4, 2, 2, 5, 7)
+    seed = tf.constant([4, 9], tf.int64)
+    loss, aux = tf.function(lambda p: meta_loss(p, seed, data, config, NET, inference="moving",
+                                                 inference_momentum=0.5))(params)
+    want_loss, want_acc, want_inner = member_loop(params, seed, data, config, 0.0, momentum=0.5)
+    np.testing.assert_allclose(loss, want_loss, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(aux["accuracy"], want_acc, atol=1e-6)
+    np.testing.assert_allclose(aux["inner_accuracy"], want_inner, atol=1e-6)
+    batch_loss, _ = meta_loss(params, seed, data, config, NET)
+    assert np.all(np.abs(loss.numpy() - batch_loss.numpy()) > 1e-4)
+    # a rule without activation_norm has nothing to track: the same loss in both modes
+    plain = meta_loss(params, seed, data, SOFTMAX, NET, inference="moving")[0]
+    np.testing.assert_array_equal(plain, meta_loss(params, seed, data, SOFTMAX, NET)[0])
 
 
 def test_shared_synapses_and_a_shared_data_species_axis():
@@ -141,7 +173,8 @@ def test_xla_compiles_the_meta_loss_and_its_gradient_and_equals_eager():
         with tf.GradientTape() as tape:
             tape.watch(p)
             loss = population_loss(p, synapses, members, SOFTMAX, NET)[0] if fixed else \
-                meta_loss(p, seed, data, SOFTMAX, NET, reverse="autodiff")[0]
+                meta_loss(p, seed, data, BlurConfig(activation_norm=True), NET,
+                          reverse="autodiff", inference="moving")[0]
             total = tf.reduce_sum(loss)
         return loss, tape.gradient(total, p, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
@@ -150,13 +183,14 @@ def test_xla_compiles_the_meta_loss_and_its_gradient_and_equals_eager():
     np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-5)
     for name in params:
         np.testing.assert_allclose(jitted[1][name], eager[1][name], rtol=2e-4, atol=1e-6)
-    # from a seed (XLA's Philox draws other synapses than TensorFlow's kernels do)
+    # from a seed (XLA's Philox draws other synapses than TensorFlow's kernels do), with
+    # activation_norm and the query normalised with the tracked statistics
     loss, grads = tf.function(lambda p: loss_and_grad(p, False), jit_compile=True)(params)
     assert np.isfinite(loss.numpy()).all() and loss.shape == (2,)
     assert all(np.isfinite(g.numpy()).all() for g in grads.values())
 
 
-def test_hand_reverse_recompute_moving_inference_and_shapes_fail_at_the_door():
+def test_hand_reverse_recompute_and_shapes_fail_at_the_door():
     from blur_keras.meta.outer.cma_es import CMAESTrainer
     from blur_keras.meta.outer.gradient import GradientTrainer
 
@@ -166,14 +200,12 @@ def test_hand_reverse_recompute_moving_inference_and_shapes_fail_at_the_door():
             (lambda: meta_loss(params, seed, data, SOFTMAX, NET, reverse="hand"),
              "reverse='hand'"),
             (lambda: meta_loss(params, seed, data, SOFTMAX, NET, recompute=2), "recompute=2"),
-            (lambda: meta_loss(params, seed, data, SOFTMAX, NET, inference="moving"),
-             "inference='moving'"),
             (lambda: meta_loss(params, seed, batch_of(2, 2, 1, 4, 5, features=25), SOFTMAX,
                                NET), "input shape"),
             (lambda: GradientTrainer(genome, SOFTMAX, NET), "step_gradient='hand'"),
             (lambda: GradientTrainer(genome, SOFTMAX, NET, step_gradient="autodiff",
                                      recompute=5), "recompute=5"),
-            (lambda: CMAESTrainer(genome, SOFTMAX, NET, inference="moving"), "inference"),
+            (lambda: CMAESTrainer(genome, SOFTMAX, NET, recompute=3), "recompute=3"),
             (lambda: Chain((6, 6, 1), (Conv2D(3, 3), Pool2D("max"))), "ends in"),
             (lambda: Chain((6, 6, 1), (Conv2D(3, 3), Conv2D(2, 1))), "last layer"),
             (lambda: Chain((4, 4, 1), (Conv2D(3, 5), Flatten(), Dense(4))), "larger than")):

@@ -110,7 +110,7 @@ def export_arguments(network):
     return network, None
 
 
-def check_chain_options(network, *, recompute=0, inference="batch", reverse=None,
+def check_chain_options(network, *, recompute=0, reverse=None,
                         owner="meta_loss", reverse_name="reverse"):
     """A ``Chain`` takes no dense-only option: ``ValueError`` naming the option."""
     if not is_chain(network):
@@ -119,10 +119,6 @@ def check_chain_options(network, *, recompute=0, inference="batch", reverse=None
         raise ValueError(f"{owner}: recompute={recompute!r} (gradient checkpointing) runs the "
                          "dense step only; a layer-spec network (Objective.specs) needs "
                          "recompute = 0.")
-    if inference != "batch":
-        raise ValueError(f"{owner}: inference={inference!r} (tracked statistics) runs the dense "
-                         "step only; a layer-spec network (Objective.specs) needs "
-                         "inference = 'batch'.")
     if reverse not in (None, "autodiff"):
         raise ValueError(f"{owner}: {reverse_name}={reverse!r}: the hand-derived reverse step is "
                          "for dense networks; a layer-spec network (Objective.specs) needs "

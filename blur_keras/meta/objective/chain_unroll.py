@@ -5,7 +5,10 @@ The population's ``S · R`` members (species s, replica r) are run one after ano
 ``tf.map_fn``: member ``(s, r)`` takes species s's genome, its own fresh synapses
 (``blur_keras.core.network.init_synapses``) and its batches, reshaped from ``[..., F]`` to
 ``[..., *input_shape]``, and runs T inner steps (``blur_keras.core.network.step``, a
-``tf.while_loop``) and a query. Its synapse seed is ``fold_in(seed_r, s_global)`` where
+``tf.while_loop``) and a query, normalised over the query batch or, with an
+``inference_momentum``, with the statistics tracked over the T steps as ``BlurModel`` predicts
+(``normalization.track_moments`` of each step's ``network.forward_moments``, from zeros and
+ones). Its synapse seed is ``fold_in(seed_r, s_global)`` where
 ``seed_r`` is ``seed[r]`` for ``[R, 2]`` seeds and ``fold_in(seed, r)`` for a ``[2]`` seed, and
 ``s_global`` is s plus ``batch["species_first"]`` for a shard of a population; with
 ``shared_synapses`` every species takes ``seed_r``. The meta-gradient is TensorFlow's
@@ -18,6 +21,7 @@ from blur_keras.core import network as chain_step
 from blur_keras.core.feedback import pm1_targets
 from blur_keras.core.layer_specs import synapse_shapes
 from blur_keras.core.layout import pairs_in
+from blur_keras.core.normalization import track_moments
 
 __all__ = ["chain_meta_loss", "population_loss", "member_seeds", "member_synapses",
            "member_batch"]
@@ -66,25 +70,37 @@ def _accuracy(out, labels):
     return tf.reduce_mean(tf.cast(hit, tf.float32))
 
 
-def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale):
+def _start_moments(params, synapses, x, stages, config, per_layer):
+    """Tracked statistics before the first step: zeros and ones shaped as a step's."""
+    batch = chain_step.forward_moments(params, synapses, x, stages, config, per_layer)
+    return [(tf.zeros_like(mean), tf.ones_like(var)) for mean, var in batch]
+
+
+def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale, momentum):
     """T inner steps of one member: ``(synapses, online loss (mean over steps), [T] inner
-    accuracies)``; internal layout."""
+    accuracies, tracked statistics or None)``; internal layout. ``momentum``: of the tracked
+    statistics (None: none tracked)."""
     stages, steps = network.stages, int(xs.shape[0])
     classes = int(stages[-1].upper[0])
 
-    def body(t, synapses, loss_sum, accs):
+    def body(t, synapses, loss_sum, accs, moments):
         x, y = tf.gather(xs, t), tf.gather(ys, t)
+        if momentum is not None:  # from the synapses the step starts from, as BlurModel
+            moments = track_moments(moments, chain_step.forward_moments(
+                params, synapses, x, stages, config, per_layer), t, momentum)
         synapses, states = chain_step.step(params, synapses, x, pm1_targets(y, classes, x.dtype),
                                            stages, config, per_layer)
         guess = states[-1][0]
         xent = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logit_scale * guess)
         accs = accs + tf.one_hot(t, steps) * _accuracy(guess, y)
-        return t + 1, synapses, loss_sum + tf.reduce_mean(xent), accs
+        return t + 1, synapses, loss_sum + tf.reduce_mean(xent), accs, moments
 
-    start = (tf.constant(0), synapses, tf.zeros([], xs.dtype), tf.zeros([steps]))
-    _, synapses, loss_sum, accs = tf.while_loop(lambda t, *_: t < steps, body, start,
-                                                maximum_iterations=steps)
-    return synapses, loss_sum / steps, accs
+    moments = [] if momentum is None else \
+        _start_moments(params, synapses, xs[0], stages, config, per_layer)
+    start = (tf.constant(0), synapses, tf.zeros([], xs.dtype), tf.zeros([steps]), moments)
+    _, synapses, loss_sum, accs, moments = tf.while_loop(
+        lambda t, *_: t < steps, body, start, maximum_iterations=steps)
+    return synapses, loss_sum / steps, accs, (None if momentum is None else moments)
 
 
 def member_synapses(seeds, network, k, config=None, scale=1.0, dtype=tf.float32):
@@ -102,18 +118,18 @@ def member_synapses(seeds, network, k, config=None, scale=1.0, dtype=tf.float32)
     return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
 
 
-def _member(network, config, per_layer, logit_scale, loss):
+def _member(network, config, per_layer, logit_scale, loss, momentum):
     """The meta-loss of one member as a function of its genome, synapses and batch."""
     stages = network.stages
     classes = int(stages[-1].upper[0])
 
     def run(args):
         params, synapses, data = args
-        synapses, online, accs = _inner_steps(params, pairs_in(synapses), data["train_x"],
-                                              data["train_y"], network, config, per_layer,
-                                              logit_scale)
+        synapses, online, accs, moments = _inner_steps(
+            params, pairs_in(synapses), data["train_x"], data["train_y"], network, config,
+            per_layer, logit_scale, momentum)
         states, _ = chain_step.forward_states(params, synapses, data["query_x"], stages,
-                                              config, per_layer)
+                                              config, per_layer, moments=moments)
         out, labels = states[-1][0], data["query_y"]
         if loss == "xent":
             query = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -127,10 +143,12 @@ def _member(network, config, per_layer, logit_scale, loss):
 
 
 def population_loss(params, synapses, data, config, network, *, loss="xent", per_layer=False,
-                    logit_scale=1.0, trajectory_weight=0.0):
+                    logit_scale=1.0, trajectory_weight=0.0, inference_momentum=None):
     """The meta-loss of a population from given synapses: ``params`` ``[S, ...]``;
     ``synapses`` and ``data`` per member (``member_synapses``, ``member_batch``: ``S · R``
-    members, species-major); returns ``chain_meta_loss``'s ``(loss [S], aux)``."""
+    members, species-major); returns ``chain_meta_loss``'s ``(loss [S], aux)``.
+    ``inference_momentum``: the query is normalised with statistics tracked at this momentum
+    (None: over the query batch)."""
     dtype = params["nu"].dtype
     species = int(params["nu"].shape[0])
     replicas = int(data["train_x"].shape[0]) // species
@@ -140,7 +158,7 @@ def population_loss(params, synapses, data, config, network, *, loss="xent", per
                  tf.TensorSpec([], dtype), tf.TensorSpec([steps], tf.float32),
                  tf.TensorSpec([], tf.bool))
     query, acc, online, accs, finite = tf.map_fn(
-        _member(network, config, per_layer, logit_scale, loss),
+        _member(network, config, per_layer, logit_scale, loss, inference_momentum),
         (member_params, synapses, data), fn_output_signature=signature)
 
     def per_species(t):
@@ -158,10 +176,11 @@ def population_loss(params, synapses, data, config, network, *, loss="xent", per
 
 def chain_meta_loss(params, seed, batch, config, network, *, loss="xent", per_layer=False,
                     init_scale=1.0, logit_scale=1.0, shared_synapses=False,
-                    population_species=None, trajectory_weight=0.0):
+                    population_species=None, trajectory_weight=0.0, inference_momentum=None):
     """``unroll.meta_loss`` through ``network`` (a ``chain.Chain``): ``(loss [S], aux)`` with
     ``aux`` holding ``accuracy [S]``, ``inner_accuracy [T, S]``, ``online_loss [S]`` and
-    ``finite [S]``; means over replicas and examples."""
+    ``finite [S]``; means over replicas and examples. ``inference_momentum``: the query is
+    normalised with statistics tracked over the T steps (None: over the query batch)."""
     dtype, k = params["nu"].dtype, int(params["nu"].shape[-1])
     species, replicas = int(params["nu"].shape[0]), int(batch["train_x"].shape[2])
     first = batch["species_first"] if population_species and \
@@ -171,4 +190,5 @@ def chain_meta_loss(params, seed, batch, config, network, *, loss="xent", per_la
     data = member_batch(batch, species, network.input_shape, dtype)
     return population_loss(params, synapses, data, config, network, loss=loss,
                            per_layer=per_layer, logit_scale=logit_scale,
-                           trajectory_weight=trajectory_weight)
+                           trajectory_weight=trajectory_weight,
+                           inference_momentum=inference_momentum)

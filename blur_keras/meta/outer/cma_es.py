@@ -68,8 +68,7 @@ class CMAESTrainer(OuterTrainer, tf.Module):
             values = member(values, 0)
         self.base = values
         self.config, self.sizes = config, as_network(sizes)
-        check_chain_options(self.sizes, recompute=recompute, inference=inference,
-                            owner="CMAESTrainer")
+        check_chain_options(self.sizes, recompute=recompute, owner="CMAESTrainer")
         self.trainable = trainable_entries(trainable, config)
         self.shapes = {n: values[n].shape for n in self.trainable}
         self.population_size = int(population_size)
