@@ -17,18 +17,18 @@ SCRIPT = helpers.META_SCRIPT
 TINY_GIN = helpers.tiny_gin("""
 Objective.replicas = 2
 Objective.batch_size = 16
-Schedule.num_steps = 40
+Schedule.num_steps = 24
 Objective.curriculum = @Curriculum()
 Curriculum.unroll_start = 2
 Curriculum.unroll_delta = 1
-Curriculum.unroll_every = 20
+Curriculum.unroll_every = 12
 GradientTrainer.learning_rate = 0.01
 Objective.logit_scale = 3.0
 Schedule.seed = 7
 Schedule.checkpoint_every = 5
 Schedule.keep_checkpoints = 2
-Schedule.eval_every = 20
-Schedule.log_every = 10
+Schedule.eval_every = 12
+Schedule.log_every = 6
 """)
 
 
@@ -80,7 +80,7 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     killed_at = len(_metrics(killed_dir))
-    assert 10 <= killed_at < 40  # really mid-way
+    assert 10 <= killed_at < 24  # really mid-way
     resumed = subprocess.run(_cmd(gin_file, killed_dir), env=_env(), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -89,8 +89,8 @@ def test_sigkill_and_resume_repeats_the_uninterrupted_run(tmp_path):
 
     assert straight.wait(timeout=300) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     a, b = _metrics(straight_dir), _metrics(killed_dir)
-    assert [r["step"] for r in a] == list(range(40)) == [r["step"] for r in b]
-    assert [r["unroll"] for r in b][18:22] == [2, 2, 3, 3]  # the curriculum position resumed
+    assert [r["step"] for r in a] == list(range(24)) == [r["step"] for r in b]
+    assert [r["unroll"] for r in b][10:14] == [2, 2, 3, 3]  # the curriculum position resumed
     for ra, rb in zip(a, b):
         assert ra == rb, (ra, rb)
     with open(os.path.join(straight_dir, "eval.jsonl")) as fa, \

@@ -190,15 +190,11 @@ def test_two_processes_cannot_run_in_one_directory(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: RunDirLocked: "), second.stderr[-3000:]
     assert f"process {first.pid} on host {socket.gethostname()}" in lines[0]
     assert not (run / "results.json").exists()
-    # the killed first run left its lock behind: a new run takes it over and finishes
-    assert (run / LOCK_NAME).exists()
-    third = subprocess.run(_cli(run, "--gin_param=Schedule.num_steps = 3"),
-                           env=helpers.subprocess_env(), capture_output=True, text=True,
-                           timeout=300)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert "Taking over the stale lock" in third.stderr
-    assert json.loads((run / "results.json").read_text())["steps_done"] == 3
-    assert not (run / LOCK_NAME).exists()
+    # the killed first run left its lock behind, naming a dead process: stale (a new run takes
+    # it over: test_a_stale_lock_of_a_dead_process_is_taken_over here, and a new process in
+    # test_run_kill_at_write.py)
+    holder = json.loads((run / LOCK_NAME).read_text())
+    assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
 
 
 # -- resuming from an unreadable latest checkpoint ----------------------------------------------
