@@ -21,7 +21,7 @@ from blur_keras.core import network as chain_step
 from blur_keras.core.feedback import pm1_targets
 from blur_keras.core.layer_specs import synapse_shapes
 from blur_keras.core.layout import pairs_in
-from blur_keras.core.normalization import track_moments
+from blur_keras.core.normalization import start_moments, track_moments
 
 __all__ = ["chain_meta_loss", "population_loss", "member_seeds", "member_synapses",
            "member_batch"]
@@ -70,12 +70,6 @@ def _accuracy(out, labels):
     return tf.reduce_mean(tf.cast(hit, tf.float32))
 
 
-def _start_moments(params, synapses, x, stages, config, per_layer):
-    """Tracked statistics before the first step: zeros and ones shaped as a step's."""
-    batch = chain_step.forward_moments(params, synapses, x, stages, config, per_layer)
-    return [(tf.zeros_like(mean), tf.ones_like(var)) for mean, var in batch]
-
-
 def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale, momentum):
     """T inner steps of one member: ``(synapses, online loss (mean over steps), [T] inner
     accuracies, tracked statistics or None)``; internal layout. ``momentum``: of the tracked
@@ -95,8 +89,7 @@ def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_sca
         accs = accs + tf.one_hot(t, steps) * _accuracy(guess, y)
         return t + 1, synapses, loss_sum + tf.reduce_mean(xent), accs, moments
 
-    moments = [] if momentum is None else \
-        _start_moments(params, synapses, xs[0], stages, config, per_layer)
+    moments = [] if momentum is None else start_moments([w for w, _ in synapses])
     start = (tf.constant(0), synapses, tf.zeros([], xs.dtype), tf.zeros([steps]), moments)
     _, synapses, loss_sum, accs, moments = tf.while_loop(
         lambda t, *_: t < steps, body, start, maximum_iterations=steps)

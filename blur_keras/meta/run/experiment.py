@@ -134,11 +134,10 @@ def _run(run, trainer, start_genome):
     train_stream, validation = _streams(run, trainer)
     end = schedule.num_steps if schedule.stop_after is None else min(
         schedule.num_steps, start + int(schedule.stop_after))
-    every = dict(log=schedule.log_every, eval=schedule.eval_every, checkpoint=schedule.checkpoint_every)
     with RunLog(model_dir, start, schedule.num_steps) as log:
         last_val = train(trainer, run.objective.curriculum, train_stream, validation, run_state,
                          ckpt, log, start=start, end=end, num_steps=schedule.num_steps,
-                         every=every, max_nonfinite=schedule.max_nonfinite_in_a_row)
+                         every=schedule.every, max_nonfinite=schedule.max_nonfinite_in_a_row)
     results = {"model_dir": model_dir, "steps_done": int(trainer.step.numpy()),
                "num_steps": schedule.num_steps}
     if results["steps_done"] < schedule.num_steps:

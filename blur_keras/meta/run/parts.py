@@ -287,6 +287,12 @@ class Schedule:
         if self.sized_for not in (None, "tpu"):
             raise ValueError(f"Schedule.sized_for={self.sized_for!r}; expected None or 'tpu'.")
 
+    @property
+    def every(self):
+        """The periods of the training loop, in meta-steps: ``{"log", "eval", "checkpoint"}``."""
+        return {"log": self.log_every, "eval": self.eval_every,
+                "checkpoint": self.checkpoint_every}
+
 
 @gin.configurable(module=GIN_MODULE)
 @dataclasses.dataclass(frozen=True)
