@@ -110,16 +110,9 @@ def export_arguments(network):
     return network, None
 
 
-def check_chain_options(network, *, recompute=0, reverse=None,
-                        owner="meta_loss", reverse_name="reverse"):
+def check_chain_options(network, *, reverse=None, owner="meta_loss", reverse_name="reverse"):
     """A ``Chain`` takes no dense-only option: ``ValueError`` naming the option."""
-    if not is_chain(network):
-        return
-    if recompute:
-        raise ValueError(f"{owner}: recompute={recompute!r} (gradient checkpointing) runs the "
-                         "dense step only; a layer-spec network (Objective.specs) needs "
-                         "recompute = 0.")
-    if reverse not in (None, "autodiff"):
+    if is_chain(network) and reverse not in (None, "autodiff"):
         raise ValueError(f"{owner}: {reverse_name}={reverse!r}: the hand-derived reverse step is "
                          "for dense networks; a layer-spec network (Objective.specs) needs "
                          f"{reverse_name} = 'autodiff'.")

@@ -22,6 +22,7 @@ from blur_keras.core.feedback import pm1_targets
 from blur_keras.core.layer_specs import synapse_shapes
 from blur_keras.core.layout import pairs_in
 from blur_keras.core.normalization import start_moments, track_moments
+from blur_keras.core.synapses import flatten_pairs, pair_up
 
 __all__ = ["chain_meta_loss", "population_loss", "member_seeds", "member_synapses",
            "member_batch"]
@@ -70,30 +71,84 @@ def _accuracy(out, labels):
     return tf.reduce_mean(tf.cast(hit, tf.float32))
 
 
-def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale, momentum):
-    """T inner steps of one member: ``(synapses, online loss (mean over steps), [T] inner
-    accuracies, tracked statistics or None)``; internal layout. ``momentum``: of the tracked
-    statistics (None: none tracked)."""
-    stages, steps = network.stages, int(xs.shape[0])
+def _segment_fn(names, num_syn, network, config, per_layer, logit_scale, momentum, length):
+    """``length`` inner steps of one member as a function of flat tensors: the genome entries
+    (``names`` order), the ``num_syn`` synapses ``[W⁰, V⁰, W¹, …]`` (internal layout), the
+    tracked statistics ``[m⁰, v⁰, …]`` (none when ``momentum`` is None), then the segment's
+    batches ``xs``, ``ys`` and ``t0``, the steps before it. Returns the synapses, the
+    statistics, ``[length]`` online losses and ``[length]`` inner accuracies."""
+    stages = network.stages
     classes = int(stages[-1].upper[0])
 
-    def body(t, synapses, loss_sum, accs, moments):
-        x, y = tf.gather(xs, t), tf.gather(ys, t)
-        if momentum is not None:  # from the synapses the step starts from, as BlurModel
-            moments = track_moments(moments, chain_step.forward_moments(
-                params, synapses, x, stages, config, per_layer), t, momentum)
-        synapses, states = chain_step.step(params, synapses, x, pm1_targets(y, classes, x.dtype),
-                                           stages, config, per_layer)
-        guess = states[-1][0]
-        xent = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logit_scale * guess)
-        accs = accs + tf.one_hot(t, steps) * _accuracy(guess, y)
-        return t + 1, synapses, loss_sum + tf.reduce_mean(xent), accs, moments
+    def run(*args):
+        params = dict(zip(names, args[:len(names)]))
+        synapses = pair_up(args[len(names):len(names) + num_syn])
+        moments = _pairs(args[len(names) + num_syn:-3])
+        xs, ys, t0 = args[-3:]
+        losses, accs = [], []
+        for i in range(length):
+            x, y = xs[i], ys[i]
+            if momentum is not None:  # from the synapses the step starts from, as BlurModel
+                moments = track_moments(moments, chain_step.forward_moments(
+                    params, synapses, x, stages, config, per_layer), t0 + i, momentum)
+            synapses, states = chain_step.step(params, synapses, x,
+                                               pm1_targets(y, classes, x.dtype), stages, config,
+                                               per_layer)
+            guess = states[-1][0]
+            losses.append(tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(y, logit_scale * guess)))
+            accs.append(_accuracy(guess, y))
+        return (*flatten_pairs(synapses), *[t for m in moments for t in m], tf.stack(losses),
+                tf.stack(accs))
 
+    return run
+
+
+def _pairs(flat):
+    """``[m⁰, v⁰, m¹, v¹, …]`` -> ``[(m⁰, v⁰), …]``."""
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+
+
+def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale, momentum,
+                 recompute=0):
+    """T inner steps of one member: ``(synapses, online loss (mean over steps), [T] inner
+    accuracies, tracked statistics or None)``; internal layout. ``momentum``: of the tracked
+    statistics (None: none tracked). ``recompute=c``: segments of c steps whose
+    intermediates are recomputed for the gradient (``tf.recompute_grad``, which stays right
+    inside the members' ``tf.map_fn`` in graph mode, where ``unroll``'s own custom gradient
+    does not); 0: one step a segment, every intermediate kept."""
+    steps = int(xs.shape[0])
+    seg = min(int(recompute), steps) if recompute else 1
+    names = sorted(params)
+    p_list = [params[n] for n in names]
+    flat = flatten_pairs(synapses)
     moments = [] if momentum is None else start_moments([w for w, _ in synapses])
-    start = (tf.constant(0), synapses, tf.zeros([], xs.dtype), tf.zeros([steps]), moments)
-    _, synapses, loss_sum, accs, moments = tf.while_loop(
-        lambda t, *_: t < steps, body, start, maximum_iterations=steps)
-    return synapses, loss_sum / steps, accs, (None if momentum is None else moments)
+    carry = flat + [t for m in moments for t in m]
+
+    def segment(length):
+        fn = _segment_fn(names, len(flat), network, config, per_layer, logit_scale, momentum,
+                         length)
+        return tf.recompute_grad(fn) if recompute else fn
+
+    whole, rest = divmod(steps, seg)
+    fn = segment(seg)
+
+    def body(i, carry, loss_sum, accs):
+        idx = i * seg + tf.range(seg)
+        out = fn(*p_list, *carry, tf.gather(xs, idx), tf.gather(ys, idx), i * seg)
+        return i + 1, list(out[:-2]), loss_sum + tf.reduce_sum(out[-2]), accs.write(i, out[-1])
+
+    accs = tf.TensorArray(tf.float32, size=whole, element_shape=[seg])
+    _, carry, loss_sum, accs = tf.while_loop(
+        lambda i, *_: i < whole, body, (tf.constant(0), carry, tf.zeros([], xs.dtype), accs),
+        maximum_iterations=whole)
+    accs = tf.reshape(accs.stack(), [whole * seg])
+    if rest:
+        out = segment(rest)(*p_list, *carry, xs[-rest:], ys[-rest:], whole * seg)
+        carry, loss_sum = list(out[:-2]), loss_sum + tf.reduce_sum(out[-2])
+        accs = tf.concat([accs, out[-1]], axis=0)
+    tracked = None if momentum is None else _pairs(carry[len(flat):])
+    return pair_up(carry[:len(flat)]), loss_sum / steps, accs, tracked
 
 
 def member_synapses(seeds, network, k, config=None, scale=1.0, dtype=tf.float32):
@@ -111,7 +166,7 @@ def member_synapses(seeds, network, k, config=None, scale=1.0, dtype=tf.float32)
     return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
 
 
-def _member(network, config, per_layer, logit_scale, loss, momentum):
+def _member(network, config, per_layer, logit_scale, loss, momentum, recompute):
     """The meta-loss of one member as a function of its genome, synapses and batch."""
     stages = network.stages
     classes = int(stages[-1].upper[0])
@@ -120,7 +175,7 @@ def _member(network, config, per_layer, logit_scale, loss, momentum):
         params, synapses, data = args
         synapses, online, accs, moments = _inner_steps(
             params, pairs_in(synapses), data["train_x"], data["train_y"], network, config,
-            per_layer, logit_scale, momentum)
+            per_layer, logit_scale, momentum, recompute)
         states, _ = chain_step.forward_states(params, synapses, data["query_x"], stages,
                                               config, per_layer, moments=moments)
         out, labels = states[-1][0], data["query_y"]
@@ -136,12 +191,13 @@ def _member(network, config, per_layer, logit_scale, loss, momentum):
 
 
 def population_loss(params, synapses, data, config, network, *, loss="xent", per_layer=False,
-                    logit_scale=1.0, trajectory_weight=0.0, inference_momentum=None):
+                    logit_scale=1.0, trajectory_weight=0.0, inference_momentum=None,
+                    recompute=0):
     """The meta-loss of a population from given synapses: ``params`` ``[S, ...]``;
     ``synapses`` and ``data`` per member (``member_synapses``, ``member_batch``: ``S · R``
     members, species-major); returns ``chain_meta_loss``'s ``(loss [S], aux)``.
     ``inference_momentum``: the query is normalised with statistics tracked at this momentum
-    (None: over the query batch)."""
+    (None: over the query batch). ``recompute``: gradient-checkpoint segment length (0: off)."""
     dtype = params["nu"].dtype
     species = int(params["nu"].shape[0])
     replicas = int(data["train_x"].shape[0]) // species
@@ -151,7 +207,8 @@ def population_loss(params, synapses, data, config, network, *, loss="xent", per
                  tf.TensorSpec([], dtype), tf.TensorSpec([steps], tf.float32),
                  tf.TensorSpec([], tf.bool))
     query, acc, online, accs, finite = tf.map_fn(
-        _member(network, config, per_layer, logit_scale, loss, inference_momentum),
+        _member(network, config, per_layer, logit_scale, loss, inference_momentum,
+                recompute),
         (member_params, synapses, data), fn_output_signature=signature)
 
     def per_species(t):
@@ -169,11 +226,13 @@ def population_loss(params, synapses, data, config, network, *, loss="xent", per
 
 def chain_meta_loss(params, seed, batch, config, network, *, loss="xent", per_layer=False,
                     init_scale=1.0, logit_scale=1.0, shared_synapses=False,
-                    population_species=None, trajectory_weight=0.0, inference_momentum=None):
+                    population_species=None, trajectory_weight=0.0, inference_momentum=None,
+                    recompute=0):
     """``unroll.meta_loss`` through ``network`` (a ``chain.Chain``): ``(loss [S], aux)`` with
     ``aux`` holding ``accuracy [S]``, ``inner_accuracy [T, S]``, ``online_loss [S]`` and
     ``finite [S]``; means over replicas and examples. ``inference_momentum``: the query is
-    normalised with statistics tracked over the T steps (None: over the query batch)."""
+    normalised with statistics tracked over the T steps (None: over the query batch);
+    ``recompute=c``: the T steps run in segments of c recomputed for the gradient."""
     dtype, k = params["nu"].dtype, int(params["nu"].shape[-1])
     species, replicas = int(params["nu"].shape[0]), int(batch["train_x"].shape[2])
     first = batch["species_first"] if population_species and \
@@ -184,4 +243,4 @@ def chain_meta_loss(params, seed, batch, config, network, *, loss="xent", per_la
     return population_loss(params, synapses, data, config, network, loss=loss,
                            per_layer=per_layer, logit_scale=logit_scale,
                            trajectory_weight=trajectory_weight,
-                           inference_momentum=inference_momentum)
+                           inference_momentum=inference_momentum, recompute=recompute)

@@ -262,7 +262,7 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
       batch: dict of ``train_x, train_y, query_x, query_y`` (module docstring).
       config: ``BlurConfig``.
       sizes: layer sizes ``n_0 … n_L``, or a ``chain.Chain`` (layer specs: docs/conv.md;
-        ``chain_unroll``, which takes no ``recompute`` or hand reverse).
+        ``chain_unroll``, which takes no hand reverse).
       loss: ``"xent"`` or ``"mse"``.
       recompute: gradient-checkpoint segment length (0: off).
       logit_scale: query logits are ``logit_scale ×`` state 0 (tanh outputs
@@ -294,13 +294,14 @@ def meta_loss(params, seed, batch, config, sizes, *, loss="xent", recompute=0, p
     """
     _check_meta_loss_args(loss, inference)
     if is_chain(sizes):
-        check_chain_options(sizes, recompute=recompute, reverse=reverse)
+        check_chain_options(sizes, reverse=reverse)
         tracks = inference == "moving" and config.activation_norm
         return chain_meta_loss(params, seed, batch, config, sizes, loss=loss, per_layer=per_layer,
                                init_scale=init_scale, logit_scale=logit_scale,
                                shared_synapses=shared_synapses, trajectory_weight=trajectory_weight,
                                population_species=population_species,
-                               inference_momentum=inference_momentum if tracks else None)
+                               inference_momentum=inference_momentum if tracks else None,
+                               recompute=recompute)
     return _dense_meta_loss(params, seed, batch, config, sizes, loss, recompute, per_layer,
                             init_scale, logit_scale, shared_synapses, population_species,
                             trajectory_weight, inference, inference_momentum, reverse or "hand")

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from blur_keras.core.genome_spec import NAMES, member, trainable_entries
-from blur_keras.meta.objective.chain import as_network, check_chain_options
+from blur_keras.meta.objective.chain import as_network
 from blur_keras.meta.objective.batch import meta_batch
 from blur_keras.meta.outer.distribute import sharded_population_eval
 from blur_keras.meta.outer.base import (OuterTrainer, inference_options, inference_setting,
@@ -68,7 +68,6 @@ class CMAESTrainer(OuterTrainer, tf.Module):
             values = member(values, 0)
         self.base = values
         self.config, self.sizes = config, as_network(sizes)
-        check_chain_options(self.sizes, recompute=recompute, owner="CMAESTrainer")
         self.trainable = trainable_entries(trainable, config)
         self.shapes = {n: values[n].shape for n in self.trainable}
         self.population_size = int(population_size)

@@ -88,7 +88,7 @@ class GradientTrainer(OuterTrainer, tf.Module):
         self.k, self.species, self.per_layer = genome.k, genome.species, genome.per_layer
         self.num_layers = genome.num_layers
         self.config, self.sizes = config, as_network(sizes)
-        check_chain_options(self.sizes, recompute=recompute, reverse=step_gradient,
+        check_chain_options(self.sizes, reverse=step_gradient,
                             owner="GradientTrainer", reverse_name="step_gradient")
         self.hparams = dict(learning_rate=float(learning_rate),
                             clip_norm=None if clip_norm is None else float(clip_norm),

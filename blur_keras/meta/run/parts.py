@@ -25,7 +25,7 @@ import numpy as np
 
 from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
-from blur_keras.meta.objective.chain import (Chain, check_chain_options, is_chain,
+from blur_keras.meta.objective.chain import (Chain, is_chain,
                                              num_classes, num_features, num_pairs)
 from blur_keras.core.layer_specs import Conv2D, Dense, Flatten, Pool2D
 from blur_keras.meta.objective.unroll import LOSSES
@@ -151,7 +151,6 @@ class Objective:
             network = Chain(shape, self.specs)
         except (ValueError, TypeError) as err:
             raise ValueError(f"Objective.specs on inputs of shape {tuple(shape)}: {err}") from None
-        check_chain_options(network, recompute=self.recompute, owner="Objective")
         features, classes = phases[0].num_features, max(int(t.num_classes) for t in phases)
         if num_features(network) != features:
             raise ValueError(f"Objective.input_shape={tuple(shape)} holds "
