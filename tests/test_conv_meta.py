@@ -282,7 +282,6 @@ def gin_run(path, bindings):
     (["Objective.input_shape = (4, 4, 3)", "conv_chain.kernel_size = 2"],
      "Objective.input_shape"),
     (["conv_chain.classes = 5"], "5 units"),
-    (["Report.final_eval = True"], "Report.final_eval"),
     (["Outer.trainer = @GradientTrainer", "GradientTrainer.step_gradient = 'hand'"],
      "GradientTrainer: step_gradient='hand'"),
     (["conv_chain.kernel_size = 9"], "Objective.specs on inputs of shape \\(8, 8, 1\\)")])
@@ -294,13 +293,19 @@ def test_a_run_through_a_conv_network_checks_its_bindings(tmp_path, bindings, ma
 
 
 def test_meta_train_from_gin_through_a_conv_network_in_stages_of_both_trainers(tmp_path):
-    """A gradient stage, then a CMA-ES stage, each of 2 meta-steps through a conv network; the
-    final genome, edited, is exported on its chain."""
+    """A gradient stage (recomputing its segments), then a CMA-ES stage, each of 2 meta-steps
+    through a conv network; the final genome, edited, is exported on its chain and judged by
+    the evaluation suite on the same chain against the baselines."""
     staged = GIN_RUN + ["meta_train.stages = ['fast', 'long']",
                         "fast/Outer.trainer = @GradientTrainer",
                         "long/Outer.trainer = @CMAESTrainer",
                         "fast/Objective.recompute = 2",
-                        "Report.final_values = {'eta_syn': -0.25}"]
+                        "Report.final_values = {'eta_syn': -0.25}",
+                        "long/Report.final_eval = True", "Report.final_eval_replicas = 1",
+                        "Report.final_eval_examples = 200",
+                        "evaluate_suite.horizons = (2, 10)",
+                        "evaluate_suite.baselines = ['sgd']",
+                        "evaluate_suite.learning_rates = {'sgd': (0.1, 0.3)}"]
     results = gin_run(tmp_path, staged)
     assert [r["steps_done"] for r in results["stages"]] == [2, 2]
     for stage, outer in zip(("fast", "long"), ("adam", "cma")):
@@ -316,3 +321,7 @@ def test_meta_train_from_gin_through_a_conv_network_in_stages_of_both_trainers(t
     assert float(saved.genome()["eta_syn"].numpy()) == -0.25
     out = saved.predict(*saved.init(tf.constant(1, tf.int64)), tf.zeros([3, 8, 8, 1]))
     assert out.shape == (3, 10)
+    comparison = results["comparison"]
+    assert comparison["rule"] == "final genome" and comparison["unroll"] == 3
+    assert "64-8x8x1-conv4x3x3-maxpool2x2-flatten-10" in comparison["task"], comparison["task"]
+    assert 0.0 <= comparison["sgd_best"] <= 1.0 and comparison["sgd_best_learning_rate"] in (0.1, 0.3)

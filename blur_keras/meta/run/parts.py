@@ -25,8 +25,7 @@ import numpy as np
 
 from blur_keras.core.checks import check_layer_sizes
 from blur_keras.core.config import BlurConfig
-from blur_keras.meta.objective.chain import (Chain, is_chain,
-                                             num_classes, num_features, num_pairs)
+from blur_keras.meta.objective.chain import Chain, num_classes, num_features, num_pairs
 from blur_keras.core.layer_specs import Conv2D, Dense, Flatten, Pool2D
 from blur_keras.meta.objective.unroll import LOSSES
 from blur_keras.meta.outer.base import RUN_OPTIONS, TRAINERS, OuterTrainer, trainer_parameters
@@ -325,10 +324,7 @@ class Report:
 
     def check_task(self, sizes):
         """``final_eval_task``'s first task must fit the network ``sizes`` (its features, at
-        most its classes); the final comparison runs dense networks only."""
-        if self.final_eval and is_chain(sizes):
-            raise ValueError("Report.final_eval compares rules on dense networks; a layer-spec "
-                             "network (Objective.specs) needs Report.final_eval = False.")
+        most its classes)."""
         if self.final_eval_task is None:
             return
         judged = first_task(self.final_eval_task)

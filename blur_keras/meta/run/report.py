@@ -11,6 +11,8 @@ import numpy as np
 from absl import logging
 
 from blur_keras.core.config import BlurConfig
+from blur_keras.core.layer_specs import Reshape
+from blur_keras.meta.objective.chain import is_chain
 from blur_keras.meta.run.result import start_name
 from blur_keras.meta.run.checks import first_task
 from blur_keras.rules.schedule import check_schedule
@@ -26,6 +28,14 @@ def _gin_bound(name):
         return False
 
 
+def _architecture(sizes):
+    """The suite's keyword and architectures for the run's network: its hidden widths, or its
+    chain of layer specs on the suite's flat examples (a ``Reshape`` to the input shape first)."""
+    if is_chain(sizes):
+        return "specs", [(Reshape(tuple(sizes.input_shape)),) + tuple(sizes.specs)]
+    return "hidden_sizes", [tuple(sizes[1:-1])]
+
+
 def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas, examples,
             init_scale, per_layer, out_dir=None, provenance=None, start_name="random start",
             schedule=(), name="learned genome"):
@@ -33,9 +43,10 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
 
     The tasks, architectures, horizons, seeds, ... are the gin bindings of
     ``evaluate_suite``; what is not bound follows the run: its own task (test split), its
-    hidden sizes, horizons ``{T, 10, 20, 50, 100}``, ``replicas`` seeds, its batch size and
-    ``examples`` test examples. The start genome (``start_name``: "random start", "backprop
-    start", the previous stage's genome) is measured on the run's own task at T.
+    network (``sizes``: hidden sizes, or a ``Chain`` as ``evaluate_suite.specs``), horizons
+    ``{T, 10, 20, 50, 100}``, ``replicas`` seeds, its batch size and ``examples`` test
+    examples. The start genome (``start_name``: "random start", "backprop start", the previous
+    stage's genome) is measured on the run's own task at T.
     Writes ``out_dir`` (table.md, curves, points) and returns the ``comparison`` summary
     (test accuracy at T: learned rule, its start, SGD and Adam at the learning rate
     chosen on validation). ``schedule``: the learned rule's (``blur_keras.rules.schedule``), run with
@@ -44,7 +55,8 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
     from blur_keras.evaluation import suite as ev
     config = config or BlurConfig()
     out_dir = out_dir or "/tmp/blur_suite"
-    own = {"tasks": [task], "hidden_sizes": [tuple(sizes[1:-1])],
+    arch_key, archs = _architecture(sizes)
+    own = {"tasks": [task], arch_key: archs,
            "horizons": tuple(sorted({int(unroll), 10, 20, 50, 100})), "seeds": int(replicas),
            "batch_size": int(batch_size), "test_examples": int(examples or 2000)}
     overrides = {key: v for key, v in own.items() if not _gin_bound(f"evaluate_suite.{key}")}
@@ -62,7 +74,7 @@ def compare(learned, start, config, sizes, task, unroll, *, batch_size, replicas
     logging.info("The start genome (%s) at %d steps on %s:", start_name, steps[at],
                  entry["label"])
     start_summary = ev.run_suite(start_rule, [data], os.path.join(out_dir, "start"),
-                                 hidden_sizes=[tuple(sizes[1:-1])], horizons=(int(steps[at]),),
+                                 **{arch_key: archs}, horizons=(int(steps[at]),),
                                  seeds=summary["seeds"], batch_size=summary["batch_size"],
                                  baselines=(), plot=False,
                                  log=lambda line: logging.info("%s", line))
