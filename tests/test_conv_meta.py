@@ -164,9 +164,9 @@ def test_meta_gradient_is_finite_differences_in_float64():
 def test_recomputed_segments_give_the_same_loss_and_gradient():
     """``recompute=2`` over T = 5 (two recomputed segments and a remainder of one step), with
     the tracked statistics carried through the segments: the loss, the accuracies and the
-    meta-gradient of the run that keeps every step's intermediates, eagerly and under XLA (a
-    graph: ``tf.map_fn`` over members around the segments' loop; from given synapses, as XLA
-    draws others from a seed)."""
+    meta-gradient of the run that keeps every step's intermediates, in a graph (``tf.map_fn``
+    over members around the segments' loop) and under XLA (from given synapses, as XLA draws
+    others from a seed)."""
     config, momentum = BlurConfig(activation_norm=True), 0.9
     params, data = population(2), batch_of(5, 2, 1, 4, 6)
     seed = tf.constant([2, 8], tf.int64)
@@ -179,9 +179,10 @@ def test_recomputed_segments_give_the_same_loss_and_gradient():
             loss, aux = population_loss(p, synapses, members, config, NET, recompute=recompute,
                                         trajectory_weight=0.5, inference_momentum=momentum)
             total = tf.reduce_sum(loss)
-        return loss, aux, tape.gradient(total, p, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, aux, tape.gradient(total, p,
+                                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    kept, recomputed = loss_and_grad(params, 0), loss_and_grad(params, 2)
+    kept, recomputed = (tf.function(lambda p, c=c: loss_and_grad(p, c))(params) for c in (0, 2))
     jitted = tf.function(lambda p: loss_and_grad(p, 2), jit_compile=True)(params)
     np.testing.assert_allclose(recomputed[0], kept[0], rtol=1e-6)
     np.testing.assert_allclose(jitted[0], kept[0], rtol=1e-5)
@@ -193,7 +194,7 @@ def test_recomputed_segments_give_the_same_loss_and_gradient():
     for name in ("nu", "mu", "pre", "post", "eta_syn"):
         assert np.abs(kept[2][name].numpy()).max() > 0, name
     for name in params:
-        np.testing.assert_allclose(recomputed[2][name], kept[2][name], rtol=1e-5, atol=1e-7,
+        np.testing.assert_allclose(recomputed[2][name], kept[2][name], rtol=1e-4, atol=1e-6,
                                    err_msg=name)
         np.testing.assert_allclose(jitted[2][name], kept[2][name], rtol=2e-4, atol=1e-5,
                                    err_msg=name)
@@ -203,33 +204,26 @@ def test_recomputed_segments_give_the_same_loss_and_gradient():
     np.testing.assert_allclose(from_seed[1], from_seed[0], rtol=1e-6)
 
 
-def test_xla_compiles_the_meta_loss_and_its_gradient_and_equals_eager():
-    params = population(2)
-    data = batch_of(2, 2, 1, 5, 7)
+def test_xla_compiles_the_meta_loss_and_its_gradient_from_a_seed():
+    """Synapses drawn from a seed inside the compiled function (XLA's Philox draws other
+    numbers than TensorFlow's kernels do; XLA against eager from given synapses:
+    ``test_recomputed_segments_give_the_same_loss_and_gradient``), with activation_norm and
+    the query normalised with the tracked statistics."""
+    params, data = population(2), batch_of(2, 2, 1, 5, 7)
     seed = tf.constant([4, 9], tf.int64)
-    seeds = member_seeds(seed, 2, 1)
-    synapses = member_synapses(seeds, NET, 2, SOFTMAX)
-    members = member_batch(data, 2, NET.input_shape, tf.float32)
 
-    def loss_and_grad(p, fixed):
+    def loss_and_grad(p):
         with tf.GradientTape() as tape:
             tape.watch(p)
-            loss = population_loss(p, synapses, members, SOFTMAX, NET)[0] if fixed else \
-                meta_loss(p, seed, data, BlurConfig(activation_norm=True), NET,
-                          reverse="autodiff", inference="moving")[0]
+            loss = meta_loss(p, seed, data, BlurConfig(activation_norm=True), NET,
+                             reverse="autodiff", inference="moving")[0]
             total = tf.reduce_sum(loss)
         return loss, tape.gradient(total, p, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    eager = loss_and_grad(params, True)
-    jitted = tf.function(lambda p: loss_and_grad(p, True), jit_compile=True)(params)
-    np.testing.assert_allclose(jitted[0], eager[0], rtol=1e-5)
-    for name in params:
-        np.testing.assert_allclose(jitted[1][name], eager[1][name], rtol=2e-4, atol=1e-6)
-    # from a seed (XLA's Philox draws other synapses than TensorFlow's kernels do), with
-    # activation_norm and the query normalised with the tracked statistics
-    loss, grads = tf.function(lambda p: loss_and_grad(p, False), jit_compile=True)(params)
+    loss, grads = tf.function(loss_and_grad, jit_compile=True)(params)
     assert np.isfinite(loss.numpy()).all() and loss.shape == (2,)
     assert all(np.isfinite(g.numpy()).all() for g in grads.values())
+    assert np.abs(grads["eta_syn"].numpy()).min() > 0
 
 
 def test_hand_reverse_and_shapes_fail_at_the_door():
