@@ -5,7 +5,8 @@ The population's ``S · R`` members (species s, replica r) are run one after ano
 ``tf.map_fn``: member ``(s, r)`` takes species s's genome, its own fresh synapses
 (``blur_keras.core.network.init_synapses``) and its batches, reshaped from ``[..., F]`` to
 ``[..., *input_shape]``, and runs T inner steps (``blur_keras.core.network.step``, a
-``tf.while_loop``) and a query, normalised over the query batch or, with an
+``tf.while_loop``; with ``recompute=c``, of segments of c steps recomputed for the gradient)
+and a query, normalised over the query batch or, with an
 ``inference_momentum``, with the statistics tracked over the T steps as ``BlurModel`` predicts
 (``normalization.track_moments`` of each step's ``network.forward_moments``, from zeros and
 ones). Its synapse seed is ``fold_in(seed_r, s_global)`` where
