@@ -189,8 +189,6 @@ def test_recomputed_segments_give_the_same_loss_and_gradient():
     for key in ("accuracy", "inner_accuracy"):
         np.testing.assert_array_equal(recomputed[1][key], kept[1][key])
     assert kept[1]["inner_accuracy"].shape == (5, 2)
-    assert np.all(np.abs(kept[0].numpy() - population_loss(
-        params, synapses, members, config, NET, trajectory_weight=0.5)[0].numpy()) > 1e-5)
     for name in ("nu", "mu", "pre", "post", "eta_syn"):
         assert np.abs(kept[2][name].numpy()).max() > 0, name
     for name in params:
@@ -198,10 +196,6 @@ def test_recomputed_segments_give_the_same_loss_and_gradient():
                                    err_msg=name)
         np.testing.assert_allclose(jitted[2][name], kept[2][name], rtol=2e-4, atol=1e-5,
                                    err_msg=name)
-    # meta_loss passes recompute on: the same loss from a seed
-    from_seed = [meta_loss(params, seed, data, config, NET, recompute=c, inference="moving",
-                           inference_momentum=momentum, trajectory_weight=0.5)[0] for c in (0, 2)]
-    np.testing.assert_allclose(from_seed[1], from_seed[0], rtol=1e-6)
 
 
 def test_xla_compiles_the_meta_loss_and_its_gradient_from_a_seed():
@@ -299,7 +293,7 @@ def test_meta_train_from_gin_through_a_conv_network_in_stages_of_both_trainers(t
                         "Report.final_eval_examples = 200",
                         "evaluate_suite.horizons = (2, 10)",
                         "evaluate_suite.baselines = ['sgd']",
-                        "evaluate_suite.learning_rates = {'sgd': (0.1, 0.3)}"]
+                        "evaluate_suite.learning_rates = {'sgd': (0.3,)}"]
     results = gin_run(tmp_path, staged)
     assert [r["steps_done"] for r in results["stages"]] == [2, 2]
     for stage, outer in zip(("fast", "long"), ("adam", "cma")):
@@ -318,4 +312,4 @@ def test_meta_train_from_gin_through_a_conv_network_in_stages_of_both_trainers(t
     comparison = results["comparison"]
     assert comparison["rule"] == "final genome" and comparison["unroll"] == 3
     assert "64-8x8x1-conv4x3x3-maxpool2x2-flatten-10" in comparison["task"], comparison["task"]
-    assert 0.0 <= comparison["sgd_best"] <= 1.0 and comparison["sgd_best_learning_rate"] in (0.1, 0.3)
+    assert 0.0 <= comparison["sgd_best"] <= 1.0 and comparison["sgd_best_learning_rate"] == 0.3
