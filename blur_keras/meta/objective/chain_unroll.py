@@ -84,7 +84,7 @@ def _segment_fn(names, num_syn, network, config, per_layer, logit_scale, momentu
     def run(*args):
         params = dict(zip(names, args[:len(names)]))
         synapses = pair_up(args[len(names):len(names) + num_syn])
-        moments = _pairs(args[len(names) + num_syn:-3])
+        moments = list(pair_up(args[len(names) + num_syn:-3]))
         xs, ys, t0 = args[-3:]
         losses, accs = [], []
         for i in range(length):
@@ -99,15 +99,10 @@ def _segment_fn(names, num_syn, network, config, per_layer, logit_scale, momentu
             losses.append(tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(y, logit_scale * guess)))
             accs.append(_accuracy(guess, y))
-        return (*flatten_pairs(synapses), *[t for m in moments for t in m], tf.stack(losses),
+        return (*flatten_pairs(synapses), *flatten_pairs(moments), tf.stack(losses),
                 tf.stack(accs))
 
     return run
-
-
-def _pairs(flat):
-    """``[m⁰, v⁰, m¹, v¹, …]`` -> ``[(m⁰, v⁰), …]``."""
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
 
 def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_scale, momentum,
@@ -124,7 +119,7 @@ def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_sca
     p_list = [params[n] for n in names]
     flat = flatten_pairs(synapses)
     moments = [] if momentum is None else start_moments([w for w, _ in synapses])
-    carry = flat + [t for m in moments for t in m]
+    carry = flat + flatten_pairs(moments)
 
     def segment(length):
         fn = _segment_fn(names, len(flat), network, config, per_layer, logit_scale, momentum,
@@ -148,7 +143,7 @@ def _inner_steps(params, synapses, xs, ys, network, config, per_layer, logit_sca
         out = segment(rest)(*p_list, *carry, xs[-rest:], ys[-rest:], whole * seg)
         carry, loss_sum = list(out[:-2]), loss_sum + tf.reduce_sum(out[-2])
         accs = tf.concat([accs, out[-1]], axis=0)
-    tracked = None if momentum is None else _pairs(carry[len(flat):])
+    tracked = None if momentum is None else list(pair_up(carry[len(flat):]))
     return pair_up(carry[:len(flat)]), loss_sum / steps, accs, tracked
 
 
@@ -164,7 +159,7 @@ def member_synapses(seeds, network, k, config=None, scale=1.0, dtype=tf.float32)
         return tuple(t for pair in pairs for t in pair)
 
     flat = tf.map_fn(draw, seeds, fn_output_signature=tuple(shapes))
-    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+    return pair_up(flat)
 
 
 def _member(network, config, per_layer, logit_scale, loss, momentum, recompute):
