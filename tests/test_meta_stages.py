@@ -77,6 +77,8 @@ def test_stages_chain_genomes_and_scoped_bindings(tmp_path):
     # the run's top level holds the final rule's SavedModel, with the edited values
     import tensorflow as tf
     assert results["saved_model"] == str(tmp_path / "saved_model")
+    assert not any((tmp_path / s / "saved_model").exists() for s in ("fast", "long"))
+    assert not any("saved_model" in r for r in results["stages"])  # exported once, the run's
     rule = tf.saved_model.load(str(tmp_path / "saved_model"))
     assert float(rule.genome()["f"].numpy()) == 1.5
     _check_the_comparison_judges_the_edited_genome(tmp_path, results)

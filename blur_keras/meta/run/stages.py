@@ -9,7 +9,9 @@ Stage ``s`` writes ``<model_dir>/<s>/``; the first stage starts from its own ``S
 finished stage is not run again (a finished run returns its results), so a restarted run
 resumes in the stage it stopped in. The last stage's genome is copied to
 ``<model_dir>/genome.json``, its provenance extended by the list of stages (the first stage's
-start is the rule's start); ``results.json`` holds every stage's results.
+start is the rule's start); ``results.json`` holds every stage's results. The run's rule is
+exported once, as ``<model_dir>/saved_model`` (when the last stage's ``Report.export`` is on):
+a stage writes no SavedModel of its own.
 ``Report.final_values`` (unscoped) then sets entries of that final file by hand (recorded in
 its provenance as ``final_values``; the last stage's own files keep the genome it learned), and
 ``Report.final_schedule`` writes a schedule into it (``blur_keras.rules.schedule``: ramps of
@@ -127,23 +129,27 @@ def run_stages(run_one, model_dir, stages, parts, strategy=None):
                             _changes("random" if i else None), dry_run=True)
         if i == 0:
             _check_final_edits(start, edits.final_values, edits.final_schedule)
+    with gin.config_scope(names[-1]):
+        export = (parts.get("report") or Report()).export
     lock = RunDirLock(model_dir) if chief.is_chief(strategy) else contextlib.nullcontext()
     with lock:
         return _run_stages(lambda stage_dir, changes, **mode: run_one(
-            stage_dir, parts, strategy, changes, **mode), model_dir, names, edits)
+            stage_dir, parts, strategy, changes, **mode), model_dir, names, edits, export)
 
 
 def _changes(genome_init=None, **report):
-    """A stage's changes of its parts: its start genome (None: its own ``Start``), and no final
-    genome edits (unscoped bindings, which would reach every stage)."""
-    changes = {"report": dict(final_values=None, final_schedule=None, **report)}
+    """A stage's changes of its parts: its start genome (None: its own ``Start``), no final
+    genome edits (unscoped bindings, which would reach every stage) and no SavedModel (the
+    run exports its final genome)."""
+    changes = {"report": dict(final_values=None, final_schedule=None, export=False, **report)}
     if genome_init is not None:
         changes["start"] = {"genome_init": genome_init}
     return changes
 
 
-def _run_stages(run_stage, model_dir, names, edits):
-    """The stages in turn, then the final genome file and ``results.json``."""
+def _run_stages(run_stage, model_dir, names, edits, export):
+    """The stages in turn, then the final genome file, its SavedModel (``export``) and
+    ``results.json``."""
     edited = bool(edits.final_values or edits.final_schedule)
     genome_path, done, summaries = None, [], []
     for name in names:
@@ -158,7 +164,7 @@ def _run_stages(run_stage, model_dir, names, edits):
         summaries.append(_stage_summary(name, genome_path))
     final = dict(done[-1], stages=done, model_dir=model_dir, genome=_write_final_genome(
         model_dir, summaries, genome_path, edits.final_values, edits.final_schedule))
-    if "saved_model" in done[-1]:  # the run's rule, at its top level like any run's
+    if export:  # the run's rule, at its top level like any run's
         final["saved_model"] = _export_final(model_dir, final["genome"])
     if edited:  # the last stage's final comparison, of the edited genome the run writes
         final.pop("comparison", None)
