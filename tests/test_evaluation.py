@@ -86,6 +86,27 @@ def test_select_uses_validation_not_test():
     assert mean == pytest.approx(0.3) and half == pytest.approx(12.706 * 0.1 / 1.0, rel=1e-3)
 
 
+def test_the_loop_evaluates_only_at_the_recorded_steps():
+    """``run_loop`` records ``eval_fn`` at steps 0, 3 and 5 of 6, and calls it there only."""
+    calls = tf.Variable(0)
+    pool_x = tf.reshape(tf.range(12, dtype=tf.float32), [6, 2])
+    pool_y = tf.zeros([6], tf.int32)
+
+    def eval_fn(state):
+        with tf.control_dependencies([calls.assign_add(1)]):
+            return tf.identity(state)
+
+    @tf.function(autograph=False)
+    def run():
+        return bl.run_loop(lambda state, x, y: state + tf.reduce_sum(x), eval_fn,
+                           tf.constant(0.0), pool_x, pool_y, tf.range(6)[:, None],
+                           bl.record_slots((0, 3, 5), 6), 3)
+
+    out = run().numpy()
+    np.testing.assert_allclose(out, [0.0, 15.0, 45.0])  # the sum of the first 0, 3, 5 rows
+    assert int(calls.numpy()) == 3  # at the start (step 0's record), then at steps 3 and 5
+
+
 def test_steps_to_reach_the_rule():
     steps = [0, 10, 20, 50]
     curves = np.array([[0.1, 0.1], [0.3, 0.5], [0.6, 0.55], [0.7, 0.9]])  # [records, lrs]

@@ -217,20 +217,21 @@ def record_slots(steps_to_record, num_steps):
 
 def run_loop(step_fn, eval_fn, state, pool_x, pool_y, idx, slots, num_records):
     """Run ``step_fn(state, x, y)`` once per row of ``idx`` (indices into the pool);
-    ``eval_fn(state)`` into ``out[slot]`` at the steps ``slots`` records (``record_slots``)."""
+    ``eval_fn(state)`` into ``out[slot]`` at the steps ``slots`` records (``record_slots``),
+    and only there: a step that records nothing evaluates nothing."""
     first = eval_fn(state)
     out = tf.zeros([num_records] + first.shape.as_list(), first.dtype)
 
-    def write(out, s, value):
-        return tf.cond(s >= 0, lambda: tf.tensor_scatter_nd_update(out, [[s]], value[None]),
+    def write(out, s, value_fn):
+        return tf.cond(s >= 0, lambda: tf.tensor_scatter_nd_update(out, [[s]], value_fn()[None]),
                        lambda: out)
 
-    out = write(out, slots[0], first)
+    out = write(out, slots[0], lambda: first)
 
     def body(t, state, out):
         x, y = tf.gather(pool_x, idx[t]), tf.gather(pool_y, idx[t])
         state = step_fn(state, x, y)
-        return t + 1, state, write(out, slots[t + 1], eval_fn(state))
+        return t + 1, state, write(out, slots[t + 1], lambda: eval_fn(state))
 
     _, _, out = tf.while_loop(lambda t, *_: t < tf.shape(idx)[0], body,
                               (tf.constant(0), state, out))
