@@ -189,6 +189,10 @@ def test_recomputed_segments_give_the_same_loss_and_gradient():
     for key in ("accuracy", "inner_accuracy"):
         np.testing.assert_array_equal(recomputed[1][key], kept[1][key])
     assert kept[1]["inner_accuracy"].shape == (5, 2)
+    # the tracked statistics are in play: the query normalised over its batch scores otherwise
+    over_batch = tf.function(lambda p: population_loss(p, synapses, members, config, NET,
+                                                       trajectory_weight=0.5)[0])(params)
+    assert np.all(np.abs(kept[0].numpy() - over_batch.numpy()) > 1e-5)
     for name in ("nu", "mu", "pre", "post", "eta_syn"):
         assert np.abs(kept[2][name].numpy()).max() > 0, name
     for name in params:
